@@ -1,0 +1,137 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand};
+use socbench_kernels::backend::BackendKind;
+use socbench_kernels::load::ModelSpec;
+use socbench_kernels::quant::QuantLevel;
+
+/// Benchmark and profile LLM inference on mobile SoCs.
+#[derive(Debug, Parser)]
+#[command(name = "socbench", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate text with the model and report its timings.
+    Generate(GenerateArgs),
+    /// Score a continuation under teacher forcing (argmax, margin and log-probability per
+    /// position, total NLL and perplexity).
+    Score(ScoreArgs),
+    /// Download SmolLM2-135M-Instruct (Q4_1 GGUF) into the cache and verify its checksum.
+    FetchModel(FetchArgs),
+}
+
+/// KV-cache window: a number of positions, or `full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvWindow(pub Option<usize>);
+
+impl std::str::FromStr for KvWindow {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "full" {
+            return Ok(Self(None));
+        }
+        match s.parse::<usize>() {
+            Ok(0) | Err(_) => Err(format!(
+                "invalid KV window {s:?} (valid: a positive number of positions, or `full`)"
+            )),
+            Ok(w) => Ok(Self(Some(w))),
+        }
+    }
+}
+
+impl std::fmt::Display for KvWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("full"),
+            Some(w) => write!(f, "{w}"),
+        }
+    }
+}
+
+/// The knobs every model command shares.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// GGUF model file, or `synthetic:tiny`. Default: the model `socbench fetch-model` fetched.
+    #[arg(long)]
+    pub model: Option<ModelSpec>,
+    /// Burn backend: ndarray, flex or wgpu.
+    #[arg(long, default_value = "flex")]
+    pub backend: BackendKind,
+    /// Weight quantization: f32, f16, q8, q4, q8-tensor, q4-tensor.
+    #[arg(long, default_value = "f32")]
+    pub quant: QuantLevel,
+    /// CPU threads the backend may use. Default: all available cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Independent sequences decoded together.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Keep only the last W positions in the KV cache (sliding window), or `full`.
+    #[arg(long, default_value = "full")]
+    pub kv_window: KvWindow,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `socbench generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Model knobs.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt. Special tokens such as `<|im_start|>` are recognised.
+    #[arg(long)]
+    pub prompt: String,
+    /// Tokens to generate.
+    #[arg(short = 'n', long = "tokens", default_value_t = 32)]
+    pub tokens: usize,
+    /// Sample with this seed (temperature 0.8, top-k 40 unless given) instead of greedy.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Softmax temperature when sampling; 0 means greedy.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Sample among the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Stop at the end-of-sequence token instead of always generating --tokens.
+    #[arg(long)]
+    pub stop_at_eos: bool,
+}
+
+/// `socbench score`.
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Model knobs.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt the continuation follows.
+    #[arg(long)]
+    pub prompt: String,
+    /// The continuation, as text.
+    #[arg(
+        long,
+        conflicts_with = "continuation_ids",
+        required_unless_present = "continuation_ids"
+    )]
+    pub continuation: Option<String>,
+    /// The continuation, as token ids separated by spaces or commas.
+    #[arg(long)]
+    pub continuation_ids: Option<String>,
+}
+
+/// `socbench fetch-model`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Print only the model's path.
+    #[arg(long, short)]
+    pub quiet: bool,
+}

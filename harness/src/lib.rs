@@ -1,0 +1,26 @@
+//! socbench's command line and the work behind it.
+//!
+//! The binary's `main` calls [`run`]; every subcommand lives in [`commands`].
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod commands;
+pub mod model_cache;
+pub mod session;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Parses the command line and runs the chosen command.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = cli::Cli::parse();
+    match &cli.command {
+        cli::Command::Generate(args) => commands::generate::run(args)?,
+        cli::Command::Score(args) => commands::score::run(args)?,
+        cli::Command::FetchModel(args) => {
+            let path = model_cache::fetch(args.quiet)?;
+            println!("{}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

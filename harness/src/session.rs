@@ -1,0 +1,120 @@
+//! Validating the model knobs and preparing a model to run: the part `generate` and `score`
+//! share. Everything is checked before the model is loaded or a device touched.
+
+use crate::cli::ModelArgs;
+use crate::model_cache;
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use socbench_kernels::KernelError;
+use socbench_kernels::backend::{BackendKind, Runtime, set_matmul_threads};
+use socbench_kernels::load::{LoadedModel, ModelSpec};
+use socbench_kernels::quant::{self, QuantLevel};
+use socbench_kernels::threads::ThreadTimes;
+
+/// A loaded model on its runtime.
+#[derive(Debug)]
+pub struct Session {
+    /// Backend device and thread pool.
+    pub rt: Runtime,
+    /// Model, config and tokenizer.
+    pub loaded: LoadedModel,
+    /// Where the model came from.
+    pub spec: ModelSpec,
+    /// Quantization applied.
+    pub quant: QuantLevel,
+    /// Sequences per batch.
+    pub batch: usize,
+    /// KV window.
+    pub kv_window: Option<usize>,
+    /// Seconds spent loading and converting the model.
+    pub load_s: f64,
+}
+
+impl Session {
+    /// Validates `args`, opens the backend and loads the model.
+    pub fn open(args: &ModelArgs) -> Result<Self> {
+        let threads = match args.threads {
+            Some(0) => anyhow::bail!("--threads must be at least 1"),
+            Some(t) => t,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if args.batch == 0 {
+            anyhow::bail!("--batch must be at least 1");
+        }
+        args.quant
+            .support(args.backend)
+            .map_err(|reason| KernelError::Unsupported {
+                backend: args.backend,
+                quant: args.quant,
+                reason,
+            })?;
+        if args.backend == BackendKind::NdArray {
+            // Before any tensor exists: matrixmultiply sizes its pool once, at first use.
+            set_matmul_threads(threads);
+        }
+        let spec = args
+            .model
+            .clone()
+            .unwrap_or_else(|| ModelSpec::File(model_cache::default_model_path()));
+        // Open the file first: a missing or corrupt model is reported before a GPU starts.
+        spec.open()?;
+        let rt = Runtime::new(args.backend, threads)?;
+        let start = std::time::Instant::now();
+        let mut loaded = rt
+            .run(|device| spec.load(device))
+            .with_context(|| format!("loading {spec}"))?;
+        let backend = args.backend;
+        let quant = args.quant;
+        rt.run(|_| {
+            socbench_kernels::catch_panic(|| quant::apply(&mut loaded.model, quant, backend))
+        })
+        .map_err(|reason| KernelError::Unsupported {
+            backend,
+            quant,
+            reason,
+        })?;
+        rt.sync()?;
+        Ok(Self {
+            rt,
+            loaded,
+            spec,
+            quant,
+            batch: args.batch,
+            kv_window: args.kv_window.0,
+            load_s: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Encodes the prompt, refusing an empty one.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let ids = self.loaded.tokenizer.encode(text)?;
+        if ids.is_empty() {
+            anyhow::bail!("the prompt encodes to no tokens; give a non-empty --prompt");
+        }
+        Ok(ids)
+    }
+
+    /// The settings every JSON result carries.
+    pub fn settings(&self, threads_observed: Option<usize>) -> Value {
+        json!({
+            "model": self.spec.to_string(),
+            "model_name": self.loaded.name,
+            "model_file_tensor_bytes": self.loaded.file_tensor_bytes,
+            "backend": self.rt.backend.name(),
+            "quant": self.quant.name(),
+            "threads": self.rt.threads,
+            "threads_observed": threads_observed,
+            "batch": self.batch,
+            "kv_window": self.kv_window.map_or(Value::from("full"), Value::from),
+            "load_s": self.load_s,
+        })
+    }
+}
+
+/// Runs `f`, also returning how many threads did at least 10 % of the CPU work meanwhile.
+pub fn observe_threads<R>(f: impl FnOnce() -> R) -> (R, Option<usize>) {
+    let before = ThreadTimes::now();
+    let r = f();
+    let busy = ThreadTimes::now().busy_since(&before, 0.10);
+    (r, busy)
+}

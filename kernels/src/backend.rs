@@ -1,0 +1,170 @@
+//! Choosing the Burn backend and the CPU parallelism it may use.
+//!
+//! The backend is picked once, at the edge (the CLI or the agent), by name; the model code is
+//! backend-agnostic because Burn 0.22 tensors carry their backend in their [`Device`].
+//!
+//! Thread control differs per backend, and each mechanism is real:
+//! - Flex, and NdArray's element-wise kernels, run on the rayon pool the work is *installed*
+//!   in: [`Runtime::run`] installs a pool of exactly `threads` workers around the work.
+//! - NdArray's matmul goes through `matrixmultiply`, which sizes its own pool from
+//!   `MATMUL_NUM_THREADS` once per process: [`set_matmul_threads`] must run before the first
+//!   matmul, which is why the CLI calls it before creating any tensor.
+//! - wgpu runs kernels on the GPU; the pool only bounds host-side work.
+
+use crate::KernelError;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A Burn backend socbench can run the model on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// `burn-ndarray`: pure-Rust CPU backend (deprecated upstream in 0.22, still asked for).
+    NdArray,
+    /// `burn-flex`: Burn's newer pure-Rust CPU backend.
+    Flex,
+    /// `burn-wgpu`: GPU through wgpu (Vulkan, Metal, DX12, or Mesa lavapipe on a CPU).
+    Wgpu,
+}
+
+impl BackendKind {
+    /// Every backend, in the order reports list them.
+    pub const ALL: [BackendKind; 3] = [Self::NdArray, Self::Flex, Self::Wgpu];
+
+    /// The name used on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NdArray => "ndarray",
+            Self::Flex => "flex",
+            Self::Wgpu => "wgpu",
+        }
+    }
+
+    /// Whether the backend computes on the CPU.
+    pub fn is_cpu(self) -> bool {
+        !matches!(self, Self::Wgpu)
+    }
+
+    /// The Burn device for this backend.
+    pub fn device(self) -> Device {
+        match self {
+            // NdArray is deprecated upstream; our users still compare against it.
+            #[allow(deprecated)]
+            Self::NdArray => Device::ndarray(),
+            Self::Flex => Device::flex(),
+            Self::Wgpu => Device::wgpu(Default::default()),
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| format!("unknown backend {s:?} (valid: ndarray, flex, wgpu)"))
+    }
+}
+
+/// Sets the thread count of NdArray's matmul (`matrixmultiply` reads `MATMUL_NUM_THREADS`
+/// once, at its first use, and caps it at 4).
+///
+/// Call it at the start of the process, before any other thread exists and before any tensor
+/// is created: a later call has no effect on a pool that is already built.
+pub fn set_matmul_threads(threads: usize) {
+    // SAFETY: the environment is only unsafe to modify while other threads may read it. The
+    // CLI calls this first thing in `main`'s command dispatch, before any thread is spawned.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    }
+}
+
+/// A backend device together with the CPU thread pool its work runs in.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The backend.
+    pub backend: BackendKind,
+    /// The Burn device.
+    pub device: Device,
+    /// Threads in the pool.
+    pub threads: usize,
+    pool: rayon::ThreadPool,
+}
+
+impl Runtime {
+    /// Opens `backend` with a pool of `threads` workers, checking that the device works.
+    ///
+    /// A backend that cannot start (no GPU adapter for wgpu, say) is an error here, before
+    /// any model is loaded.
+    pub fn new(backend: BackendKind, threads: usize) -> Result<Self, KernelError> {
+        if threads == 0 {
+            return Err(KernelError::Invalid("threads must be at least 1".into()));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("socbench-worker-{i}"))
+            .build()
+            .map_err(|e| KernelError::Backend {
+                backend,
+                reason: format!("cannot start {threads} threads: {e}"),
+            })?;
+        let device = backend.device();
+        let rt = Self {
+            backend,
+            device,
+            threads,
+            pool,
+        };
+        rt.check()?;
+        Ok(rt)
+    }
+
+    /// Runs `f` inside this runtime's thread pool.
+    pub fn run<R: Send>(&self, f: impl FnOnce(&Device) -> R + Send) -> R {
+        let device = &self.device;
+        self.pool.install(|| f(device))
+    }
+
+    /// Waits for the device to finish queued work.
+    pub fn sync(&self) -> Result<(), KernelError> {
+        self.device.sync().map_err(|e| KernelError::Backend {
+            backend: self.backend,
+            reason: format!("{e:?}"),
+        })
+    }
+
+    /// Runs a tiny computation so that a backend that cannot start fails here, as an error.
+    /// Burn's device initialisation panics when, say, wgpu finds no adapter.
+    fn check(&self) -> Result<(), KernelError> {
+        let backend = self.backend;
+        let result = crate::catch_panic(|| {
+            self.run(|device| {
+                let a =
+                    Tensor::<2>::from_data(TensorData::new(vec![1f32, 2., 3., 4.], [2, 2]), device);
+                let s = a.clone().matmul(a).sum().into_data();
+                s.try_to_vec::<f32>()
+                    .map(|v| v[0])
+                    .map_err(|e| format!("{e:?}"))
+            })
+        });
+        match result {
+            Ok(Ok(v)) if v == 54.0 => Ok(()),
+            Ok(Ok(v)) => Err(KernelError::Backend {
+                backend,
+                reason: format!("self-check computed {v} instead of 54"),
+            }),
+            Ok(Err(reason)) | Err(reason) => Err(KernelError::Backend { backend, reason }),
+        }
+    }
+}

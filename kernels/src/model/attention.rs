@@ -1,0 +1,76 @@
+use super::kv_cache::LayerCache;
+use super::rope::Rope;
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+/// Grouped-query self-attention: `n_heads` query heads share `n_kv_heads` key/value heads,
+/// query head `h` reading key/value head `h / (n_heads / n_kv_heads)`.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Query projection, `[d_model, n_heads * head_dim]`.
+    pub q: Linear,
+    /// Key projection, `[d_model, n_kv_heads * head_dim]`.
+    pub k: Linear,
+    /// Value projection, `[d_model, n_kv_heads * head_dim]`.
+    pub v: Linear,
+    /// Output projection, `[n_heads * head_dim, d_model]`.
+    pub o: Linear,
+    /// Number of query heads.
+    pub n_heads: usize,
+    /// Number of key/value heads.
+    pub n_kv_heads: usize,
+}
+
+impl Attention {
+    /// Attends from this step's tokens (absolute positions `pos0..pos0 + seq`) to themselves
+    /// and the cached ones, then appends this step's keys and values to `cache`.
+    ///
+    /// `mask`, when given, is added to the scores of every head: `0` where a query may see a
+    /// key and `-inf` where it may not. It is needed whenever `seq > 1`.
+    ///
+    /// # Shapes
+    ///
+    /// - x: `[batch, seq, d_model]`
+    /// - mask: `[seq, visible_keys]`
+    /// - output: `[batch, seq, d_model]`
+    pub(crate) fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        cache: &mut LayerCache,
+        first_kept: usize,
+        pos0: usize,
+        window: Option<usize>,
+        mask: Option<Tensor<2>>,
+    ) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let (h, kvh) = (self.n_heads, self.n_kv_heads);
+        let q = self.q.forward(x.clone());
+        let hd = q.dims()[2] / h;
+        let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
+        let q = rope.apply(heads(q, h), pos0);
+        let k = rope.apply(heads(self.k.forward(x.clone()), kvh), pos0);
+        let v = heads(self.v.forward(x), kvh);
+        let (k, v, _) = cache.append(k, v, first_kept, pos0, window);
+        let t = k.dims()[2];
+        let g = h / kvh;
+        // Fold each group's query heads into the row axis, so one batched matmul per KV head
+        // serves all of them without materialising repeated keys.
+        let q = q.reshape([b, kvh, g * s, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        let scores = match mask {
+            Some(mask) => {
+                let m = mask.reshape([1, 1, 1, s, t]);
+                (scores.reshape([b, kvh, g, s, t]) + m).reshape([b, kvh, g * s, t])
+            }
+            _ => scores,
+        };
+        let out = softmax(scores, 3).matmul(v);
+        let out = out
+            .reshape([b, h, s, hd])
+            .swap_dims(1, 2)
+            .reshape([b, s, h * hd]);
+        self.o.forward(out)
+    }
+}

@@ -1,0 +1,88 @@
+use burn::prelude::*;
+
+/// Keys and values of one attention layer for the positions still in the window.
+#[derive(Debug, Default)]
+pub(crate) struct LayerCache {
+    /// `[batch, kv_heads, kept, head_dim]`, or `None` before the first step.
+    kv: Option<(Tensor<4>, Tensor<4>)>,
+}
+
+impl LayerCache {
+    /// Appends this step's keys and values (for absolute positions `pos0..pos0 + seq`) and
+    /// returns the keys and values this step's queries may see, with the absolute position of
+    /// the first of them. With a window `W`, the query at `p` sees keys `p + 1 - W ..= p`, so a
+    /// single-token step needs no mask; the cache keeps the last `W` positions afterwards.
+    pub(crate) fn append(
+        &mut self,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        first_kept: usize,
+        pos0: usize,
+        window: Option<usize>,
+    ) -> (Tensor<4>, Tensor<4>, usize) {
+        let (k_all, v_all) = match self.kv.take() {
+            None => (k, v),
+            Some((k0, v0)) => (Tensor::cat(vec![k0, k], 2), Tensor::cat(vec![v0, v], 2)),
+        };
+        let total = k_all.dims()[2];
+        let tail = |t: &Tensor<4>, keep: usize| {
+            if keep == total {
+                t.clone()
+            } else {
+                t.clone().narrow(2, total - keep, keep)
+            }
+        };
+        let keep = window.map_or(total, |w| w.min(total));
+        self.kv = Some((tail(&k_all, keep), tail(&v_all, keep)));
+        let first_visible =
+            window.map_or(first_kept, |w| first_kept.max((pos0 + 1).saturating_sub(w)));
+        let visible = total - (first_visible - first_kept);
+        (tail(&k_all, visible), tail(&v_all, visible), first_visible)
+    }
+
+    /// Number of positions held.
+    pub(crate) fn len(&self) -> usize {
+        self.kv.as_ref().map_or(0, |(k, _)| k.dims()[2])
+    }
+}
+
+/// The whole model's cache: one [`LayerCache`] per block plus the next absolute position.
+#[derive(Debug)]
+pub struct KvCache {
+    pub(crate) layers: Vec<LayerCache>,
+    /// Absolute position of the next token.
+    pub(crate) next_pos: usize,
+    /// Keep only the last `window` positions; `None` keeps all.
+    pub(crate) window: Option<usize>,
+}
+
+impl KvCache {
+    /// An empty cache for `n_layers` blocks.
+    pub fn new(n_layers: usize, window: Option<usize>) -> Self {
+        Self {
+            layers: (0..n_layers).map(|_| LayerCache::default()).collect(),
+            next_pos: 0,
+            window,
+        }
+    }
+
+    /// Absolute position of the next token.
+    pub fn next_position(&self) -> usize {
+        self.next_pos
+    }
+
+    /// Positions held per layer (at most the window).
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, LayerCache::len)
+    }
+
+    /// Whether nothing has been cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Absolute position of the first cached key.
+    pub(crate) fn first_kept(&self) -> usize {
+        self.next_pos - self.len()
+    }
+}

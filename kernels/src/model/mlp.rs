@@ -1,0 +1,27 @@
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+
+/// SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// Gate projection, `[d_model, d_ff]`.
+    pub gate: Linear,
+    /// Up projection, `[d_model, d_ff]`.
+    pub up: Linear,
+    /// Down projection, `[d_ff, d_model]`.
+    pub down: Linear,
+}
+
+impl Mlp {
+    /// Applies the block.
+    ///
+    /// # Shapes
+    ///
+    /// - x: `[batch, seq, d_model]`
+    /// - output: `[batch, seq, d_model]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate.forward(x.clone()));
+        self.down.forward(gate * self.up.forward(x))
+    }
+}
