@@ -159,7 +159,7 @@ impl Runtime {
             })
         });
         match result {
-            Ok(Ok(v)) if v == 54.0 => Ok(()),
+            Ok(Ok(54.0)) => Ok(()),
             Ok(Ok(v)) => Err(KernelError::Backend {
                 backend,
                 reason: format!("self-check computed {v} instead of 54"),

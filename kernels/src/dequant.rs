@@ -22,7 +22,9 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
 pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Option<()> {
     let (block_elems, block_bytes) = ty.block_layout()?;
     let (block_elems, block_bytes) = (block_elems as usize, block_bytes as usize);
-    if out.len() % block_elems != 0 || bytes.len() != out.len() / block_elems * block_bytes {
+    if !out.len().is_multiple_of(block_elems)
+        || bytes.len() != out.len() / block_elems * block_bytes
+    {
         return None;
     }
     let blocks = bytes

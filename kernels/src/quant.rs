@@ -72,17 +72,17 @@ impl QuantLevel {
 
     /// Burn's scheme for this level on `backend`, or `None` for the float levels.
     ///
-    /// Storage differs by backend: NdArray and Flex hold 8-bit values natively, wgpu packs
-    /// every integer level into `u32` words.
+    /// Storage differs by backend: NdArray and Flex hold quantized values natively (one per
+    /// byte), wgpu packs every integer level into `u32` words (the only storage it runs).
     pub fn scheme(self, backend: BackendKind) -> Option<QuantScheme> {
         let value = match self {
             Self::F32 | Self::F16 => return None,
             Self::Q8 | Self::Q8Tensor => QuantValue::Q8S,
             Self::Q4 | Self::Q4Tensor => QuantValue::Q4S,
         };
-        let store = match backend {
-            BackendKind::Wgpu => QuantStore::PackedU32(0),
-            BackendKind::NdArray | BackendKind::Flex => QuantStore::Native,
+        let store = match (backend, value) {
+            (BackendKind::Wgpu, _) => QuantStore::PackedU32(0),
+            _ => QuantStore::Native,
         };
         let scheme = QuantScheme::default().with_value(value).with_store(store);
         Some(match self {
@@ -99,12 +99,12 @@ impl QuantLevel {
         use QuantLevel::*;
         match (backend, self) {
             (_, F32) => Ok(()),
-            (NdArray, F16) => Err("burn-ndarray 0.22 has no f16 matmul".into()),
-            (NdArray | Flex, Q4 | Q4Tensor) => Err(format!(
-                "burn-{} 0.22 stores quantized values natively only at 8 bits; \
-                 4-bit packing is implemented on wgpu",
-                backend.name()
-            )),
+            (NdArray, F16) => Err("burn-ndarray 0.22 has no f16 tensors (\"Unsupported dtype: F16\")".into()),
+            (NdArray, Q4 | Q4Tensor) => Err(
+                "burn-ndarray 0.22 does not implement 4-bit quantization (native or packed storage)"
+                    .into(),
+            ),
+
             _ => Ok(()),
         }
     }
@@ -140,6 +140,9 @@ fn map_linear(linear: &mut Linear, f: &impl Fn(burn::Tensor<2>) -> burn::Tensor<
 /// Converts `model`'s matmul weights (and, for `f16`, every parameter) to `level`.
 pub fn apply(model: &mut Llama, level: QuantLevel, backend: BackendKind) {
     let convert: Box<dyn Fn(burn::Tensor<2>) -> burn::Tensor<2>> = match level.scheme(backend) {
+        // Blocks run along Burn's last axis (`d_out` of the `[d_in, d_out]` weight). Measured
+        // on SmolLM2 (whose f32 weights are dequantized Q4_1, blocked along `d_in`): blocking
+        // along `d_in` instead gave q4 perplexity 4.81 vs 3.80 here, and q8 2.2550 vs 2.2562.
         Some(scheme) => Box::new(move |t| t.quantize_dynamic(&scheme)),
         None if level == QuantLevel::F16 => Box::new(|t| t.cast(DType::F16)),
         None => return,
@@ -159,6 +162,6 @@ pub fn apply(model: &mut Llama, level: QuantLevel, backend: BackendKind) {
     }
     map_linear(&mut model.output, &convert);
     if level == QuantLevel::F16 {
-        model.to_f16();
+        model.cast_to_f16();
     }
 }

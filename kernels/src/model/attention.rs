@@ -1,4 +1,4 @@
-use super::kv_cache::LayerCache;
+use super::kv_cache::{LayerCache, StepPositions};
 use super::rope::Rope;
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -39,9 +39,7 @@ impl Attention {
         x: Tensor<3>,
         rope: &Rope,
         cache: &mut LayerCache,
-        first_kept: usize,
-        pos0: usize,
-        window: Option<usize>,
+        at: StepPositions,
         mask: Option<Tensor<2>>,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
@@ -49,10 +47,10 @@ impl Attention {
         let q = self.q.forward(x.clone());
         let hd = q.dims()[2] / h;
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
-        let q = rope.apply(heads(q, h), pos0);
-        let k = rope.apply(heads(self.k.forward(x.clone()), kvh), pos0);
+        let q = rope.apply(heads(q, h), at.pos0);
+        let k = rope.apply(heads(self.k.forward(x.clone()), kvh), at.pos0);
         let v = heads(self.v.forward(x), kvh);
-        let (k, v, _) = cache.append(k, v, first_kept, pos0, window);
+        let (k, v, _) = cache.append(k, v, at);
         let t = k.dims()[2];
         let g = h / kvh;
         // Fold each group's query heads into the row axis, so one batched matmul per KV head

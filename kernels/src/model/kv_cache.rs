@@ -1,5 +1,17 @@
 use burn::prelude::*;
 
+/// Where a forward step sits: the absolute position of its first token, of the first cached
+/// key, and the window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepPositions {
+    /// Absolute position of the step's first token.
+    pub pos0: usize,
+    /// Absolute position of the first key still cached.
+    pub first_kept: usize,
+    /// KV window, `None` for all positions.
+    pub window: Option<usize>,
+}
+
 /// Keys and values of one attention layer for the positions still in the window.
 #[derive(Debug, Default)]
 pub(crate) struct LayerCache {
@@ -16,10 +28,13 @@ impl LayerCache {
         &mut self,
         k: Tensor<4>,
         v: Tensor<4>,
-        first_kept: usize,
-        pos0: usize,
-        window: Option<usize>,
+        at: StepPositions,
     ) -> (Tensor<4>, Tensor<4>, usize) {
+        let StepPositions {
+            pos0,
+            first_kept,
+            window,
+        } = at;
         let (k_all, v_all) = match self.kv.take() {
             None => (k, v),
             Some((k0, v0)) => (Tensor::cat(vec![k0, k], 2), Tensor::cat(vec![v0, v], 2)),

@@ -5,6 +5,8 @@ mod config;
 mod kv_cache;
 mod mlp;
 mod rope;
+#[cfg(test)]
+mod tests;
 
 pub use attention::Attention;
 pub use config::{ConfigError, LLAMA_FAMILY, LlamaConfig};
@@ -74,6 +76,11 @@ impl Llama {
         let window = cache.window;
         let first_visible =
             window.map_or(first_kept, |w| first_kept.max((pos0 + 1).saturating_sub(w)));
+        let at = kv_cache::StepPositions {
+            pos0,
+            first_kept,
+            window,
+        };
         let mut x = self.embedding.forward(tokens);
         let mask =
             (s > 1).then(|| causal_mask(pos0, s, first_visible, window, &device).cast(x.dtype()));
@@ -82,9 +89,7 @@ impl Llama {
                 block.attn_norm.forward(x.clone()),
                 &self.rope,
                 layer_cache,
-                first_kept,
-                pos0,
-                window,
+                at,
                 mask.clone(),
             );
             x = x + h;
@@ -100,7 +105,7 @@ impl Llama {
 
     /// Casts the float parameters and tables that are not matmul weights to `f16`, so that
     /// activations stay in `f16` from the embedding on (see [`crate::quant`]).
-    pub(crate) fn to_f16(&mut self) {
+    pub(crate) fn cast_to_f16(&mut self) {
         use burn::tensor::DType::F16;
         self.embedding.weight = self.embedding.weight.clone().map(|t| t.cast(F16));
         let norms = self

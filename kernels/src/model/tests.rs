@@ -1,0 +1,254 @@
+//! The model's pieces against naive scalar implementations written from their definitions.
+
+use super::kv_cache::{LayerCache, StepPositions};
+use super::*;
+use crate::load::SplitMix64;
+use burn::module::Param;
+
+fn device() -> Device {
+    Device::flex()
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = SplitMix64(seed);
+    (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
+}
+
+fn tensor<const D: usize>(data: &[f32], shape: [usize; D]) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(data.to_vec(), shape), &device())
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().unwrap()
+}
+
+fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * (1.0 + y.abs()),
+            "{what}[{i}]: {x} vs {y}"
+        );
+    }
+}
+
+fn linear(d_in: usize, d_out: usize, seed: u64) -> (Linear, Vec<f32>) {
+    let w = random(d_in * d_out, seed);
+    let l = Linear {
+        weight: Param::from_tensor(tensor(&w, [d_in, d_out])),
+        bias: None,
+    };
+    (l, w)
+}
+
+/// `x @ w` for row-major `x: [n, d_in]`, `w: [d_in, d_out]`.
+fn matmul(x: &[f32], w: &[f32], n: usize, d_in: usize, d_out: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n * d_out];
+    for r in 0..n {
+        for k in 0..d_in {
+            for c in 0..d_out {
+                out[r * d_out + c] += x[r * d_in + k] * w[k * d_out + c];
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rms_norm_matches_its_definition() {
+    let (d, eps) = (16, 1e-5);
+    let x = random(3 * d, 1);
+    let g = random(d, 2);
+    let norm = RmsNorm {
+        gamma: Param::from_tensor(tensor(&g, [d])),
+        epsilon: eps,
+    };
+    let got = values(norm.forward(tensor(&x, [1, 3, d])));
+    let mut want = Vec::new();
+    for row in x.chunks(d) {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (ms + eps as f32).sqrt();
+        want.extend(row.iter().zip(&g).map(|(v, g)| v * inv * g));
+    }
+    assert_close(&got, &want, 1e-5, "rmsnorm");
+}
+
+/// Rotates pairs `(x[2i], x[2i+1])` by `pos * theta^(-2i/d)`.
+fn naive_rope(x: &[f32], seq: usize, d: usize, start: usize, theta: f64) -> Vec<f32> {
+    let mut out = x.to_vec();
+    for s in 0..seq {
+        for i in 0..d / 2 {
+            let angle = (start + s) as f64 * theta.powf(-2.0 * i as f64 / d as f64);
+            let (sin, cos) = (angle.sin() as f32, angle.cos() as f32);
+            let (a, b) = (x[s * d + 2 * i], x[s * d + 2 * i + 1]);
+            out[s * d + 2 * i] = a * cos - b * sin;
+            out[s * d + 2 * i + 1] = a * sin + b * cos;
+        }
+    }
+    out
+}
+
+#[test]
+fn rope_matches_pairwise_rotation_at_an_offset() {
+    let (seq, d, start, theta) = (5, 8, 7, 10000.0);
+    let rope = Rope::new(d, 64, theta, &device());
+    let x = random(seq * d, 3);
+    let got = values(rope.apply(tensor(&x, [1, 1, seq, d]), start));
+    assert_close(&got, &naive_rope(&x, seq, d, start, theta), 1e-5, "rope");
+}
+
+struct NaiveAttention {
+    wq: Vec<f32>,
+    wk: Vec<f32>,
+    wv: Vec<f32>,
+    wo: Vec<f32>,
+    d: usize,
+    h: usize,
+    kvh: usize,
+}
+
+impl NaiveAttention {
+    /// Full causal attention over `x: [seq, d]` with an optional window, from scratch.
+    fn forward(&self, x: &[f32], seq: usize, window: Option<usize>) -> Vec<f32> {
+        let (d, h, kvh) = (self.d, self.h, self.kvh);
+        let hd = d / h;
+        let q = matmul(x, &self.wq, seq, d, d);
+        let k = matmul(x, &self.wk, seq, d, kvh * hd);
+        let v = matmul(x, &self.wv, seq, d, kvh * hd);
+        let head = |m: &[f32], n_heads: usize, hi: usize| -> Vec<f32> {
+            let mut out = Vec::new();
+            for s in 0..seq {
+                out.extend_from_slice(
+                    &m[s * n_heads * hd + hi * hd..s * n_heads * hd + (hi + 1) * hd],
+                );
+            }
+            naive_rope(&out, seq, hd, 0, 10000.0)
+        };
+        let mut concat = vec![0f32; seq * d];
+        for hi in 0..h {
+            let kv = hi / (h / kvh);
+            let (qh, kh) = (head(&q, h, hi), head(&k, kvh, kv));
+            for s in 0..seq {
+                let visible: Vec<usize> = (0..=s)
+                    .filter(|&t| window.is_none_or(|w| s - t < w))
+                    .collect();
+                let scores: Vec<f32> = visible
+                    .iter()
+                    .map(|&t| {
+                        (0..hd)
+                            .map(|i| qh[s * hd + i] * kh[t * hd + i])
+                            .sum::<f32>()
+                            / (hd as f32).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let exps: Vec<f32> = scores.iter().map(|x| (x - max).exp()).collect();
+                let total: f32 = exps.iter().sum();
+                for (&t, e) in visible.iter().zip(&exps) {
+                    for i in 0..hd {
+                        concat[s * d + hi * hd + i] += e / total * v[t * kvh * hd + kv * hd + i];
+                    }
+                }
+            }
+        }
+        matmul(&concat, &self.wo, seq, d, d)
+    }
+}
+
+fn attention_pair(d: usize, h: usize, kvh: usize) -> (Attention, NaiveAttention) {
+    let hd = d / h;
+    let (q, wq) = linear(d, d, 10);
+    let (k, wk) = linear(d, kvh * hd, 11);
+    let (v, wv) = linear(d, kvh * hd, 12);
+    let (o, wo) = linear(d, d, 13);
+    let attn = Attention {
+        q,
+        k,
+        v,
+        o,
+        n_heads: h,
+        n_kv_heads: kvh,
+    };
+    (
+        attn,
+        NaiveAttention {
+            wq,
+            wk,
+            wv,
+            wo,
+            d,
+            h,
+            kvh,
+        },
+    )
+}
+
+/// Runs the Burn attention over `x` in steps of the given sizes, through the KV cache.
+fn run_in_steps(
+    attn: &Attention,
+    x: &[f32],
+    d: usize,
+    steps: &[usize],
+    window: Option<usize>,
+) -> Vec<f32> {
+    let rope = Rope::new(d / attn.n_heads, 64, 10000.0, &device());
+    let mut cache = LayerCache::default();
+    let mut out = Vec::new();
+    let mut pos0 = 0;
+    for &s in steps {
+        let at = StepPositions {
+            pos0,
+            first_kept: pos0 - cache.len(),
+            window,
+        };
+        let first_visible = window.map_or(at.first_kept, |w| {
+            at.first_kept.max((pos0 + 1).saturating_sub(w))
+        });
+        let mask = (s > 1).then(|| causal_mask(pos0, s, first_visible, window, &device()));
+        let chunk = tensor(&x[pos0 * d..(pos0 + s) * d], [1, s, d]);
+        out.extend(values(attn.forward(chunk, &rope, &mut cache, at, mask)));
+        pos0 += s;
+    }
+    out
+}
+
+#[test]
+fn gqa_attention_matches_naive_in_one_pass() {
+    let (d, h, kvh, seq) = (16, 4, 2, 6);
+    let (attn, naive) = attention_pair(d, h, kvh);
+    let x = random(seq * d, 20);
+    let got = run_in_steps(&attn, &x, d, &[seq], None);
+    assert_close(&got, &naive.forward(&x, seq, None), 1e-4, "gqa one pass");
+}
+
+#[test]
+fn kv_cache_steps_equal_one_pass() {
+    let (d, h, kvh, seq) = (16, 4, 2, 7);
+    let (attn, naive) = attention_pair(d, h, kvh);
+    let x = random(seq * d, 21);
+    let got = run_in_steps(&attn, &x, d, &[3, 1, 1, 2], None);
+    assert_close(&got, &naive.forward(&x, seq, None), 1e-4, "gqa via cache");
+}
+
+#[test]
+fn sliding_window_matches_naive_window_in_prefill_and_decode() {
+    let (d, h, kvh, seq, w) = (16, 4, 1, 9, 3);
+    let (attn, naive) = attention_pair(d, h, kvh);
+    let x = random(seq * d, 22);
+    let want = naive.forward(&x, seq, Some(w));
+    assert_close(
+        &run_in_steps(&attn, &x, d, &[5, 1, 1, 1, 1], Some(w)),
+        &want,
+        1e-4,
+        "window",
+    );
+    // And the window really matters past position w.
+    let full = naive.forward(&x, seq, None);
+    assert!(
+        want[w * d..]
+            .iter()
+            .zip(&full[w * d..])
+            .any(|(a, b)| (a - b).abs() > 1e-3)
+    );
+    assert_close(&want[..w * d], &full[..w * d], 1e-6, "before the window");
+}
