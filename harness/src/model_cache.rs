@@ -80,11 +80,14 @@ pub fn fetch(quiet: bool) -> Result<PathBuf> {
     let models = target.parent().context("cache path has no parent")?;
     std::fs::create_dir_all(models)
         .with_context(|| format!("cannot create the cache directory {}", models.display()))?;
-    let work = models.join(format!(".fetch-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
-    let result = download_into(&work, &target, quiet);
-    std::fs::remove_dir_all(&work).ok();
-    result.map(|()| target)
+    // Beside the target, so the final rename stays on one file system; removed on drop,
+    // also when the download fails.
+    let work = tempfile::Builder::new()
+        .prefix(".fetch-")
+        .tempdir_in(models)
+        .with_context(|| format!("cannot create a scratch directory in {}", models.display()))?;
+    download_into(work.path(), &target, quiet)?;
+    Ok(target)
 }
 
 fn download_into(work: &Path, target: &Path, quiet: bool) -> Result<()> {

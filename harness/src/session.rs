@@ -52,10 +52,16 @@ impl Session {
             // Before any tensor exists: matrixmultiply sizes its pool once, at first use.
             set_matmul_threads(threads);
         }
-        let spec = args
-            .model
-            .clone()
-            .unwrap_or_else(|| ModelSpec::File(model_cache::default_model_path()));
+        let spec = match &args.model {
+            Some(spec) => spec.clone(),
+            // The default model is fetched on first use, so that a newcomer's first command
+            // works; an explicit path that does not exist stays an error.
+            None if !model_cache::default_model_path().exists() => {
+                eprintln!("no --model given and the default model is not cached yet: fetching it");
+                ModelSpec::File(model_cache::fetch(false)?)
+            }
+            None => ModelSpec::File(model_cache::default_model_path()),
+        };
         // Open the file first: a missing or corrupt model is reported before a GPU starts.
         spec.open()?;
         let rt = Runtime::new(args.backend, threads)?;

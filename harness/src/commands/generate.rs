@@ -15,7 +15,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         (_, Some(t)) if t < 0.0 || !t.is_finite() => {
             anyhow::bail!("--temperature must be a finite number ≥ 0 (0 means greedy)")
         }
-        (_, Some(t)) if t == 0.0 => Sampling::Greedy,
+        (_, Some(0.0)) => Sampling::Greedy,
         (None, None) => Sampling::Greedy,
         (seed, temperature) => Sampling::Random {
             temperature: temperature.unwrap_or(0.8),

@@ -1,0 +1,203 @@
+//! Each knob has a real, observed effect: threads, batch, KV window, quantization, sampling.
+
+// Test helpers: a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::*;
+
+const PROMPT: &str = "Once upon a time";
+
+fn model() -> String {
+    real_model().to_str().unwrap().to_string()
+}
+
+#[test]
+fn threads_one_and_two_are_both_correct_and_really_used() {
+    let r = &reference()[0];
+    // Free-running greedy decoding reproduces the reference (measured: all 32 tokens); 16
+    // tokens give the thread count enough CPU time to be observed.
+    for threads in ["1", "2"] {
+        let g = json(&[
+            "generate",
+            "--model",
+            &model(),
+            "--backend",
+            "ndarray",
+            "--threads",
+            threads,
+            "--prompt",
+            &r.prompt,
+            "-n",
+            "16",
+        ]);
+        assert_eq!(ids(&g["gen_ids"]), r.gen_ids[..16], "--threads {threads}");
+        // Observed, not trusted: the threads that each did >= 10 % of the CPU work.
+        let observed = g["settings"]["threads_observed"].as_u64();
+        assert_eq!(
+            observed,
+            Some(threads.parse().unwrap()),
+            "--threads {threads}: {g}"
+        );
+    }
+}
+
+#[test]
+fn kv_window_changes_nothing_before_the_window_and_something_after() {
+    // Teacher forcing over 24 positions: queries at absolute positions < 8 see the same keys
+    // with or without the window; later ones see only their last 8.
+    let cont =
+        "They lived in a small house near the forest, where the trees grew tall and the river ran";
+    let full = json(&[
+        "score",
+        "--model",
+        &model(),
+        "--prompt",
+        PROMPT,
+        "--continuation",
+        cont,
+    ]);
+    let win = json(&[
+        "score",
+        "--model",
+        &model(),
+        "--prompt",
+        PROMPT,
+        "--continuation",
+        cont,
+        "--kv-window",
+        "8",
+    ]);
+    let prompt_len = full["prompt_ids"].as_array().unwrap().len();
+    let lp = |v: &serde_json::Value| -> Vec<f64> {
+        v["positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["logprob"].as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (lp(&full), lp(&win));
+    assert!(a.len() > 12);
+    let mut differs_after = false;
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let query_pos = prompt_len - 1 + i;
+        if query_pos < 8 {
+            assert!(
+                (x - y).abs() < 1e-4,
+                "position {query_pos} changed: {x} vs {y}"
+            );
+        } else if (x - y).abs() > 1e-3 {
+            differs_after = true;
+        }
+    }
+    assert!(
+        differs_after,
+        "a window of 8 changed nothing past position 8"
+    );
+    assert_eq!(win["settings"]["kv_window"], 8);
+}
+
+#[test]
+fn batch_decodes_independent_sequences() {
+    let one = json(&[
+        "generate",
+        "--model",
+        &model(),
+        "--prompt",
+        PROMPT,
+        "-n",
+        "6",
+    ]);
+    let three = json(&[
+        "generate",
+        "--model",
+        &model(),
+        "--prompt",
+        PROMPT,
+        "-n",
+        "6",
+        "--batch",
+        "3",
+    ]);
+    let batch = three["batch_gen_ids"].as_array().expect("batch_gen_ids");
+    assert_eq!(batch.len(), 3);
+    for seq in batch {
+        assert_eq!(
+            ids(seq),
+            ids(&one["gen_ids"]),
+            "greedy: every sequence equals batch 1"
+        );
+    }
+    // Seeded sampling: sequences differ from each other, and the seed reproduces them.
+    let args = [
+        "generate",
+        "--model",
+        "synthetic:tiny",
+        "--prompt",
+        "the cat",
+        "-n",
+        "12",
+        "--batch",
+        "2",
+        "--seed",
+        "7",
+        "--temperature",
+        "1.5",
+        "--top-k",
+        "0",
+    ];
+    let s1 = json(&args);
+    let s2 = json(&args);
+    assert_eq!(
+        s1["batch_gen_ids"], s2["batch_gen_ids"],
+        "same seed, same tokens"
+    );
+    let b = s1["batch_gen_ids"].as_array().unwrap();
+    assert_ne!(b[0], b[1], "the two sequences of a sampled batch differ");
+}
+
+fn reference_perplexity(backend: &str, quant: &str) -> f64 {
+    let r = &reference()[0];
+    json(&[
+        "score",
+        "--model",
+        &model(),
+        "--backend",
+        backend,
+        "--quant",
+        quant,
+        "--prompt",
+        &r.prompt,
+        "--continuation-ids",
+        &id_list(&r.gen_ids),
+    ])["perplexity"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn q8_stays_within_three_percent_of_f32() {
+    let base = reference_perplexity("flex", "f32");
+    for backend in ["flex", "ndarray"] {
+        let p = reference_perplexity(backend, "q8");
+        let rel = (p - base) / base;
+        assert!(
+            rel.abs() < 0.03,
+            "{backend} q8: perplexity {p} vs f32 {base} ({:+.1} %)",
+            rel * 100.0
+        );
+    }
+}
+
+/// Known gap, pinned so it cannot silently widen: Burn's symmetric 4-bit blocks cannot hold
+/// the file's Q4_1 levels (scale and minimum per block), so re-quantizing costs about +70 %
+/// perplexity on this continuation (2.24 -> 3.80, measured). Closing it needs the Q4_1 blocks
+/// run natively (issue #6's kernels); then this bound tightens to the q8 one.
+#[test]
+fn q4_requantization_gap_does_not_widen() {
+    let base = reference_perplexity("flex", "f32");
+    let p = reference_perplexity("flex", "q4");
+    assert!(p > base, "q4 cannot beat its own f32 source");
+    assert!(p < base * 1.8, "flex q4: perplexity {p} vs f32 {base}");
+}
