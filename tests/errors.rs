@@ -31,58 +31,31 @@ fn missing_model_says_how_to_fetch_it() {
     );
 }
 
+/// Writes `bytes` as a model file and expects `generate` on it to fail with `needle`.
+fn bad_model_file(bytes: &[u8], needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let path = path.to_str().unwrap();
+    fails_with(&["generate", "--model", path, "--prompt", "hi"], needle);
+}
+
 #[test]
 fn truncated_model_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cut.gguf");
     let bytes = std::fs::read(real_model()).unwrap();
-    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    fails_with(
-        &[
-            "generate",
-            "--model",
-            path.to_str().unwrap(),
-            "--prompt",
-            "hi",
-        ],
-        "truncated",
-    );
+    bad_model_file(&bytes[..bytes.len() / 2], "truncated");
 }
 
 #[test]
 fn wrong_magic_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("not.gguf");
-    std::fs::write(&path, b"PK\x03\x04 this is a zip, not a model").unwrap();
-    fails_with(
-        &[
-            "generate",
-            "--model",
-            path.to_str().unwrap(),
-            "--prompt",
-            "hi",
-        ],
-        "not a GGUF file",
-    );
+    bad_model_file(b"PK\x03\x04 this is a zip, not a model", "not a GGUF file");
 }
 
 #[test]
 fn wrong_architecture_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bert.gguf");
     let mut w = GgufWriter::default();
     w.string("general.architecture", "bert");
-    std::fs::write(&path, w.to_bytes()).unwrap();
-    fails_with(
-        &[
-            "generate",
-            "--model",
-            path.to_str().unwrap(),
-            "--prompt",
-            "hi",
-        ],
-        "\"bert\"",
-    );
+    bad_model_file(&w.to_bytes(), "\"bert\"");
 }
 
 #[test]

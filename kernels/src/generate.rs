@@ -135,9 +135,8 @@ pub fn generate(
             "the KV window must be at least 1".into(),
         ));
     }
-    if opts.kv_window.is_none() {
-        check_length(model, prompt.len() + opts.max_new_tokens)?;
-    }
+    // RoPE tables end at the model's context, window or not: refuse before any work.
+    check_length(model, prompt.len() + opts.max_new_tokens)?;
     let b = opts.batch;
     rt.run(|device| {
         let mut rngs: Vec<SplitMix64> = (0..b as u64)
@@ -163,15 +162,6 @@ pub fn generate(
         let mut ttft = Duration::ZERO;
         for step in 0..opts.max_new_tokens {
             let step_start = Instant::now();
-            if opts.kv_window.is_some()
-                && cache.next_position() + input[0].len() > model.max_seq_len()
-            {
-                return Err(KernelError::Invalid(format!(
-                    "position {} is past the model's context of {} tokens",
-                    cache.next_position() + input[0].len(),
-                    model.max_seq_len()
-                )));
-            }
             let logits = model.forward(tokens_tensor(&input, device), &mut cache, Logits::Last);
             let vocab = logits.dims()[2];
             let rows = logits_to_host(logits.reshape([b, vocab]))?;

@@ -61,7 +61,7 @@ impl LayerCache {
     }
 }
 
-/// The whole model's cache: one [`LayerCache`] per block plus the next absolute position.
+/// The whole model's cache: the keys and values of every block, and the next absolute position.
 #[derive(Debug)]
 pub struct KvCache {
     pub(crate) layers: Vec<LayerCache>,
