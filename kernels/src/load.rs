@@ -3,10 +3,10 @@
 use crate::KernelError;
 use crate::dequant::{dequantize, quantize_q4_1, quantize_q8_0};
 use crate::gguf::{GgufError, GgufFile, GgufWriter, TensorInfo};
-use crate::model::{Attention, Block, Llama, LlamaConfig, Mlp, Rope};
+use crate::model::{Attention, Block, Llama, LlamaConfig, Mlp, Proj, Rope};
 use crate::tokenizer::{Tokenizer, synthetic_vocab};
 use burn::module::Param;
-use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::nn::{Embedding, RmsNorm};
 use burn::prelude::*;
 use std::fmt;
 use std::path::PathBuf;
@@ -127,7 +127,7 @@ fn read(file: &GgufFile, name: &str, expected: &[usize]) -> Result<Vec<f32>, Ker
     Ok(out)
 }
 
-/// A GGUF matrix `[ne0 = d_in, ne1 = d_out]` (row-major `[d_out][d_in]`) as Burn's `Linear`,
+/// A GGUF matrix `[ne0 = d_in, ne1 = d_out]` (row-major `[d_out][d_in]`) as a [`Proj`],
 /// which stores `[d_in, d_out]`.
 fn linear(
     file: &GgufFile,
@@ -135,23 +135,19 @@ fn linear(
     d_in: usize,
     d_out: usize,
     device: &Device,
-) -> Result<Linear, KernelError> {
+) -> Result<Proj, KernelError> {
     let w = read(file, name, &[d_in, d_out])?;
     Ok(linear_from_rows(&w, d_in, d_out, device))
 }
 
-fn linear_from_rows(w: &[f32], d_in: usize, d_out: usize, device: &Device) -> Linear {
+fn linear_from_rows(w: &[f32], d_in: usize, d_out: usize, device: &Device) -> Proj {
     let mut t = vec![0f32; w.len()];
     for o in 0..d_out {
         for i in 0..d_in {
             t[i * d_out + o] = w[o * d_in + i];
         }
     }
-    let weight = Tensor::from_data(TensorData::new(t, [d_in, d_out]), device);
-    Linear {
-        weight: Param::from_tensor(weight),
-        bias: None,
-    }
+    Proj::new(Tensor::from_data(TensorData::new(t, [d_in, d_out]), device))
 }
 
 fn norm(

@@ -1,14 +1,21 @@
 //! Weight quantization levels, through Burn's own quantization (`QuantScheme`).
 //!
-//! The GGUF file's weights are first dequantized to `f32` (Q4_1's per-block minimum has no
-//! Burn equivalent), then re-quantized to the requested level. Only the matmul weights (the
-//! seven projections of every block and the output projection) are quantized; the embedding
-//! lookup table and the norms stay in full precision, as llama.cpp keeps its norms.
+//! The GGUF file's weights are dequantized to `f32` at load, then converted to the requested
+//! level. Only the matmul weights (the seven projections of every block and the output
+//! projection) are quantized; the embedding lookup table and the norms stay in full precision.
+//!
+//! `q4` is asymmetric, like the file's own Q4_1 blocks (a scale and a minimum per 32 inputs),
+//! although Burn's quantized values are symmetric: see [`Proj`] for how the minimum is carried.
+//! Since ggml's Q4_1 quantizer puts each block's minimum and maximum on the grid's ends, the
+//! file's weights come back exactly.
 
 use crate::backend::BackendKind;
 use crate::model::Llama;
-use burn::nn::Linear;
+use crate::model::Proj;
+use burn::module::Param;
+use burn::prelude::*;
 use burn::tensor::DType;
+use burn::tensor::quantization::{Calibration, compute_q_params, compute_range};
 use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -26,7 +33,9 @@ pub enum QuantLevel {
     /// 8-bit symmetric integers, one f32 scale per block of 32 values.
     #[serde(rename = "q8")]
     Q8,
-    /// 4-bit symmetric integers, one f32 scale per block of 32 values.
+    /// 4-bit integers per block of 32 inputs with an f32 scale and minimum (GGUF's Q4_1
+    /// layout), run as Burn Q4F values plus a per-block offset; the output projection at q8,
+    /// as 4-bit GGUF files keep it.
     #[serde(rename = "q4")]
     Q4,
     /// 8-bit symmetric integers, one f32 scale for the whole tensor.
@@ -78,7 +87,8 @@ impl QuantLevel {
         let value = match self {
             Self::F32 | Self::F16 => return None,
             Self::Q8 | Self::Q8Tensor => QuantValue::Q8S,
-            Self::Q4 | Self::Q4Tensor => QuantValue::Q4S,
+            Self::Q4 => QuantValue::Q4F,
+            Self::Q4Tensor => QuantValue::Q4S,
         };
         let store = match (backend, value) {
             (BackendKind::Wgpu, _) => QuantStore::PackedU32(0),
@@ -100,6 +110,12 @@ impl QuantLevel {
         match (backend, self) {
             (_, F32) => Ok(()),
             (NdArray, F16) => Err("burn-ndarray 0.22 has no f16 tensors (\"Unsupported dtype: F16\")".into()),
+            (Flex, Q4) => Err(
+                "burn-flex 0.22 computes Q4F (4-bit, -8..=7) matmuls wrongly: a 576x1536 \
+                 projection is off by up to 4.0 where wgpu is off by 5e-5 \
+                 (kernels/src/quant.rs tests)"
+                    .into(),
+            ),
             (NdArray, Q4 | Q4Tensor) => Err(
                 "burn-ndarray 0.22 does not implement 4-bit quantization (native or packed storage)"
                     .into(),
@@ -133,22 +149,11 @@ impl FromStr for QuantLevel {
     }
 }
 
-fn map_linear(linear: &mut Linear, f: &impl Fn(burn::Tensor<2>) -> burn::Tensor<2>) {
-    linear.weight = linear.weight.clone().map(f);
-}
-
-/// Converts `model`'s matmul weights (and, for `f16`, every parameter) to `level`.
-pub fn apply(model: &mut Llama, level: QuantLevel, backend: BackendKind) {
-    let convert: Box<dyn Fn(burn::Tensor<2>) -> burn::Tensor<2>> = match level.scheme(backend) {
-        // Blocks run along Burn's last axis (`d_out` of the `[d_in, d_out]` weight). Measured
-        // on SmolLM2 (whose f32 weights are dequantized Q4_1, blocked along `d_in`): blocking
-        // along `d_in` instead gave q4 perplexity 4.81 vs 3.80 here, and q8 2.2550 vs 2.2562.
-        Some(scheme) => Box::new(move |t| t.quantize_dynamic(&scheme)),
-        None if level == QuantLevel::F16 => Box::new(|t| t.cast(DType::F16)),
-        None => return,
-    };
+/// The seven projections of every block (the output projection is handled on its own).
+fn block_projections(model: &mut Llama) -> Vec<&mut Proj> {
+    let mut out = Vec::new();
     for block in &mut model.blocks {
-        for linear in [
+        out.extend([
             &mut block.attn.q,
             &mut block.attn.k,
             &mut block.attn.v,
@@ -156,12 +161,141 @@ pub fn apply(model: &mut Llama, level: QuantLevel, backend: BackendKind) {
             &mut block.mlp.gate,
             &mut block.mlp.up,
             &mut block.mlp.down,
-        ] {
-            map_linear(linear, &convert);
+        ]);
+    }
+    out
+}
+
+/// Quantizes a projection asymmetrically, in blocks of `block` inputs: per block a scale `d`
+/// and a minimum `m`, `w = m + d q` with `q` in `0..=15` — GGUF's Q4_1 layout, so the file's
+/// own Q4_1 weights come back exactly (ggml's quantizer maps each block's minimum to `q = 0`
+/// and maximum to `q = 15`, so `m` and `d` are recovered from the dequantized values).
+///
+/// Burn's quantized values are symmetric, so the weight is split as
+/// `W = d (q - 8) + (m + 8 d)`: the first term is a Q4F tensor (values `-8..=7`) with per-block
+/// scale `d`, the second a per-block offset ([`Proj::offset`]).
+fn quantize_asymmetric(proj: &mut Proj, scheme: &QuantScheme, block: usize) {
+    let w = proj.weight.val();
+    let device = w.device();
+    let [d_in, d_out] = w.dims();
+    let values: Vec<f32> = w.into_data().try_into_vec().unwrap_or_default();
+    let blocks = d_in / block;
+    // `[d_out, d_in]` layout: Burn's blocks run along the last axis, and ours along `d_in`.
+    let mut centered = vec![0f32; d_in * d_out];
+    let mut calibration = vec![0f32; d_in * d_out];
+    let mut offset = vec![0f32; blocks * d_out];
+    for o in 0..d_out {
+        for b in 0..blocks {
+            let at = |i: usize| values[(b * block + i) * d_out + o];
+            let (min, max) = (0..block).fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), i| {
+                (lo.min(at(i)), hi.max(at(i)))
+            });
+            let d = ((max - min) / 15.0).max(f32::MIN_POSITIVE);
+            for i in 0..block {
+                let q = ((at(i) - min) / d).round().clamp(0.0, 15.0);
+                centered[o * d_in + b * block + i] = d * (q - 8.0);
+            }
+            // Min-max calibration gives a Q4F block the scale 2 max|x| / 15: a block whose
+            // largest magnitude is 7.5 d gets exactly `d`.
+            calibration[o * d_in + b * block] = 7.5 * d;
+            offset[b * d_out + o] = min + 8.0 * d;
         }
     }
-    map_linear(&mut model.output, &convert);
+    let rows = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [d_out, d_in]), &device);
+    let range = compute_range(scheme, &rows(calibration), &Calibration::MinMax);
+    let qparams = compute_q_params(scheme, range);
+    let quantized = rows(centered).quantize(scheme, qparams).transpose();
+    proj.weight = Param::from_tensor(quantized);
+    proj.offset = Some(Param::from_tensor(Tensor::from_data(
+        TensorData::new(offset, [blocks, d_out]),
+        &device,
+    )));
+    proj.block = block;
+}
+
+/// Converts `model`'s matmul weights (and, for `f16`, every parameter) to `level`.
+pub fn apply(model: &mut Llama, level: QuantLevel, backend: BackendKind) {
+    let convert = |proj: &mut Proj, level: QuantLevel| match (level, level.scheme(backend)) {
+        (QuantLevel::F16, _) => proj.weight = proj.weight.clone().map(|t| t.cast(DType::F16)),
+        (QuantLevel::Q4, Some(scheme)) => quantize_asymmetric(proj, &scheme, 32),
+        (_, Some(scheme)) => {
+            proj.weight = proj.weight.clone().map(|t| t.quantize_dynamic(&scheme));
+        }
+        (_, None) => {}
+    };
+    for proj in block_projections(model) {
+        convert(proj, level);
+    }
+    // At q4 the output projection stays at 8 bits, as 4-bit GGUF files store it (SmolLM2's
+    // is Q8_0): measured here, squeezing it to 4 bits alone costs +3.7 % perplexity.
+    let output_level = if level == QuantLevel::Q4 {
+        QuantLevel::Q8
+    } else {
+        level
+    };
+    convert(&mut model.output, output_level);
     if level == QuantLevel::F16 {
         model.cast_to_f16();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dequant::{dequantize, quantize_q4_1};
+    use crate::gguf::GgmlType;
+    use crate::load::SplitMix64;
+
+    /// Q4_1-encoded random rows `[d_out][d_in]`, dequantized, as a `[d_in, d_out]` projection.
+    fn q4_1_proj(d_in: usize, d_out: usize, device: &Device) -> (Proj, Vec<f32>) {
+        let mut rng = SplitMix64(5);
+        let raw: Vec<f32> = (0..d_in * d_out)
+            .map(|_| rng.next_f32() * 2.0 - 1.0)
+            .collect();
+        let mut rows = vec![0f32; raw.len()];
+        dequantize(GgmlType::Q4_1, &quantize_q4_1(&raw), &mut rows).unwrap();
+        let mut w = vec![0f32; raw.len()];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                w[i * d_out + o] = rows[o * d_in + i];
+            }
+        }
+        let t = Tensor::<2>::from_data(TensorData::new(w.clone(), [d_in, d_out]), device);
+        (Proj::new(t), w)
+    }
+
+    fn max_error_after_q4(backend: BackendKind) -> f32 {
+        let device = backend.device();
+        let (d_in, d_out) = (576, 64);
+        let (mut proj, w) = q4_1_proj(d_in, d_out, &device);
+        let scheme = QuantLevel::Q4.scheme(backend).unwrap();
+        quantize_asymmetric(&mut proj, &scheme, 32);
+        // Project the identity: row i of the output is row i of the effective weight.
+        let eye: Vec<f32> = (0..d_in * d_in)
+            .map(|k| f32::from(u8::from(k / d_in == k % d_in)))
+            .collect();
+        let x = Tensor::<2>::from_data(TensorData::new(eye, [d_in, d_in]), &device);
+        let got: Vec<f32> = proj.forward(x).into_data().try_into_vec().unwrap();
+        got.iter()
+            .zip(&w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn asymmetric_q4_reproduces_q4_1_weights_on_wgpu() {
+        let err = max_error_after_q4(BackendKind::Wgpu);
+        assert!(err < 1e-5, "max error {err}");
+    }
+
+    /// Canary for the reason Flex refuses q4: when Burn's Flex Q4F becomes exact, this fails,
+    /// and `QuantLevel::support` can allow it.
+    #[test]
+    fn flex_q4f_is_still_wrong() {
+        let err = max_error_after_q4(BackendKind::Flex);
+        assert!(
+            err > 0.01,
+            "Flex's Q4F is now exact ({err}): enable q4 on Flex"
+        );
     }
 }

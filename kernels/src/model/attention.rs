@@ -1,6 +1,6 @@
 use super::kv_cache::{LayerCache, StepPositions};
+use super::proj::Proj;
 use super::rope::Rope;
-use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
@@ -9,13 +9,13 @@ use burn::tensor::activation::softmax;
 #[derive(Module, Debug)]
 pub struct Attention {
     /// Query projection, `[d_model, n_heads * head_dim]`.
-    pub q: Linear,
+    pub q: Proj,
     /// Key projection, `[d_model, n_kv_heads * head_dim]`.
-    pub k: Linear,
+    pub k: Proj,
     /// Value projection, `[d_model, n_kv_heads * head_dim]`.
-    pub v: Linear,
+    pub v: Proj,
     /// Output projection, `[n_heads * head_dim, d_model]`.
-    pub o: Linear,
+    pub o: Proj,
     /// Number of query heads.
     pub n_heads: usize,
     /// Number of key/value heads.

@@ -1,4 +1,4 @@
-use burn::nn::Linear;
+use super::proj::Proj;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
@@ -6,11 +6,11 @@ use burn::tensor::activation::silu;
 #[derive(Module, Debug)]
 pub struct Mlp {
     /// Gate projection, `[d_model, d_ff]`.
-    pub gate: Linear,
+    pub gate: Proj,
     /// Up projection, `[d_model, d_ff]`.
-    pub up: Linear,
+    pub up: Proj,
     /// Down projection, `[d_ff, d_model]`.
-    pub down: Linear,
+    pub down: Proj,
 }
 
 impl Mlp {

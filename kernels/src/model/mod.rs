@@ -4,6 +4,7 @@ mod attention;
 mod config;
 mod kv_cache;
 mod mlp;
+mod proj;
 mod rope;
 #[cfg(test)]
 mod tests;
@@ -12,9 +13,10 @@ pub use attention::Attention;
 pub use config::{ConfigError, LLAMA_FAMILY, LlamaConfig};
 pub use kv_cache::KvCache;
 pub use mlp::Mlp;
+pub use proj::Proj;
 pub use rope::Rope;
 
-use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::nn::{Embedding, RmsNorm};
 use burn::prelude::*;
 
 /// One decoder block: pre-norm attention and pre-norm SwiGLU MLP, each with a residual.
@@ -50,7 +52,7 @@ pub struct Llama {
     /// Final norm.
     pub norm: RmsNorm,
     /// Output projection, `[d_model, vocab]` (the embedding, transposed, when tied).
-    pub output: Linear,
+    pub output: Proj,
     /// Rotary position tables.
     pub rope: Rope,
 }

@@ -32,13 +32,9 @@ fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     }
 }
 
-fn linear(d_in: usize, d_out: usize, seed: u64) -> (Linear, Vec<f32>) {
+fn linear(d_in: usize, d_out: usize, seed: u64) -> (Proj, Vec<f32>) {
     let w = random(d_in * d_out, seed);
-    let l = Linear {
-        weight: Param::from_tensor(tensor(&w, [d_in, d_out])),
-        bias: None,
-    };
-    (l, w)
+    (Proj::new(tensor(&w, [d_in, d_out])), w)
 }
 
 /// `x @ w` for row-major `x: [n, d_in]`, `w: [d_in, d_out]`.
