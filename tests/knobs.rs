@@ -194,5 +194,9 @@ fn q4_stays_within_three_percent_of_f32() {
     let base = reference_perplexity("wgpu", "f32");
     let p = reference_perplexity("wgpu", "q4");
     let rel = (p - base) / base;
-    assert!(rel.abs() < 0.03, "wgpu q4: perplexity {p} vs f32 {base} ({:+.1} %)", rel * 100.0);
+    assert!(
+        rel.abs() < 0.03,
+        "wgpu q4: perplexity {p} vs f32 {base} ({:+.1} %)",
+        rel * 100.0
+    );
 }
