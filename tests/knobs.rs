@@ -96,26 +96,14 @@ fn kv_window_changes_nothing_before_the_window_and_something_after() {
 
 #[test]
 fn batch_decodes_independent_sequences() {
-    let one = json(&[
-        "generate",
-        "--model",
-        &model(),
-        "--prompt",
-        PROMPT,
-        "-n",
-        "6",
-    ]);
-    let three = json(&[
-        "generate",
-        "--model",
-        &model(),
-        "--prompt",
-        PROMPT,
-        "-n",
-        "6",
-        "--batch",
-        "3",
-    ]);
+    let greedy = |extra: &[&str]| {
+        let model = model();
+        let mut args = vec!["generate", "--model", &model, "--prompt", PROMPT, "-n", "6"];
+        args.extend_from_slice(extra);
+        json(&args)
+    };
+    let one = greedy(&[]);
+    let three = greedy(&["--batch", "3"]);
     let batch = three["batch_gen_ids"].as_array().expect("batch_gen_ids");
     assert_eq!(batch.len(), 3);
     for seq in batch {

@@ -62,12 +62,12 @@ impl Session {
             }
             None => ModelSpec::File(model_cache::default_model_path()),
         };
-        // Open the file first: a missing or corrupt model is reported before a GPU starts.
-        spec.open()?;
+        // Parse the file first: a missing or corrupt model is reported before a GPU starts.
+        let file = spec.open()?;
         let rt = Runtime::new(args.backend, threads)?;
         let start = std::time::Instant::now();
         let mut loaded = rt
-            .run(|device| spec.load(device))
+            .run(|device| spec.load_opened(&file, device))
             .with_context(|| format!("loading {spec}"))?;
         let backend = args.backend;
         let quant = args.quant;

@@ -79,7 +79,15 @@ impl ModelSpec {
 
     /// Loads the model onto `device`, in `f32`.
     pub fn load(&self, device: &Device) -> Result<LoadedModel, KernelError> {
-        let file = self.open()?;
+        self.load_opened(&self.open()?, device)
+    }
+
+    /// Loads the model from `file`, this spec's already opened GGUF, onto `device`.
+    pub fn load_opened(
+        &self,
+        file: &GgufFile,
+        device: &Device,
+    ) -> Result<LoadedModel, KernelError> {
         let with_path = |e: KernelError| match (self, e) {
             (Self::File(path), KernelError::Gguf(source)) => KernelError::ModelFile {
                 path: path.clone(),
@@ -87,15 +95,15 @@ impl ModelSpec {
             },
             (_, e) => e,
         };
-        let config = LlamaConfig::from_gguf(&file).map_err(|e| match self {
+        let config = LlamaConfig::from_gguf(file).map_err(|e| match self {
             Self::File(path) => KernelError::ModelFile {
                 path: path.clone(),
                 source: Box::new(e),
             },
             Self::SyntheticTiny => KernelError::Invalid(e.to_string()),
         })?;
-        let tokenizer = Tokenizer::from_gguf(&file)?;
-        let model = build(&file, &config, device).map_err(with_path)?;
+        let tokenizer = Tokenizer::from_gguf(file)?;
+        let model = build(file, &config, device).map_err(with_path)?;
         Ok(LoadedModel {
             model,
             tokenizer,
