@@ -24,6 +24,67 @@ pub enum Command {
     Score(ScoreArgs),
     /// Download SmolLM2-135M-Instruct (Q4_1 GGUF) into the cache and verify its checksum.
     FetchModel(FetchArgs),
+    /// List the local host and every device of every configured adb server, with state and
+    /// details (ABI, CPU clusters, RAM, sensors real or simulated).
+    Devices(DevicesArgs),
+    /// Serve a virtual Android device on loopback for `adb connect` (runs until killed).
+    VirtualDevice(VirtualDeviceArgs),
+}
+
+/// Where to find adb servers.
+#[derive(Debug, Args, Clone)]
+pub struct AdbServerArgs {
+    /// An adb server as HOST:PORT; repeat for several (device farms). Default: 127.0.0.1 on
+    /// `ANDROID_ADB_SERVER_PORT`, else 5037.
+    #[arg(long = "adb-server", value_name = "HOST:PORT", value_parser = parse_adb_server)]
+    pub adb_servers: Vec<std::net::SocketAddrV4>,
+}
+
+impl AdbServerArgs {
+    /// The configured servers, or the default one.
+    pub fn servers(&self) -> Vec<std::net::SocketAddrV4> {
+        if self.adb_servers.is_empty() {
+            vec![socbench_devices::adb::default_server()]
+        } else {
+            self.adb_servers.clone()
+        }
+    }
+}
+
+fn parse_adb_server(s: &str) -> Result<std::net::SocketAddrV4, String> {
+    socbench_devices::adb::parse_server(s)
+}
+
+/// `socbench devices`.
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    /// adb servers to ask.
+    #[command(flatten)]
+    pub servers: AdbServerArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `socbench virtual-device`.
+#[derive(Debug, Args)]
+pub struct VirtualDeviceArgs {
+    /// Loopback port (0: a free one). 5555–5585 are refused: adb servers attach those on
+    /// their own.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Model name it reports (`ro.product.model`).
+    #[arg(long, default_value = "socbench virtual phone")]
+    pub name: String,
+    /// ABI it reports.
+    #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "arm64-v8a"])]
+    pub abi: String,
+    /// Directory for its file system (default: a new temporary directory, removed on exit).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Thermal time constant of the simulated SoC in seconds (smaller heats and cools faster).
+    #[arg(long, default_value_t = 20.0)]
+    pub thermal_tau: f64,
 }
 
 /// KV-cache window: a number of positions, or `full`.

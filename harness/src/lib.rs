@@ -21,6 +21,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
             let path = model_cache::fetch(args.quiet)?;
             println!("{}", path.display());
         }
+        cli::Command::Devices(args) => commands::devices::run(args)?,
+        cli::Command::VirtualDevice(args) => commands::virtual_device::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod adb;
+
 use assert_cmd::Command;
 use serde_json::Value;
 use std::path::PathBuf;

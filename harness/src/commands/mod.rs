@@ -1,4 +1,5 @@
 //! One module per subcommand.
-
+pub mod devices;
 pub mod generate;
 pub mod score;
+pub mod virtual_device;

@@ -1,0 +1,242 @@
+//! The virtual phone's file system: a directory on this host that stands for the phone's
+//! `/data`, `/sdcard` and `/sys`, and the processes started in it.
+//!
+//! This is a path-mapping sandbox for tests and demos, not a security boundary: phone paths in
+//! sync requests and in command lines are rewritten into the sandbox; everything else (`/bin`,
+//! `/proc`, `/tmp`) is this host's.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+/// Phone path prefixes that live inside the sandbox.
+const MAPPED: [&str; 5] = ["/data", "/sdcard", "/storage", "/sys", "/system/bin"];
+
+/// The sandbox directory and the process groups running in it.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    root: PathBuf,
+    groups: Arc<Mutex<HashSet<u32>>>,
+}
+
+fn boundary_before(b: u8) -> bool {
+    matches!(
+        b,
+        b' ' | b'\t'
+            | b'\n'
+            | b'\''
+            | b'"'
+            | b'='
+            | b'('
+            | b';'
+            | b'|'
+            | b'&'
+            | b'>'
+            | b'<'
+            | b':'
+            | b'`'
+    )
+}
+
+fn boundary_after(b: Option<&u8>) -> bool {
+    b.is_none_or(|&b| b == b'/' || boundary_before(b) || b == b')' || b == b'*')
+}
+
+impl Sandbox {
+    /// A sandbox rooted at `root` (which must exist).
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            groups: Arc::default(),
+        }
+    }
+
+    /// The directory standing for `/`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a phone path lives on this host.
+    pub fn map_path(&self, phone: &str) -> PathBuf {
+        if MAPPED
+            .iter()
+            .any(|m| phone == *m || phone.starts_with(&format!("{m}/")))
+        {
+            self.root.join(phone.trim_start_matches('/'))
+        } else {
+            PathBuf::from(phone)
+        }
+    }
+
+    /// Rewrites phone paths in a command line into the sandbox: a mapped prefix that starts a
+    /// word (after a space, quote, `=`, `;`, `|`, `&`, `(`, `<`, `>` or `:`) and ends at `/`,
+    /// a word boundary or the end.
+    pub fn map_command(&self, cmd: &str) -> String {
+        let root = self.root.display().to_string();
+        let bytes = cmd.as_bytes();
+        let mut out = String::with_capacity(cmd.len() + 64);
+        let mut i = 0;
+        'outer: while i < bytes.len() {
+            if bytes[i] == b'/' && (i == 0 || boundary_before(bytes[i - 1])) {
+                for m in MAPPED {
+                    if cmd[i..].starts_with(m) && boundary_after(bytes.get(i + m.len())) {
+                        out.push_str(&root);
+                        out.push_str(m);
+                        i += m.len();
+                        continue 'outer;
+                    }
+                }
+            }
+            let ch = cmd[i..].chars().next().unwrap_or('\u{fffd}');
+            out.push(ch);
+            i += ch.len_utf8().max(1);
+        }
+        out
+    }
+
+    /// A `sh -c` command for a phone command line, with the sandbox's environment. The caller
+    /// spawns it; it runs in its own process group so the load model can find its processes
+    /// and a closed stream can kill all of them.
+    pub fn command(&self, phone_cmd: &str) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(self.map_command(phone_cmd));
+        let bin = self.root.join("system/bin");
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+        c.env("PATH", format!("{}:{path}", bin.display()))
+            .env("HOME", self.root.join("data/local/tmp"))
+            .env("ANDROID_DATA", self.root.join("data"))
+            .env("SOCBENCH_SYSFS_ROOT", &self.root)
+            .current_dir(self.root.join("data/local/tmp"))
+            .process_group(0);
+        c
+    }
+
+    /// Records a started process group (its leader's pid).
+    pub fn track(&self, pgid: u32) {
+        if let Ok(mut g) = self.groups.lock() {
+            g.insert(pgid);
+        }
+    }
+
+    /// Forgets a finished group.
+    pub fn untrack(&self, pgid: u32) {
+        if let Ok(mut g) = self.groups.lock() {
+            g.remove(&pgid);
+        }
+    }
+
+    /// Process groups currently running.
+    pub fn groups(&self) -> HashSet<u32> {
+        self.groups.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Kills a command's whole tree: its process group and every descendant (some tools,
+    /// `timeout` among them, move into process groups of their own).
+    pub fn kill_group(&self, pgid: u32) {
+        use nix::sys::signal::{Signal, kill, killpg};
+        use nix::unistd::Pid;
+        let mut roots = HashSet::new();
+        roots.insert(pgid);
+        let tree = process_tree(&roots);
+        if let Ok(pid) = i32::try_from(pgid) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        for p in tree.keys() {
+            if let Ok(pid) = i32::try_from(*p) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Kills every group (device shutting down).
+    pub fn kill_all(&self) {
+        for g in self.groups() {
+            self.kill_group(g);
+        }
+    }
+}
+
+/// Every live process in the given process groups or descended from one of their leaders,
+/// with its CPU time so far (utime + stime, in clock ticks), read from `/proc`.
+pub fn process_tree(roots: &HashSet<u32>) -> std::collections::HashMap<u32, u64> {
+    let mut out = std::collections::HashMap::new();
+    if roots.is_empty() {
+        return out;
+    }
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    // (pid, ppid, pgrp, ticks)
+    let mut all = Vec::new();
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the parenthesised name: state(0) ppid(1) pgrp(2) … utime(11) stime(12).
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(ppid), Some(pgrp), Some(ut), Some(st)) = (num(1), num(2), num(11), num(12)) {
+            all.push((pid, ppid, pgrp, ut + st));
+        }
+    }
+    let mut members: HashSet<u32> = all
+        .iter()
+        .filter(|(pid, _, pgrp, _)| {
+            roots.contains(pid) || u32::try_from(*pgrp).is_ok_and(|g| roots.contains(&g))
+        })
+        .map(|(pid, ..)| *pid)
+        .collect();
+    // Close over descendants.
+    loop {
+        let before = members.len();
+        for (pid, ppid, ..) in &all {
+            if u32::try_from(*ppid).is_ok_and(|p| members.contains(&p)) {
+                members.insert(*pid);
+            }
+        }
+        if members.len() == before {
+            break;
+        }
+    }
+    for (pid, _, _, ticks) in all {
+        if members.contains(&pid) {
+            out.insert(pid, ticks);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_paths_map_and_others_do_not() {
+        let s = Sandbox::new(PathBuf::from("/tmp/vd"));
+        assert_eq!(
+            s.map_command("cat /sys/class/x; ls '/data/local/tmp' /proc/sys/kernel /system/bin/sh"),
+            "cat /tmp/vd/sys/class/x; ls '/tmp/vd/data/local/tmp' /proc/sys/kernel /tmp/vd/system/bin/sh"
+        );
+        assert_eq!(
+            s.map_command("echo /database /sysfs x/data"),
+            "echo /database /sysfs x/data"
+        );
+        assert_eq!(
+            s.map_path("/data/local/tmp/a"),
+            PathBuf::from("/tmp/vd/data/local/tmp/a")
+        );
+        assert_eq!(s.map_path("/etc/hosts"), PathBuf::from("/etc/hosts"));
+        assert_eq!(
+            s.map_command("for f in /sys/devices/cpu[0-9]*/x"),
+            "for f in /tmp/vd/sys/devices/cpu[0-9]*/x"
+        );
+    }
+}

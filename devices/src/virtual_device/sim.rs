@@ -1,0 +1,233 @@
+//! The simulated phone sysfs: battery, thermal zones and cpufreq, driven by the real CPU time
+//! of the processes the virtual device runs.
+//!
+//! Every `TICK` the model reads the CPU time (utime + stime) of all processes in the device's
+//! process groups from `/proc`, turns it into a load in busy cores, and advances:
+//! - power: `P = idle_w + per_core_w · busy_cores · (f / f_max)²` (dynamic power falls with
+//!   frequency when throttled);
+//! - SoC temperature: first order, `dT/dt = (ambient + r_th · P − T) / tau`;
+//! - cpufreq: the big cluster drops to `throttle_ratio · f_max` above `trip_c` and recovers
+//!   below `trip_c − hysteresis_c`;
+//! - battery: `current = P / V`, reported negative while discharging (the Pixel convention),
+//!   charge counter and capacity integrate it.
+//!
+//! Files are replaced atomically (write + rename), so a reader never sees half a value.
+
+use super::sandbox::Sandbox;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const TICK: Duration = Duration::from_millis(50);
+/// Kernel clock ticks per second for `/proc/<pid>/stat` times (100 on every Linux ABI that
+/// Android and Debian ship).
+const CLK_TCK: f64 = 100.0;
+
+/// Parameters of the model. Defaults give a phone-like response on a seconds scale.
+#[derive(Debug, Clone)]
+pub struct SimParams {
+    /// Power with nothing running (W).
+    pub idle_w: f64,
+    /// Power per fully busy core at full frequency (W).
+    pub per_core_w: f64,
+    /// Ambient temperature (°C); at rest the SoC settles at `ambient_c + r_th · idle_w`.
+    pub ambient_c: f64,
+    /// Thermal resistance (°C per W).
+    pub r_th: f64,
+    /// Thermal time constant (s).
+    pub tau_s: f64,
+    /// Throttling trip point (°C).
+    pub trip_c: f64,
+    /// Hysteresis below the trip point before the clock recovers (°C).
+    pub hysteresis_c: f64,
+    /// Frequency while throttled, as a fraction of the maximum.
+    pub throttle_ratio: f64,
+    /// Battery design capacity (µAh).
+    pub battery_uah: f64,
+}
+
+impl Default for SimParams {
+    fn default() -> Self {
+        Self {
+            idle_w: 0.6,
+            per_core_w: 2.0,
+            ambient_c: 30.0,
+            r_th: 8.0,
+            tau_s: 20.0,
+            trip_c: 50.0,
+            hysteresis_c: 3.0,
+            throttle_ratio: 0.6,
+            battery_uah: 4_000_000.0,
+        }
+    }
+}
+
+struct Cluster {
+    cpus: Vec<u32>,
+    max_khz: u64,
+    throttles: bool,
+}
+
+fn clusters(ncpu: u32) -> Vec<Cluster> {
+    if ncpu <= 1 {
+        return vec![Cluster {
+            cpus: vec![0],
+            max_khz: 2_400_000,
+            throttles: true,
+        }];
+    }
+    let little = ncpu / 2;
+    vec![
+        Cluster {
+            cpus: (0..little).collect(),
+            max_khz: 1_800_000,
+            throttles: false,
+        },
+        Cluster {
+            cpus: (little..ncpu).collect(),
+            max_khz: 2_800_000,
+            throttles: true,
+        },
+    ]
+}
+
+fn put(path: &Path, value: impl std::fmt::Display) {
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, format!("{value}\n")).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
+/// Writes the static part of the tree (types, topology, getprop) and the first values.
+pub fn init_tree(
+    root: &Path,
+    ncpu: u32,
+    p: &SimParams,
+    props: &[(String, String)],
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mk = |rel: &str| std::fs::create_dir_all(root.join(rel));
+    mk("data/local/tmp")?;
+    mk("sdcard")?;
+    mk("system/bin")?;
+    let bat = root.join("sys/class/power_supply/battery");
+    std::fs::create_dir_all(&bat)?;
+    put(&bat.join("type"), "Battery");
+    put(&bat.join("status"), "Discharging");
+    put(&bat.join("charge_full_design"), p.battery_uah as u64);
+    put(&bat.join("charge_counter"), (p.battery_uah * 0.8) as u64);
+    put(&bat.join("capacity"), 80);
+    put(&bat.join("voltage_now"), 3_950_000);
+    put(&bat.join("current_now"), 0);
+    put(&bat.join("temp"), (p.ambient_c * 10.0) as i64);
+    let usb = root.join("sys/class/power_supply/usb");
+    std::fs::create_dir_all(&usb)?;
+    put(&usb.join("type"), "USB");
+    put(&usb.join("online"), 0);
+    for (i, ty) in ["soc-thermal", "skin-therm"].iter().enumerate() {
+        let z = root.join(format!("sys/class/thermal/thermal_zone{i}"));
+        std::fs::create_dir_all(&z)?;
+        put(&z.join("type"), ty);
+        put(
+            &z.join("temp"),
+            ((p.ambient_c + p.r_th * p.idle_w) * 1000.0) as i64,
+        );
+    }
+    let cpu_root = root.join("sys/devices/system/cpu");
+    std::fs::create_dir_all(&cpu_root)?;
+    put(
+        &cpu_root.join("possible"),
+        format!("0-{}", ncpu.saturating_sub(1)),
+    );
+    for c in clusters(ncpu) {
+        for cpu in &c.cpus {
+            let d = cpu_root.join(format!("cpu{cpu}/cpufreq"));
+            std::fs::create_dir_all(&d)?;
+            put(&d.join("cpuinfo_max_freq"), c.max_khz);
+            put(&d.join("scaling_max_freq"), c.max_khz);
+            put(&d.join("scaling_cur_freq"), c.max_khz);
+        }
+    }
+    // getprop: prints all properties, or one.
+    let mut script =
+        String::from("#!/bin/sh\n# socbench virtual device\nif [ $# -eq 0 ]; then\ncat <<'EOF'\n");
+    for (k, v) in props {
+        script.push_str(&format!("[{k}]: [{v}]\n"));
+    }
+    script.push_str("EOF\nelse\ncase \"$1\" in\n");
+    for (k, v) in props {
+        script.push_str(&format!("  {k}) echo {};;\n", crate::shell::quote(v)));
+    }
+    script.push_str("  *) echo;;\nesac\nfi\n");
+    let gp = root.join("system/bin/getprop");
+    std::fs::write(&gp, script)?;
+    std::fs::set_permissions(&gp, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Runs the model until `stop` is set.
+pub fn run(sandbox: Sandbox, ncpu: u32, p: SimParams, stop: Arc<AtomicBool>) {
+    let root = sandbox.root().to_path_buf();
+    let bat = root.join("sys/class/power_supply/battery");
+    let zones = [
+        root.join("sys/class/thermal/thermal_zone0/temp"),
+        root.join("sys/class/thermal/thermal_zone1/temp"),
+    ];
+    let cl = clusters(ncpu);
+    // Start at the idle equilibrium, so temperature only moves with load.
+    let mut temp = p.ambient_c + p.r_th * p.idle_w;
+    let mut charge_uah = p.battery_uah * 0.8;
+    let mut throttled = false;
+    let mut last_ticks: HashMap<u32, u64> = HashMap::new();
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(TICK);
+        let now = Instant::now();
+        let dt = now.duration_since(last).as_secs_f64();
+        last = now;
+        let ticks = super::sandbox::process_tree(&sandbox.groups());
+        let busy_ticks: u64 = ticks
+            .iter()
+            .map(|(pid, t)| t.saturating_sub(last_ticks.get(pid).copied().unwrap_or(0)))
+            .sum();
+        last_ticks = ticks;
+        let busy_cores = (busy_ticks as f64 / CLK_TCK / dt).clamp(0.0, f64::from(ncpu));
+        let f_ratio = if throttled { p.throttle_ratio } else { 1.0 };
+        let power = p.idle_w + p.per_core_w * busy_cores * f_ratio * f_ratio;
+        temp += (p.ambient_c + p.r_th * power - temp) * (dt / p.tau_s).min(1.0);
+        if temp >= p.trip_c {
+            throttled = true;
+        } else if temp < p.trip_c - p.hysteresis_c {
+            throttled = false;
+        }
+        let soc = (charge_uah / p.battery_uah).clamp(0.0, 1.0);
+        let volts = 3.5 + 0.7 * soc;
+        let amps = power / volts;
+        charge_uah = (charge_uah - amps * 1e6 * dt / 3600.0).max(0.0);
+        put(&bat.join("current_now"), -(amps * 1e6).round() as i64);
+        put(&bat.join("voltage_now"), (volts * 1e6).round() as i64);
+        put(&bat.join("charge_counter"), charge_uah.round() as i64);
+        put(&bat.join("capacity"), (soc * 100.0).round() as i64);
+        let skin = p.ambient_c + (temp - p.ambient_c) * 0.5;
+        put(&bat.join("temp"), (skin * 10.0).round() as i64);
+        put(&zones[0], (temp * 1000.0).round() as i64);
+        put(&zones[1], (skin * 1000.0).round() as i64);
+        for c in &cl {
+            let khz = if throttled && c.throttles {
+                (c.max_khz as f64 * p.throttle_ratio) as u64
+            } else {
+                c.max_khz
+            };
+            for cpu in &c.cpus {
+                put(
+                    &root.join(format!(
+                        "sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq"
+                    )),
+                    khz,
+                );
+            }
+        }
+    }
+}
