@@ -24,6 +24,10 @@ pub enum Command {
     Score(ScoreArgs),
     /// Download SmolLM2-135M-Instruct (Q4_1 GGUF) into the cache and verify its checksum.
     FetchModel(FetchArgs),
+    /// Run a benchmark sweep on the local host and/or devices, storing every result.
+    Run(Box<RunArgs>),
+    /// Write the commented default sweep file.
+    Init(InitArgs),
     /// List the local host and every device of every configured adb server, with state and
     /// details (ABI, CPU clusters, RAM, sensors real or simulated).
     Devices(DevicesArgs),
@@ -195,4 +199,81 @@ pub struct FetchArgs {
     /// Print only the model's path.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `socbench init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write it.
+    #[arg(default_value = "socbench.toml")]
+    pub path: std::path::PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `socbench run`. Axis flags take comma lists and replace that axis of the sweep file.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Sweep file (default: the embedded one; `socbench init` writes it out).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Model: a GGUF path or `synthetic:tiny` (default: SmolLM2-135M-Instruct, fetched).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Devices: `local`, `all`, or adb serials (repeatable or comma-separated).
+    #[arg(long = "device", value_delimiter = ',')]
+    pub devices: Vec<String>,
+    /// adb servers.
+    #[command(flatten)]
+    pub servers: AdbServerArgs,
+    /// Backends (comma list): flex, ndarray, wgpu.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Quantization levels (comma list).
+    #[arg(long)]
+    pub quant: Option<String>,
+    /// Thread counts (comma list; `cores` = all CPUs of the device or pinned cluster).
+    #[arg(long)]
+    pub threads: Option<String>,
+    /// Batch sizes (comma list).
+    #[arg(long)]
+    pub batch: Option<String>,
+    /// KV windows (comma list; `full`).
+    #[arg(long = "kv-window")]
+    pub kv_window: Option<String>,
+    /// Prompt lengths in tokens (comma list).
+    #[arg(long = "prompt-tokens")]
+    pub prompt_tokens: Option<String>,
+    /// Generated tokens (comma list).
+    #[arg(long = "gen-tokens")]
+    pub gen_tokens: Option<String>,
+    /// Affinities (comma list of all, big, little, mid; CPU lists use `+`: `0+1`, or `0-3`).
+    #[arg(long)]
+    pub affinity: Option<String>,
+    /// Measured repetitions per cell.
+    #[arg(long)]
+    pub repetitions: Option<usize>,
+    /// Unmeasured warm-up runs per cell.
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Sensor sampling rate (Hz).
+    #[arg(long = "sample-hz")]
+    pub sample_hz: Option<f64>,
+    /// Disable the cool-down gate.
+    #[arg(long = "no-cooldown")]
+    pub no_cooldown: bool,
+    /// Output directory (default: `socbench-results/<UTC time>`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+    /// Continue the sweep stored in DIR: completed repetitions are skipped, failed and lost
+    /// ones run again. The sweep and devices come from DIR's manifest.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "out"])]
+    pub resume: Option<std::path::PathBuf>,
+    /// Print the plan and its size, run nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Seconds to wait for a device that disconnected before marking its cells `device_lost`.
+    #[arg(long = "device-wait", default_value_t = 30.0)]
+    pub device_wait: f64,
 }

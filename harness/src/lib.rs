@@ -6,7 +6,10 @@
 pub mod cli;
 pub mod commands;
 pub mod model_cache;
+pub mod runner;
 pub mod session;
+pub mod store;
+pub mod sweep;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -22,6 +25,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
             println!("{}", path.display());
         }
         cli::Command::Devices(args) => commands::devices::run(args)?,
+        cli::Command::Run(args) => return commands::run::run(args),
+        cli::Command::Init(args) => commands::run::init(args)?,
         cli::Command::VirtualDevice(args) => commands::virtual_device::run(args)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -5,10 +5,10 @@ use crate::cli::ModelArgs;
 use crate::model_cache;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
-use socbench_kernels::KernelError;
-use socbench_kernels::backend::{BackendKind, Runtime, set_matmul_threads};
+use socbench_kernels::backend::Runtime;
 use socbench_kernels::load::{LoadedModel, ModelSpec};
-use socbench_kernels::quant::{self, QuantLevel};
+use socbench_kernels::quant::QuantLevel;
+use socbench_kernels::session::ModelSession;
 use socbench_kernels::threads::ThreadTimes;
 
 /// A loaded model on its runtime.
@@ -41,17 +41,14 @@ impl Session {
         if args.batch == 0 {
             anyhow::bail!("--batch must be at least 1");
         }
-        args.quant
-            .support(args.backend)
-            .map_err(|reason| KernelError::Unsupported {
+        // Refused before anything is fetched or loaded.
+        args.quant.support(args.backend).map_err(|reason| {
+            socbench_kernels::KernelError::Unsupported {
                 backend: args.backend,
                 quant: args.quant,
                 reason,
-            })?;
-        if args.backend == BackendKind::NdArray {
-            // Before any tensor exists: matrixmultiply sizes its pool once, at first use.
-            set_matmul_threads(threads);
-        }
+            }
+        })?;
         let spec = match &args.model {
             Some(spec) => spec.clone(),
             // The default model is fetched on first use, so that a newcomer's first command
@@ -62,32 +59,17 @@ impl Session {
             }
             None => ModelSpec::File(model_cache::default_model_path()),
         };
-        // Parse the file first: a missing or corrupt model is reported before a GPU starts.
-        let file = spec.open()?;
-        let rt = Runtime::new(args.backend, threads)?;
-        let start = std::time::Instant::now();
-        let mut loaded = rt
-            .run(|device| spec.load_opened(&file, device))
-            .with_context(|| format!("loading {spec}"))?;
-        let backend = args.backend;
-        let quant = args.quant;
-        rt.run(|_| {
-            socbench_kernels::catch_panic(|| quant::apply(&mut loaded.model, quant, backend))
-        })
-        .map_err(|reason| KernelError::Unsupported {
-            backend,
-            quant,
-            reason,
-        })?;
-        rt.sync()?;
+        let ModelSession { rt, loaded, load_s } =
+            ModelSession::open(&spec, args.backend, args.quant, threads)
+                .with_context(|| format!("loading {spec}"))?;
         Ok(Self {
             rt,
             loaded,
             spec,
-            quant,
+            quant: args.quant,
             batch: args.batch,
             kv_window: args.kv_window.0,
-            load_s: start.elapsed().as_secs_f64(),
+            load_s,
         })
     }
 

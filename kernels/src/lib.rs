@@ -35,6 +35,7 @@ pub mod gguf;
 pub mod load;
 pub mod model;
 pub mod quant;
+pub mod session;
 pub mod threads;
 pub mod tokenizer;
 

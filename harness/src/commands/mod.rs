@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod devices;
 pub mod generate;
+pub mod run;
 pub mod score;
 pub mod virtual_device;

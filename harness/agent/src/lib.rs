@@ -1,0 +1,346 @@
+//! socbench's on-device agent.
+//!
+//! `socbench-agent run PLAN.json` loads one model variant (backend × quantization × threads),
+//! pins itself to the planned CPUs, and runs the plan's cells: cool-down gate, warm-up, then
+//! the repetitions, sampling the device's sensors throughout on its own thread. It writes one
+//! JSON object per line ([`Event`]) to stdout and appends the same lines to the plan's events
+//! file on the device, so nothing is lost if the link to the host drops.
+//!
+//! `socbench-agent sensors` prints the sensors found and one sample.
+//!
+//! Times are seconds on a monotonic clock since the agent started, the same epoch for token
+//! timings and sensor samples, so the host can integrate power over each phase.
+#![warn(missing_docs)]
+
+pub mod plan;
+
+use plan::{Cell, Event, Plan, RepResult};
+use socbench_devices::sensors::{Sample, Sampler, SensorSet};
+use socbench_kernels::generate::{GenerateOptions, Sampling, generate};
+use socbench_kernels::session::ModelSession;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Text the prompts are cut from: repeated until it has enough tokens.
+const PROMPT_TEXT: &str = "The history of computing is a story of making machines smaller, \
+faster and closer to the people who use them. From rooms full of valves to the phone in a \
+pocket, each step traded power for efficiency, and each new device asked engineers to measure \
+what it could really do. ";
+
+/// Where the sensors live: `SOCBENCH_SYSFS_ROOT` (set by the virtual device) or `/`.
+pub fn sysfs_root() -> PathBuf {
+    std::env::var_os("SOCBENCH_SYSFS_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from)
+}
+
+/// A path from the plan as this process sees it: under the virtual device, phone paths
+/// (`/data/…`, `/sdcard/…`) live inside its sandbox, named by `SOCBENCH_SYSFS_ROOT`.
+pub fn device_path(p: &str) -> PathBuf {
+    match std::env::var_os("SOCBENCH_SYSFS_ROOT") {
+        Some(root) if p.starts_with("/data/") || p.starts_with("/sdcard/") => {
+            Path::new(&root).join(p.trim_start_matches('/'))
+        }
+        _ => PathBuf::from(p),
+    }
+}
+
+/// Emits events to stdout and the on-device log, one line each, flushed at once.
+#[derive(Debug, Clone)]
+pub struct Emitter {
+    inner: Arc<Mutex<Option<std::fs::File>>>,
+}
+
+impl Emitter {
+    fn new(log: Option<&Path>) -> Self {
+        let file = log.and_then(|p| {
+            if let Some(d) = p.parent() {
+                let _ = std::fs::create_dir_all(d);
+            }
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
+        });
+        Self {
+            inner: Arc::new(Mutex::new(file)),
+        }
+    }
+
+    /// Writes one event.
+    pub fn emit(&self, event: &Event) {
+        let Ok(line) = serde_json::to_string(event) else {
+            return;
+        };
+        let Ok(mut file) = self.inner.lock() else {
+            return;
+        };
+        if let Some(f) = file.as_mut() {
+            let _ = writeln!(f, "{line}");
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// The agent's entry point.
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("run") if args.len() == 2 => match run_plan(Path::new(&args[1])) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("socbench-agent: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Some("sensors") => {
+            let set = SensorSet::discover(&sysfs_root(), Some(std::process::id()));
+            let values = set.read();
+            let out = serde_json::json!({
+                "root": sysfs_root(),
+                "sensors": set.metas(),
+                "values": values,
+            });
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Some("--version") => {
+            println!("socbench-agent {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!(
+                "usage: socbench-agent run PLAN.json | socbench-agent sensors | socbench-agent --version"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn pin(cpus: &[u32]) -> Result<(), String> {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    use nix::unistd::Pid;
+    let mut set = CpuSet::new();
+    for &c in cpus {
+        set.set(c as usize).map_err(|e| format!("cpu {c}: {e}"))?;
+    }
+    sched_setaffinity(Pid::from_raw(0), &set)
+        .map_err(|e| format!("sched_setaffinity {cpus:?}: {e}"))
+}
+
+/// Resets the kernel's peak-RSS mark (VmHWM) so each repetition's peak is its own.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn read_status_kb(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()
+}
+
+fn max_temp(set: &SensorSet) -> Option<f64> {
+    let values = set.read();
+    set.metas()
+        .iter()
+        .zip(values)
+        .filter(|(m, _)| m.name.starts_with("thermal_"))
+        .filter_map(|(_, v)| v)
+        .reduce(f64::max)
+}
+
+fn prompt_ids(session: &ModelSession, n: usize) -> Result<Vec<u32>, String> {
+    let base = session
+        .loaded
+        .tokenizer
+        .encode(PROMPT_TEXT)
+        .map_err(|e| e.to_string())?;
+    if base.is_empty() {
+        return Err("the prompt text encodes to no tokens".into());
+    }
+    Ok(base.iter().copied().cycle().take(n).collect())
+}
+
+fn run_plan(path: &Path) -> Result<(), String> {
+    let epoch = Instant::now();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut plan: Plan =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if plan.model != "synthetic:tiny" {
+        plan.model = device_path(&plan.model).display().to_string();
+    }
+    plan.events_file = plan
+        .events_file
+        .map(|f| device_path(&f).display().to_string());
+    plan.stop_file = plan
+        .stop_file
+        .map(|f| device_path(&f).display().to_string());
+    let emitter = Emitter::new(plan.events_file.as_deref().map(Path::new));
+    let t = move || epoch.elapsed().as_secs_f64();
+    if let Some(cpus) = &plan.affinity {
+        // Before any thread exists: workers inherit the mask.
+        pin(cpus)?;
+    }
+    let set = SensorSet::discover(&sysfs_root(), Some(std::process::id()));
+    emitter.emit(&Event::Hello {
+        t_s: t(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        sensors: set.metas().to_vec(),
+        sysfs_root: sysfs_root().display().to_string(),
+    });
+    let sampler = {
+        let e = emitter.clone();
+        Sampler::start(set.clone(), plan.sample_hz, epoch, move |s: Sample| {
+            e.emit(&Event::Sample {
+                t_s: s.t_s,
+                values: s.values,
+            });
+        })
+    };
+    let spec = plan.model_spec();
+    let session = match ModelSession::open(&spec, plan.backend, plan.quant, plan.threads) {
+        Ok(s) => s,
+        Err(e) => {
+            // Every cell fails with the reason; the host records them.
+            for cell in &plan.cells {
+                emitter.emit(&Event::CellFailed {
+                    t_s: t(),
+                    cell: cell.id.clone(),
+                    reason: format!("loading {spec}: {e}"),
+                });
+            }
+            sampler.stop();
+            emitter.emit(&Event::Done { t_s: t() });
+            return Ok(());
+        }
+    };
+    emitter.emit(&Event::Loaded {
+        t_s: t(),
+        load_s: session.load_s,
+        model_file_bytes: plan.model_file_bytes(),
+        rss_bytes: read_status_kb("VmRSS:").map(|k| k * 1024),
+    });
+    let stop_requested = || {
+        plan.stop_file
+            .as_ref()
+            .is_some_and(|f| Path::new(f).exists())
+    };
+    for cell in &plan.cells {
+        if stop_requested() {
+            emitter.emit(&Event::Interrupted { t_s: t() });
+            break;
+        }
+        if !run_cell(&plan, cell, &session, &set, &emitter, &t, &stop_requested) {
+            emitter.emit(&Event::Interrupted { t_s: t() });
+            break;
+        }
+    }
+    sampler.stop();
+    emitter.emit(&Event::Done { t_s: t() });
+    Ok(())
+}
+
+fn run_cell(
+    plan: &Plan,
+    cell: &Cell,
+    session: &ModelSession,
+    set: &SensorSet,
+    emitter: &Emitter,
+    t: &dyn Fn() -> f64,
+    stop_requested: &dyn Fn() -> bool,
+) -> bool {
+    // Cool-down gate.
+    let gate_start = Instant::now();
+    let mut start_temp = max_temp(set);
+    if let (Some(cd), Some(_)) = (&plan.cooldown, start_temp) {
+        let limit = cd.baseline_c + cd.delta_c;
+        while start_temp.is_some_and(|tc| tc > limit)
+            && gate_start.elapsed() < Duration::from_secs_f64(cd.max_wait_s)
+        {
+            std::thread::sleep(Duration::from_millis(250));
+            start_temp = max_temp(set);
+        }
+    }
+    let cooldown_s = gate_start.elapsed().as_secs_f64();
+    emitter.emit(&Event::CellStart {
+        t_s: t(),
+        cell: cell.id.clone(),
+        cooldown_wait_s: cooldown_s,
+        start_temp_c: start_temp,
+    });
+    let prompt = match prompt_ids(session, cell.prompt_tokens) {
+        Ok(p) => p,
+        Err(reason) => {
+            emitter.emit(&Event::CellFailed {
+                t_s: t(),
+                cell: cell.id.clone(),
+                reason,
+            });
+            return true;
+        }
+    };
+    let opts = GenerateOptions {
+        max_new_tokens: cell.gen_tokens,
+        batch: cell.batch,
+        kv_window: cell.kv_window,
+        sampling: Sampling::Greedy,
+        stop_at: None,
+    };
+    let total = plan.warmup + cell.repetitions;
+    for i in 0..total {
+        let warmup = i < plan.warmup;
+        let rep = if warmup { None } else { Some(i - plan.warmup) };
+        if rep.is_some_and(|r| cell.skip_reps.contains(&r)) {
+            continue;
+        }
+        if stop_requested() {
+            return false;
+        }
+        let peak_reset = reset_peak_rss();
+        let t_start = t();
+        let out = generate(&session.rt, &session.loaded.model, &prompt, &opts);
+        let t_end = t();
+        match out {
+            Ok(g) => {
+                let result = RepResult {
+                    cell: cell.id.clone(),
+                    repetition: rep,
+                    t_start_s: t_start,
+                    t_first_token_s: t_start + g.ttft.as_secs_f64(),
+                    t_end_s: t_end,
+                    ttft_s: g.ttft.as_secs_f64(),
+                    decode_s: g.decode.iter().map(Duration::as_secs_f64).collect(),
+                    prompt_tokens: prompt.len(),
+                    batch: cell.batch,
+                    peak_rss_bytes: read_status_kb("VmHWM:").map(|k| k * 1024),
+                    peak_rss_is_per_rep: peak_reset,
+                };
+                emitter.emit(&Event::Rep(result));
+            }
+            Err(e) => {
+                emitter.emit(&Event::CellFailed {
+                    t_s: t(),
+                    cell: cell.id.clone(),
+                    reason: e.to_string(),
+                });
+                return true;
+            }
+        }
+    }
+    emitter.emit(&Event::CellEnd {
+        t_s: t(),
+        cell: cell.id.clone(),
+        end_temp_c: max_temp(set),
+    });
+    true
+}

@@ -1,0 +1,191 @@
+//! What the host sends the agent ([`Plan`]) and what the agent answers ([`Event`]).
+
+use serde::{Deserialize, Serialize};
+use socbench_devices::sensors::SensorMeta;
+use socbench_kernels::backend::BackendKind;
+use socbench_kernels::load::ModelSpec;
+use socbench_kernels::quant::QuantLevel;
+
+/// Waiting for the device to cool before a cell.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Cooldown {
+    /// Idle temperature measured before the sweep (°C, hottest thermal zone).
+    pub baseline_c: f64,
+    /// Start a cell once within this many °C of the baseline.
+    pub delta_c: f64,
+    /// Give up waiting after this long (the cell runs, with its start temperature recorded).
+    pub max_wait_s: f64,
+}
+
+/// One cell: a point of the sweep grid within a model variant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Cell {
+    /// Stable id (the host's key for results and resume).
+    pub id: String,
+    /// Sequences decoded together.
+    pub batch: usize,
+    /// KV window (`None`: full).
+    pub kv_window: Option<usize>,
+    /// Prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub gen_tokens: usize,
+    /// Measured repetitions.
+    pub repetitions: usize,
+    /// Repetitions already stored (resume): not run again.
+    #[serde(default)]
+    pub skip_reps: Vec<usize>,
+}
+
+/// Everything one agent process runs: one model variant, several cells.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    /// Model file on the device, or `synthetic:tiny`.
+    pub model: String,
+    /// Backend.
+    pub backend: BackendKind,
+    /// Quantization.
+    pub quant: QuantLevel,
+    /// Worker threads.
+    pub threads: usize,
+    /// CPUs to pin to (`None`: no pinning).
+    pub affinity: Option<Vec<u32>>,
+    /// Sensor sampling rate (Hz).
+    pub sample_hz: f64,
+    /// Unmeasured runs before each cell's repetitions.
+    pub warmup: usize,
+    /// Cool-down gate, when enabled and the device has a thermal sensor.
+    pub cooldown: Option<Cooldown>,
+    /// File on the device that receives a copy of every event.
+    pub events_file: Option<String>,
+    /// A file whose appearance asks the agent to stop after the current repetition
+    /// (the host's Ctrl-C).
+    #[serde(default)]
+    pub stop_file: Option<String>,
+    /// The cells, in the order to run them.
+    pub cells: Vec<Cell>,
+}
+
+impl Plan {
+    /// The model to load.
+    pub fn model_spec(&self) -> ModelSpec {
+        if self.model == "synthetic:tiny" {
+            ModelSpec::SyntheticTiny
+        } else {
+            ModelSpec::File(self.model.clone().into())
+        }
+    }
+
+    /// Size of the model file on the device, when it is a file.
+    pub fn model_file_bytes(&self) -> Option<u64> {
+        match self.model_spec() {
+            ModelSpec::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+            ModelSpec::SyntheticTiny => None,
+        }
+    }
+}
+
+/// A measured (or warm-up) run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RepResult {
+    /// Cell id.
+    pub cell: String,
+    /// Repetition number; `None` for a warm-up run.
+    pub repetition: Option<usize>,
+    /// Start of prefill (agent clock, s).
+    pub t_start_s: f64,
+    /// First token on the host side (s).
+    pub t_first_token_s: f64,
+    /// Last token (s).
+    pub t_end_s: f64,
+    /// Time to first token (s).
+    pub ttft_s: f64,
+    /// Each decode step after the first token (s).
+    pub decode_s: Vec<f64>,
+    /// Prompt tokens per sequence.
+    pub prompt_tokens: usize,
+    /// Sequences.
+    pub batch: usize,
+    /// Peak resident memory (VmHWM) in bytes.
+    pub peak_rss_bytes: Option<u64>,
+    /// Whether the peak was reset before this run (else it is the process's peak so far).
+    pub peak_rss_is_per_rep: bool,
+}
+
+/// One line of the agent's output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Agent started; its sensors.
+    Hello {
+        /// Time (s).
+        t_s: f64,
+        /// Process id on the device.
+        pid: u32,
+        /// Agent version.
+        version: String,
+        /// Sensors found, in sample order.
+        sensors: Vec<SensorMeta>,
+        /// Where sysfs was read.
+        sysfs_root: String,
+    },
+    /// Model loaded.
+    Loaded {
+        /// Time (s).
+        t_s: f64,
+        /// Load and conversion time (s).
+        load_s: f64,
+        /// Model file size.
+        model_file_bytes: Option<u64>,
+        /// Resident memory after loading.
+        rss_bytes: Option<u64>,
+    },
+    /// A sensor sample.
+    Sample {
+        /// Time (s).
+        t_s: f64,
+        /// One value per sensor of `hello`.
+        values: Vec<Option<f64>>,
+    },
+    /// A cell starts (after the cool-down gate).
+    CellStart {
+        /// Time (s).
+        t_s: f64,
+        /// Cell id.
+        cell: String,
+        /// Time spent waiting for the device to cool (s).
+        cooldown_wait_s: f64,
+        /// Hottest thermal zone at the start (°C).
+        start_temp_c: Option<f64>,
+    },
+    /// A run finished.
+    Rep(RepResult),
+    /// A cell could not run (or stopped); the sweep goes on.
+    CellFailed {
+        /// Time (s).
+        t_s: f64,
+        /// Cell id.
+        cell: String,
+        /// Why.
+        reason: String,
+    },
+    /// A cell finished.
+    CellEnd {
+        /// Time (s).
+        t_s: f64,
+        /// Cell id.
+        cell: String,
+        /// Hottest thermal zone at the end (°C).
+        end_temp_c: Option<f64>,
+    },
+    /// Stopped early because the stop file appeared.
+    Interrupted {
+        /// Time (s).
+        t_s: f64,
+    },
+    /// The plan is done.
+    Done {
+        /// Time (s).
+        t_s: f64,
+    },
+}

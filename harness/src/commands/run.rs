@@ -1,0 +1,385 @@
+//! `socbench run` and `socbench init`.
+
+use crate::cli::{InitArgs, RunArgs};
+use crate::model_cache;
+use crate::runner::{self, RunContext, Target};
+use crate::store::{self, Store};
+use crate::sweep::{self, Sweep, axis};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use socbench_devices::adb;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// `socbench init`.
+pub fn init(args: &InitArgs) -> Result<()> {
+    if args.path.exists() && !args.force {
+        bail!(
+            "{} exists; pass --force to overwrite it",
+            args.path.display()
+        );
+    }
+    std::fs::write(&args.path, sweep::DEFAULT_SWEEP)
+        .with_context(|| format!("writing {}", args.path.display()))?;
+    eprintln!(
+        "wrote {}; run it with `socbench run --config {}`",
+        args.path.display(),
+        args.path.display()
+    );
+    Ok(())
+}
+
+fn list<T>(
+    flag: &str,
+    v: &Option<String>,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Option<Vec<T>>> {
+    let Some(v) = v else { return Ok(None) };
+    let items: Vec<&str> = v.split(',').filter(|s| !s.trim().is_empty()).collect();
+    if items.is_empty() {
+        bail!("--{flag} is empty; give a comma-separated list");
+    }
+    items
+        .iter()
+        .map(|s| parse(&s.replace('+', ",")).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+        .collect::<Result<Vec<T>>>()
+        .map(Some)
+}
+
+fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
+    if let Some(v) = list("backend", &a.backend, axis::backend)? {
+        sweep.backend = v;
+    }
+    if let Some(v) = list("quant", &a.quant, axis::quant)? {
+        sweep.quant = v;
+    }
+    if let Some(v) = list("threads", &a.threads, axis::threads)? {
+        sweep.threads = v;
+    }
+    if let Some(v) = list("batch", &a.batch, axis::count)? {
+        sweep.batch = v;
+    }
+    if let Some(v) = list("kv-window", &a.kv_window, axis::kv_window)? {
+        sweep.kv_window = v;
+    }
+    if let Some(v) = list("prompt-tokens", &a.prompt_tokens, axis::count)? {
+        sweep.prompt_tokens = v;
+    }
+    if let Some(v) = list("gen-tokens", &a.gen_tokens, axis::count)? {
+        sweep.gen_tokens = v;
+    }
+    if let Some(v) = list("affinity", &a.affinity, axis::affinity)? {
+        sweep.affinity = v;
+    }
+    if let Some(r) = a.repetitions {
+        if r == 0 {
+            bail!("--repetitions must be at least 1");
+        }
+        sweep.repetitions = r;
+    }
+    if let Some(w) = a.warmup {
+        sweep.warmup = w;
+    }
+    if let Some(hz) = a.sample_hz {
+        if !(hz > 0.0 && hz <= 1000.0) {
+            bail!("--sample-hz must be in (0, 1000]");
+        }
+        sweep.sample_hz = hz;
+    }
+    if a.no_cooldown {
+        sweep.cooldown = None;
+    }
+    if let Some(m) = &a.model {
+        sweep.model = Some(m.clone());
+    }
+    if !a.devices.is_empty() {
+        sweep.devices = a.devices.clone();
+    }
+    sweep.check_combinations("command line")
+}
+
+/// Resolves `local`, `all` and serials to targets.
+fn resolve_targets(names: &[String], servers: &[std::net::SocketAddrV4]) -> Result<Vec<Target>> {
+    let mut found: Vec<(String, String, String)> = Vec::new(); // serial, state, server
+    let mut asked = false;
+    let mut ask = |found: &mut Vec<(String, String, String)>| {
+        if !asked {
+            asked = true;
+            for s in servers {
+                match adb::list_devices(*s) {
+                    Ok(list) => {
+                        found.extend(list.into_iter().map(|e| (e.serial, e.state, e.server)))
+                    }
+                    // No server there is normal on a workstation without phones.
+                    Err(e) => eprintln!("note: {e}"),
+                }
+            }
+        }
+    };
+    let mut targets = Vec::new();
+    for name in names {
+        let t: Vec<Target> = match name.as_str() {
+            "local" => vec![Target::Local],
+            "all" => {
+                ask(&mut found);
+                let ready: Vec<Target> = found
+                    .iter()
+                    .filter(|(_, st, _)| st == "device")
+                    .map(|(serial, _, server)| Target::Adb {
+                        serial: serial.clone(),
+                        server: server.clone(),
+                    })
+                    .collect();
+                for (serial, st, _) in found.iter().filter(|(_, st, _)| st != "device") {
+                    eprintln!("note: skipping {serial}: it is {st}");
+                }
+                if ready.is_empty() {
+                    eprintln!("no device attached: benchmarking this host (`--device local`)");
+                    vec![Target::Local]
+                } else {
+                    ready
+                }
+            }
+            serial => {
+                ask(&mut found);
+                match found.iter().find(|(s, _, _)| s == serial) {
+                    Some((s, st, server)) if st == "device" => {
+                        vec![Target::Adb {
+                            serial: s.clone(),
+                            server: server.clone(),
+                        }]
+                    }
+                    Some((s, st, _)) => {
+                        bail!("device {s} is {st}; it must be in the `device` state")
+                    }
+                    None => bail!(
+                        "device {serial} is not on any adb server ({}); `socbench devices` lists what is there",
+                        servers
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }
+            }
+        };
+        for x in t {
+            if !targets.contains(&x) {
+                targets.push(x);
+            }
+        }
+    }
+    Ok(targets)
+}
+
+fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `socbench run`.
+pub fn run(a: &RunArgs) -> Result<ExitCode> {
+    if !(a.device_wait.is_finite() && a.device_wait >= 0.0) {
+        bail!("--device-wait must be a number of seconds ≥ 0");
+    }
+    // The whole sweep is validated before any device is touched.
+    let (mut sweep, out_dir, resumed_targets) = match &a.resume {
+        Some(dir) => {
+            let path = dir.join("manifest.json");
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "{}: cannot resume (is it a socbench output directory?)",
+                    path.display()
+                )
+            })?;
+            let m: Value =
+                serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+            let sweep: Sweep = serde_json::from_value(m["sweep"].clone())
+                .with_context(|| format!("{}: `sweep`", path.display()))?;
+            let targets: Vec<Target> = m["devices"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|x| serde_json::from_value(x["target"].clone()).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (sweep, dir.clone(), Some(targets))
+        }
+        None => {
+            let sweep = Sweep::load(a.config.as_deref())?;
+            let out = a
+                .out
+                .clone()
+                .or_else(|| sweep.out.clone().map(Into::into))
+                .unwrap_or_else(|| std::path::Path::new("socbench-results").join(utc_stamp()));
+            (sweep, out, None)
+        }
+    };
+    if a.resume.is_none() {
+        apply_flags(&mut sweep, a)?;
+    }
+    let servers = a.servers.servers();
+    if a.dry_run {
+        let n = sweep.cells_per_device();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"sweep": sweep, "cells_per_device": n,
+            "runs_per_device": n * (sweep.repetitions + sweep.warmup), "out": out_dir}))?
+        );
+        eprintln!(
+            "plan: {n} cells per device × ({} repetitions + {} warm-up); devices: {}",
+            sweep.repetitions,
+            sweep.warmup,
+            sweep.devices.join(", ")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let model = match &sweep.model {
+        Some(m) if m == "synthetic:tiny" => m.clone(),
+        Some(m) => {
+            let p = std::path::Path::new(m);
+            if !p.is_file() {
+                bail!(
+                    "model {m} not found; pass a GGUF file, `synthetic:tiny`, or omit --model for SmolLM2"
+                );
+            }
+            socbench_kernels::load::ModelSpec::File(p.to_path_buf())
+                .open()
+                .with_context(|| format!("model {m}"))?;
+            p.canonicalize()?.display().to_string()
+        }
+        None => {
+            let p = model_cache::default_model_path();
+            if !p.exists() {
+                eprintln!("fetching the default model (SmolLM2-135M-Instruct Q4_1)…");
+                model_cache::fetch(false)?;
+            }
+            p.display().to_string()
+        }
+    };
+    let targets = match resumed_targets {
+        Some(t) if !t.is_empty() => t,
+        _ => resolve_targets(&sweep.devices, &servers)?,
+    };
+    // Device infos and per-device plans (cluster names, CPU numbers) before anything runs.
+    let mut planned = Vec::new();
+    for t in &targets {
+        let mut dev = t.open()?;
+        let info = dev
+            .info()
+            .with_context(|| format!("device {}", t.serial()))?;
+        let cells = sweep::plan_device(&sweep, &info)?;
+        planned.push((t.clone(), info, cells));
+    }
+    let store = Store::open(&out_dir)?;
+    let done = store::done_runs(&out_dir)?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = Arc::clone(&interrupted);
+        let dirs: Vec<std::path::PathBuf> = planned
+            .iter()
+            .map(|(t, ..)| {
+                out_dir.join(".agent").join(t.serial().replace(
+                    |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.',
+                    "_",
+                ))
+            })
+            .collect();
+        let remote: Vec<Target> = planned.iter().map(|(t, ..)| t.clone()).collect();
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("second interrupt: exiting now");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "interrupt: finishing the current repetition, then stopping (Ctrl-C again to quit now)"
+            );
+            for d in &dirs {
+                let _ = std::fs::write(d.join("STOP"), b"");
+            }
+            for t in &remote {
+                if let (Target::Adb { .. }, Ok(mut dev)) = (t, t.open()) {
+                    let _ = dev.run(
+                        &["touch", "/data/local/tmp/socbench/STOP"],
+                        Duration::from_secs(5),
+                    );
+                }
+            }
+        });
+    }
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let manifest = |outcomes: &[Option<runner::DeviceOutcome>], finished: bool| {
+        json!({
+            "socbench_version": env!("CARGO_PKG_VERSION"),
+            "git_hash": env!("SOCBENCH_GIT_HASH"),
+            "build_profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+            "started_unix_s": started,
+            "finished": finished,
+            "command_line": std::env::args().collect::<Vec<_>>(),
+            "model": model,
+            "model_bytes": std::fs::metadata(&model).ok().map(|m| m.len()),
+            "sweep": sweep,
+            "devices": planned.iter().zip(outcomes).map(|((t, info, cells), o)| runner::device_manifest(t, info, cells.len(), o.as_ref())).collect::<Vec<_>>(),
+            "interrupted": interrupted.load(Ordering::Relaxed),
+        })
+    };
+    store.write_manifest(&manifest(&vec![None; planned.len()], false))?;
+    eprintln!("results: {}", out_dir.display());
+    let ctx = RunContext {
+        model: model.clone(),
+        device_wait: Duration::from_secs_f64(a.device_wait),
+        interrupted: Arc::clone(&interrupted),
+    };
+    let outcomes: Vec<Option<runner::DeviceOutcome>> = std::thread::scope(|s| {
+        let handles: Vec<_> = planned
+            .iter()
+            .map(|(t, info, cells)| {
+                let (sweep, ctx, store, done) = (&sweep, &ctx, &store, &done);
+                s.spawn(move || runner::run_device(t, info, cells, sweep, ctx, store, done))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().ok()).collect()
+    });
+    store.flush()?;
+    let was_interrupted = interrupted.load(Ordering::Relaxed);
+    store.write_manifest(&manifest(&outcomes, !was_interrupted))?;
+    let mut totals = std::collections::BTreeMap::<String, usize>::new();
+    for o in outcomes.iter().flatten() {
+        for (k, v) in &o.rows {
+            *totals.entry(k.clone()).or_default() += v;
+        }
+    }
+    eprintln!("rows written: {totals:?}; results in {}", out_dir.display());
+    if was_interrupted {
+        eprintln!(
+            "interrupted; continue with `socbench run --resume {}`",
+            out_dir.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}

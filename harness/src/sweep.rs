@@ -1,0 +1,544 @@
+//! The sweep: a TOML file (the commented default is embedded; `socbench init` writes it),
+//! overridden axis by axis from the command line, validated whole before any device is
+//! touched, then expanded per device into model variants and cells.
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+use socbench_devices::DeviceInfo;
+use socbench_devices::info::parse_cpu_list;
+use socbench_kernels::backend::BackendKind;
+use socbench_kernels::quant::QuantLevel;
+use std::path::Path;
+use toml::Spanned;
+
+/// The embedded default sweep file.
+pub const DEFAULT_SWEEP: &str = include_str!("default-sweep.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CooldownFile {
+    enabled: Option<bool>,
+    delta_c: Option<Spanned<f64>>,
+    max_wait_s: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SweepFile {
+    model: Option<Spanned<String>>,
+    devices: Option<Spanned<Vec<toml::Value>>>,
+    backend: Option<Spanned<Vec<toml::Value>>>,
+    quant: Option<Spanned<Vec<toml::Value>>>,
+    threads: Option<Spanned<Vec<toml::Value>>>,
+    batch: Option<Spanned<Vec<toml::Value>>>,
+    kv_window: Option<Spanned<Vec<toml::Value>>>,
+    prompt_tokens: Option<Spanned<Vec<toml::Value>>>,
+    gen_tokens: Option<Spanned<Vec<toml::Value>>>,
+    affinity: Option<Spanned<Vec<toml::Value>>>,
+    repetitions: Option<Spanned<i64>>,
+    warmup: Option<Spanned<i64>>,
+    sample_hz: Option<Spanned<f64>>,
+    seed: Option<u64>,
+    out: Option<String>,
+    cooldown: Option<CooldownFile>,
+}
+
+/// A thread count: a number or all cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Threads {
+    /// Exactly this many.
+    N(usize),
+    /// All CPUs of the device (or of the pinned set).
+    Cores,
+}
+
+/// CPU affinity of the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Affinity {
+    /// No pinning.
+    All,
+    /// A cluster by name (`big`, `little`, `mid`…), resolved per device.
+    Cluster(String),
+    /// Explicit CPUs.
+    Cpus(Vec<u32>),
+}
+
+impl std::fmt::Display for Affinity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::All => f.write_str("all"),
+            Self::Cluster(c) => f.write_str(c),
+            Self::Cpus(c) => {
+                let s: Vec<String> = c.iter().map(u32::to_string).collect();
+                f.write_str(&s.join("+"))
+            }
+        }
+    }
+}
+
+/// The validated sweep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sweep {
+    /// Model path or `synthetic:tiny`; `None` for the default (fetched) model.
+    pub model: Option<String>,
+    /// `local`, `all` or serials.
+    pub devices: Vec<String>,
+    /// Axes.
+    pub backend: Vec<BackendKind>,
+    /// Axes.
+    pub quant: Vec<QuantLevel>,
+    /// Axes.
+    pub threads: Vec<Threads>,
+    /// Axes.
+    pub batch: Vec<usize>,
+    /// Axes (`None`: full).
+    pub kv_window: Vec<Option<usize>>,
+    /// Axes.
+    pub prompt_tokens: Vec<usize>,
+    /// Axes.
+    pub gen_tokens: Vec<usize>,
+    /// Axes.
+    pub affinity: Vec<Affinity>,
+    /// Measured runs per cell.
+    pub repetitions: usize,
+    /// Unmeasured runs per cell.
+    pub warmup: usize,
+    /// Sampling rate (Hz).
+    pub sample_hz: f64,
+    /// Shuffle seed.
+    pub seed: u64,
+    /// Output directory from the file.
+    pub out: Option<String>,
+    /// Cool-down gate: (delta °C, max wait s), or off.
+    pub cooldown: Option<(f64, f64)>,
+}
+
+/// Parsers shared by the file and the flags. Each returns what would be valid on error.
+pub mod axis {
+    use super::*;
+
+    fn positive(s: &str, what: &str) -> Result<usize, String> {
+        match s.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "`{s}` is not a valid {what} (valid: a positive integer)"
+            )),
+        }
+    }
+    /// `flex`, `ndarray`, `wgpu`.
+    pub fn backend(s: &str) -> Result<BackendKind, String> {
+        s.trim().parse()
+    }
+    /// A quantization level name.
+    pub fn quant(s: &str) -> Result<QuantLevel, String> {
+        s.trim().parse()
+    }
+    /// A number or `cores`.
+    pub fn threads(s: &str) -> Result<Threads, String> {
+        if s.trim() == "cores" {
+            return Ok(Threads::Cores);
+        }
+        positive(s, "thread count").map(Threads::N).map_err(|_| {
+            format!("`{s}` is not a valid thread count (valid: a positive integer or `cores`)")
+        })
+    }
+    /// A positive integer.
+    pub fn count(s: &str) -> Result<usize, String> {
+        positive(s, "count")
+    }
+    /// A number or `full`.
+    pub fn kv_window(s: &str) -> Result<Option<usize>, String> {
+        if s.trim() == "full" {
+            return Ok(None);
+        }
+        positive(s, "KV window").map(Some).map_err(|_| {
+            format!(
+                "`{s}` is not a valid KV window (valid: a positive number of positions or `full`)"
+            )
+        })
+    }
+    /// `all`, a cluster name, or a CPU list.
+    pub fn affinity(s: &str) -> Result<Affinity, String> {
+        let s = s.trim();
+        match s {
+            "all" => Ok(Affinity::All),
+            "big" | "little" | "mid" => Ok(Affinity::Cluster(s.into())),
+            _ if s.starts_with("mid") && s[3..].parse::<u32>().is_ok() => Ok(Affinity::Cluster(s.into())),
+            _ => parse_cpu_list(s).map(Affinity::Cpus).ok_or_else(|| {
+                format!("`{s}` is not a valid affinity (valid: `all`, `big`, `little`, `mid`, or a CPU list like `0-3` or `4,5`)")
+            }),
+        }
+    }
+}
+
+fn line_of(text: &str, span: std::ops::Range<usize>) -> usize {
+    text[..span.start.min(text.len())].matches('\n').count() + 1
+}
+
+fn value_str(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn parse_axis<T>(
+    file: &str,
+    text: &str,
+    key: &str,
+    v: Option<Spanned<Vec<toml::Value>>>,
+    default: Vec<T>,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>> {
+    let Some(v) = v else { return Ok(default) };
+    let line = line_of(text, v.span());
+    let values = v.into_inner();
+    if values.is_empty() {
+        bail!("{file}:{line}: `{key}` is empty; give at least one value");
+    }
+    values
+        .iter()
+        .map(|x| parse(&value_str(x)).map_err(|e| anyhow::anyhow!("{file}:{line}: `{key}`: {e}")))
+        .collect()
+}
+
+impl Sweep {
+    /// Parses and validates a sweep file's text (`file` names it in errors).
+    pub fn parse(file: &str, text: &str) -> Result<Self> {
+        let f: SweepFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s));
+            let msg = e.message().to_owned();
+            match line {
+                Some(l) => anyhow::anyhow!(
+                    "{file}:{l}: {msg} (see `socbench init` for a commented file with every key)"
+                ),
+                None => anyhow::anyhow!("{file}: {msg}"),
+            }
+        })?;
+        let pos = |key: &str, v: Option<Spanned<i64>>, default: usize, min: i64| -> Result<usize> {
+            match v {
+                None => Ok(default),
+                Some(s) => {
+                    let line = line_of(text, s.span());
+                    let n = *s.get_ref();
+                    if n < min {
+                        bail!("{file}:{line}: `{key}` = {n}: must be at least {min}");
+                    }
+                    Ok(usize::try_from(n)?)
+                }
+            }
+        };
+        let devices = parse_axis(
+            file,
+            text,
+            "devices",
+            f.devices,
+            vec!["all".to_owned()],
+            |s| {
+                if s.trim().is_empty() {
+                    Err("an empty device name (valid: `local`, `all`, or an adb serial)".into())
+                } else {
+                    Ok(s.trim().to_owned())
+                }
+            },
+        )?;
+        let sample_hz = match f.sample_hz {
+            None => 20.0,
+            Some(s) => {
+                let hz = *s.get_ref();
+                if !(hz > 0.0 && hz <= 1000.0) {
+                    bail!(
+                        "{file}:{}: `sample_hz` = {hz}: must be in (0, 1000]",
+                        line_of(text, s.span())
+                    );
+                }
+                hz
+            }
+        };
+        let cooldown = match f.cooldown {
+            Some(CooldownFile {
+                enabled: Some(false),
+                ..
+            }) => None,
+            Some(c) => {
+                let get = |v: Option<Spanned<f64>>, key: &str, default: f64| -> Result<f64> {
+                    match v {
+                        None => Ok(default),
+                        Some(s) if *s.get_ref() >= 0.0 && s.get_ref().is_finite() => {
+                            Ok(*s.get_ref())
+                        }
+                        Some(s) => bail!(
+                            "{file}:{}: `cooldown.{key}` = {}: must be a number ≥ 0",
+                            line_of(text, s.span()),
+                            s.get_ref()
+                        ),
+                    }
+                };
+                Some((
+                    get(c.delta_c, "delta_c", 2.0)?,
+                    get(c.max_wait_s, "max_wait_s", 120.0)?,
+                ))
+            }
+            None => Some((2.0, 120.0)),
+        };
+        let sweep = Self {
+            model: f.model.map(Spanned::into_inner),
+            devices,
+            backend: parse_axis(
+                file,
+                text,
+                "backend",
+                f.backend,
+                vec![BackendKind::Flex],
+                axis::backend,
+            )?,
+            quant: parse_axis(
+                file,
+                text,
+                "quant",
+                f.quant,
+                vec![QuantLevel::F32],
+                axis::quant,
+            )?,
+            threads: parse_axis(
+                file,
+                text,
+                "threads",
+                f.threads,
+                vec![Threads::N(1), Threads::Cores],
+                axis::threads,
+            )?,
+            batch: parse_axis(file, text, "batch", f.batch, vec![1], axis::count)?,
+            kv_window: parse_axis(
+                file,
+                text,
+                "kv_window",
+                f.kv_window,
+                vec![None],
+                axis::kv_window,
+            )?,
+            prompt_tokens: parse_axis(
+                file,
+                text,
+                "prompt_tokens",
+                f.prompt_tokens,
+                vec![32],
+                axis::count,
+            )?,
+            gen_tokens: parse_axis(
+                file,
+                text,
+                "gen_tokens",
+                f.gen_tokens,
+                vec![16],
+                axis::count,
+            )?,
+            affinity: parse_axis(
+                file,
+                text,
+                "affinity",
+                f.affinity,
+                vec![Affinity::All],
+                axis::affinity,
+            )?,
+            repetitions: pos("repetitions", f.repetitions, 3, 1)?,
+            warmup: pos("warmup", f.warmup, 1, 0)?,
+            sample_hz,
+            seed: f.seed.unwrap_or(0),
+            out: f.out,
+            cooldown,
+        };
+        sweep.check_combinations(file)?;
+        Ok(sweep)
+    }
+
+    /// Reads a sweep file, or the embedded default.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        match path {
+            None => Self::parse("<default sweep>", DEFAULT_SWEEP),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                Self::parse(&p.display().to_string(), &text)
+            }
+        }
+    }
+
+    /// Refuses combinations that cannot run, before anything starts.
+    pub fn check_combinations(&self, origin: &str) -> Result<()> {
+        for &b in &self.backend {
+            for &q in &self.quant {
+                if let Err(reason) = q.support(b) {
+                    bail!(
+                        "{origin}: quant `{q}` cannot run on backend `{}`: {reason}; drop one of them from the sweep",
+                        b.name()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of cells per device, before `cores`/clusters are resolved.
+    pub fn cells_per_device(&self) -> usize {
+        self.backend.len()
+            * self.quant.len()
+            * self.threads.len()
+            * self.batch.len()
+            * self.kv_window.len()
+            * self.prompt_tokens.len()
+            * self.gen_tokens.len()
+            * self.affinity.len()
+    }
+}
+
+/// One cell resolved for a device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PlannedCell {
+    /// Stable key: device and every axis value.
+    pub key: String,
+    /// Device serial.
+    pub device: String,
+    /// Backend.
+    pub backend: BackendKind,
+    /// Quantization.
+    pub quant: QuantLevel,
+    /// Threads (resolved).
+    pub threads: usize,
+    /// Batch.
+    pub batch: usize,
+    /// KV window.
+    pub kv_window: Option<usize>,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Generated tokens.
+    pub gen_tokens: usize,
+    /// Affinity as written.
+    pub affinity: String,
+    /// CPUs pinned (resolved), `None` for all.
+    pub cpus: Option<Vec<u32>>,
+}
+
+/// Expands the grid for one device. Errors name the device and what it has.
+pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>> {
+    let mut cells = Vec::new();
+    for aff in &sweep.affinity {
+        let cpus = match aff {
+            Affinity::All => None,
+            Affinity::Cluster(name) => Some(info.cluster_cpus(name).ok_or_else(|| {
+                let have: Vec<&str> = info.clusters.iter().map(|c| c.name.as_str()).collect();
+                anyhow::anyhow!(
+                    "device {}: affinity `{name}`: it has clusters {have:?}",
+                    info.serial
+                )
+            })?),
+            Affinity::Cpus(c) => {
+                if let Some(bad) = c.iter().find(|&&x| x as usize >= info.cpu_count) {
+                    bail!(
+                        "device {}: affinity CPU {bad} does not exist (it has CPUs 0-{})",
+                        info.serial,
+                        info.cpu_count.saturating_sub(1)
+                    );
+                }
+                Some(c.clone())
+            }
+        };
+        let cores = cpus.as_ref().map_or(info.cpu_count, Vec::len).max(1);
+        let mut thread_values: Vec<usize> = sweep
+            .threads
+            .iter()
+            .map(|t| match t {
+                Threads::N(n) => *n,
+                Threads::Cores => cores,
+            })
+            .collect();
+        thread_values.dedup();
+        let mut seen = std::collections::HashSet::new();
+        thread_values.retain(|t| seen.insert(*t));
+        for &backend in &sweep.backend {
+            for &quant in &sweep.quant {
+                for &threads in &thread_values {
+                    for &batch in &sweep.batch {
+                        for &kv_window in &sweep.kv_window {
+                            for &prompt_tokens in &sweep.prompt_tokens {
+                                for &gen_tokens in &sweep.gen_tokens {
+                                    let key = format!(
+                                        "{}|{}|{}|t{threads}|b{batch}|kv{}|p{prompt_tokens}|g{gen_tokens}|a{aff}",
+                                        info.serial,
+                                        backend.name(),
+                                        quant.name(),
+                                        kv_window.map_or("full".into(), |w| w.to_string()),
+                                    );
+                                    cells.push(PlannedCell {
+                                        key,
+                                        device: info.serial.clone(),
+                                        backend,
+                                        quant,
+                                        threads,
+                                        batch,
+                                        kv_window,
+                                        prompt_tokens,
+                                        gen_tokens,
+                                        affinity: aff.to_string(),
+                                        cpus: cpus.clone(),
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_sweep_parses() {
+        let s = Sweep::load(None).unwrap();
+        assert_eq!(s.backend, vec![BackendKind::Flex]);
+        assert_eq!(s.threads, vec![Threads::N(1), Threads::Cores]);
+        assert_eq!(s.repetitions, 3);
+        assert_eq!(s.cooldown, Some((2.0, 120.0)));
+    }
+
+    #[test]
+    fn errors_name_file_line_key_and_what_is_valid() {
+        let e = Sweep::parse("s.toml", "backend = [\"flex\"]\nthreads = [1, 0]\n").unwrap_err();
+        let m = format!("{e:#}");
+        assert!(
+            m.contains("s.toml:2") && m.contains("threads") && m.contains("cores"),
+            "{m}"
+        );
+        let e = Sweep::parse("s.toml", "quant = [\"f32\"]\n\nthreadz = [1]\n").unwrap_err();
+        let m = format!("{e:#}");
+        assert!(m.contains("s.toml:3") && m.contains("threadz"), "{m}");
+        let e = Sweep::parse("s.toml", "backend = [\"ndarray\"]\nquant = [\"q4\"]\n").unwrap_err();
+        assert!(format!("{e:#}").contains("cannot run on backend `ndarray`"));
+        let e = Sweep::parse("s.toml", "affinity = [\"huge\"]").unwrap_err();
+        assert!(format!("{e:#}").contains("valid: `all`, `big`"));
+    }
+
+    #[test]
+    fn cores_and_clusters_resolve_per_device() {
+        let text = "@@machine\naarch64\n@@possible\n0-3\n@@maxfreq\n\
+            /sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq 1000\n\
+            /sys/devices/system/cpu/cpu1/cpufreq/cpuinfo_max_freq 1000\n\
+            /sys/devices/system/cpu/cpu2/cpufreq/cpuinfo_max_freq 2000\n\
+            /sys/devices/system/cpu/cpu3/cpufreq/cpuinfo_max_freq 2000\n";
+        let info = DeviceInfo::parse("p", socbench_devices::info::DeviceKind::Adb, None, text);
+        let s = Sweep::parse("s", "threads = [\"cores\"]\naffinity = [\"big\", \"all\"]").unwrap();
+        let cells = plan_device(&s, &info).unwrap();
+        let got: Vec<(usize, Option<Vec<u32>>)> =
+            cells.iter().map(|c| (c.threads, c.cpus.clone())).collect();
+        assert_eq!(got, vec![(2, Some(vec![2, 3])), (4, None)]);
+        let s = Sweep::parse("s", "affinity = [\"7\"]").unwrap();
+        assert!(plan_device(&s, &info).is_err());
+    }
+}

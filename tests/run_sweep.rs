@@ -1,0 +1,321 @@
+//! Issue #4: `socbench run` end to end on the host and on the virtual device, with faults.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::adb::{AdbServer, VirtualPhone};
+use common::socbench;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// (run_id → statuses in file order) and the header.
+fn results(dir: &Path) -> (Vec<String>, HashMap<String, Vec<String>>) {
+    let text = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let status = header.iter().position(|c| c == "status").unwrap();
+    let mut rows: HashMap<String, Vec<String>> = HashMap::new();
+    for l in lines {
+        // run_id has no commas; status is a plain word.
+        let f: Vec<&str> = l.split(',').collect();
+        rows.entry(f[0].to_owned())
+            .or_default()
+            .push(f[status].to_owned());
+    }
+    (header, rows)
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ok_rows(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("results.csv"))
+        .map(|t| t.lines().filter(|l| l.contains(",ok,")).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn default_sweep_on_this_host_writes_every_file() {
+    common::real_model();
+    let dir = tempfile::tempdir().unwrap();
+    // No arguments at all: the embedded sweep, the default model, this host.
+    let out = socbench()
+        .arg("run")
+        .current_dir(dir.path())
+        .env(
+            "ANDROID_ADB_SERVER_PORT",
+            common::adb::free_port().to_string(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("socbench-results"))
+        .unwrap()
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let res = runs[0].as_ref().unwrap().path();
+    for f in [
+        "results.csv",
+        "samples.csv",
+        "events.jsonl",
+        "manifest.json",
+    ] {
+        assert!(res.join(f).is_file(), "{f} missing");
+    }
+    let (header, rows) = results(&res);
+    for col in [
+        "run_id",
+        "ttft_s",
+        "decode_tok_per_s",
+        "peak_rss_bytes",
+        "energy_per_token_j",
+        "throttled",
+        "charging",
+    ] {
+        assert!(header.iter().any(|h| h == col), "no column {col}");
+    }
+    // Threads 1 and all cores (2 here → 2 cells; 1 on a one-core machine), 3 repetitions.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(rows.len(), if cores > 1 { 6 } else { 3 });
+    assert!(rows.values().all(|s| s == &["ok"]));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(res.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["finished"], true);
+    assert_eq!(m["devices"][0]["target"]["kind"], "local");
+    assert!(m["git_hash"].as_str().is_some_and(|h| !h.is_empty()));
+}
+
+#[test]
+fn a_malformed_sweep_file_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sweep.toml");
+    std::fs::write(
+        &cfg,
+        "backend = [\"flex\"]\nquant = [\"f32\"]\nthreads = [2, \"many\"]\n",
+    )
+    .unwrap();
+    let out = socbench()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sweep.toml:3") && err.contains("threads") && err.contains("cores"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Dry run prints the plan size and touches nothing.
+    let out = socbench()
+        .args([
+            "run",
+            "--dry-run",
+            "--threads",
+            "1,2",
+            "--quant",
+            "f32,q8",
+            "--out",
+        ])
+        .arg(dir.path().join("never"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["cells_per_device"], 4);
+    assert!(!dir.path().join("never").exists());
+}
+
+fn run_args(out: &Path) -> Vec<String> {
+    // The real model: about a second per repetition here, so faults land mid-sweep.
+    let model = common::real_model().display().to_string();
+    let mut v: Vec<String> = [
+        "run",
+        "--model",
+        &model,
+        "--gen-tokens",
+        "16",
+        "--prompt-tokens",
+        "16",
+        "--repetitions",
+        "3",
+        "--threads",
+        "1,2",
+        "--device-wait",
+        "1",
+        "--out",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    v.push(out.display().to_string());
+    v
+}
+
+#[test]
+fn virtual_device_lost_midway_then_resume_completes_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = AdbServer::start();
+    let state = dir.path().join("phone");
+    let mut phone = VirtualPhone::start(&state, &[]);
+    server.connect(&phone.serial);
+    let out = dir.path().join("res");
+    let mut args = run_args(&out);
+    args.extend([
+        "--device".into(),
+        phone.serial.clone(),
+        "--adb-server".into(),
+        format!("127.0.0.1:{}", server.port),
+    ]);
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("socbench"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("a first result", Duration::from_secs(120), || {
+        ok_rows(&out) >= 1
+    });
+    let port = phone.port();
+    phone.kill();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "a lost device is a normal event: {status}"
+    );
+    let (_, rows) = results(&out);
+    let lost = rows
+        .values()
+        .filter(|s| s.last().is_some_and(|x| x == "device_lost"))
+        .count();
+    assert!(lost >= 1, "{rows:?}");
+
+    let phone = VirtualPhone::start_on(port, &state, &[]);
+    server.connect(&phone.serial);
+    let resumed = socbench()
+        .args(["run", "--resume"])
+        .arg(&out)
+        .args(["--adb-server", &format!("127.0.0.1:{}", server.port)])
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let (_, rows) = results(&out);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for (id, statuses) in &rows {
+        let oks = statuses.iter().filter(|s| *s == "ok").count();
+        assert_eq!(oks, 1, "{id}: {statuses:?}");
+        assert_eq!(statuses.last().unwrap(), "ok", "{id}: {statuses:?}");
+    }
+    // The virtual phone's sensors are labelled simulated.
+    let text = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(
+        text.lines()
+            .filter(|l| l.contains(",ok,"))
+            .all(|l| l.contains("simulated"))
+    );
+}
+
+#[test]
+fn kill_9_of_the_agent_fails_its_cell_and_the_sweep_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("res");
+    let mut args = run_args(&out);
+    args.extend(["--device".into(), "local".into()]);
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("socbench"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pid = None;
+    wait_until(
+        "the first agent's first repetition",
+        Duration::from_secs(120),
+        || {
+            let ev = std::fs::read_to_string(out.join("events.jsonl")).unwrap_or_default();
+            pid = ev
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["event"] == "hello")
+                .and_then(|v| v["pid"].as_u64());
+            pid.is_some() && ok_rows(&out) >= 1
+        },
+    );
+    let killed = Command::new("kill")
+        .args(["-9", &pid.unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let failed: Vec<&str> = text.lines().filter(|l| l.contains(",failed,")).collect();
+    assert!(
+        !failed.is_empty() && failed.iter().all(|l| l.contains("signal 9")),
+        "{text}"
+    );
+    // The other cell (the second agent) completed.
+    let (_, rows) = results(&out);
+    let t2_ok = rows
+        .iter()
+        .filter(|(k, s)| k.contains("|t2|") && s == &&vec!["ok".to_owned()])
+        .count();
+    assert_eq!(t2_ok, 3, "{rows:?}");
+}
+
+#[test]
+fn sigint_exits_130_and_leaves_a_resumable_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("res");
+    let mut args = run_args(&out);
+    args.extend(["--device".into(), "local".into()]);
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("socbench"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("a first result", Duration::from_secs(120), || {
+        ok_rows(&out) >= 1
+    });
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let before = ok_rows(&out);
+    assert!(before < 6, "interrupted after everything ran");
+    let resumed = socbench()
+        .args(["run", "--resume"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let (_, rows) = results(&out);
+    assert_eq!(rows.len(), 6);
+    assert!(rows.values().all(|s| s == &["ok"]), "{rows:?}");
+}
