@@ -142,6 +142,16 @@ fn a_malformed_sweep_file_is_one_clear_error() {
     assert!(!dir.path().join("never").exists());
 }
 
+/// `socbench ARGS` in the background, output discarded (the tests read the result files).
+fn spawn_socbench(args: &[String]) -> std::process::Child {
+    Command::new(assert_cmd::cargo::cargo_bin("socbench"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn run_args(out: &Path) -> Vec<String> {
     // The real model: about a second per repetition here, so faults land mid-sweep.
     let model = common::real_model().display().to_string();
@@ -183,12 +193,7 @@ fn virtual_device_lost_midway_then_resume_completes_without_duplicates() {
         "--adb-server".into(),
         format!("127.0.0.1:{}", server.port),
     ]);
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("socbench"))
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_socbench(&args);
     wait_until("a first result", Duration::from_secs(120), || {
         ok_rows(&out) >= 1
     });
@@ -241,12 +246,7 @@ fn kill_9_of_the_agent_fails_its_cell_and_the_sweep_goes_on() {
     let out = dir.path().join("res");
     let mut args = run_args(&out);
     args.extend(["--device".into(), "local".into()]);
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("socbench"))
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_socbench(&args);
     let mut pid = None;
     wait_until(
         "the first agent's first repetition",
@@ -288,12 +288,7 @@ fn sigint_exits_130_and_leaves_a_resumable_directory() {
     let out = dir.path().join("res");
     let mut args = run_args(&out);
     args.extend(["--device".into(), "local".into()]);
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("socbench"))
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_socbench(&args);
     wait_until("a first result", Duration::from_secs(120), || {
         ok_rows(&out) >= 1
     });

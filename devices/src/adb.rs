@@ -8,7 +8,7 @@
 
 use crate::device::{CommandOutput, Device, PushOutcome, local_sha256};
 use crate::error::{DeviceError, Result};
-use crate::info::{DeviceInfo, DeviceKind, PROBE_SCRIPT};
+use crate::info::{DeviceInfo, DeviceKind};
 use adb_client::ADBDeviceExt;
 use adb_client::server_device::ADBServerDevice;
 use serde::{Deserialize, Serialize};
@@ -254,13 +254,8 @@ impl Device for AdbDevice {
     }
 
     fn info(&mut self) -> Result<DeviceInfo> {
-        let out = self.run_script(PROBE_SCRIPT, Duration::from_secs(30))?;
-        Ok(DeviceInfo::parse(
-            &self.serial,
-            DeviceKind::Adb,
-            Some(self.server.to_string()),
-            &out.stdout_text(),
-        ))
+        let server = self.server.to_string();
+        self.probe_info(DeviceKind::Adb, Some(server))
     }
 
     fn run_streaming(

@@ -48,6 +48,23 @@ pub trait Device: Send {
     /// Identity, ABI, CPU topology, memory, battery and sensor origin.
     fn info(&mut self) -> Result<DeviceInfo>;
 
+    /// Runs [`PROBE_SCRIPT`](crate::info::PROBE_SCRIPT) and parses its output: how every
+    /// implementation answers [`Device::info`].
+    fn probe_info(
+        &mut self,
+        kind: crate::info::DeviceKind,
+        adb_server: Option<String>,
+    ) -> Result<DeviceInfo> {
+        let out = self.run_script(crate::info::PROBE_SCRIPT, Duration::from_secs(30))?;
+        let serial = self.serial().to_owned();
+        Ok(DeviceInfo::parse(
+            &serial,
+            kind,
+            adb_server,
+            &out.stdout_text(),
+        ))
+    }
+
     /// Runs `argv` (quoted) and captures its output and exit status.
     fn run(&mut self, argv: &[&str], timeout: Duration) -> Result<CommandOutput> {
         self.run_streaming(argv, timeout, &mut |_| {})

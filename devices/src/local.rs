@@ -2,7 +2,7 @@
 
 use crate::device::{CommandOutput, Device, PushOutcome, local_sha256};
 use crate::error::{DeviceError, Result};
-use crate::info::{DeviceInfo, DeviceKind, PROBE_SCRIPT};
+use crate::info::{DeviceInfo, DeviceKind};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -101,13 +101,7 @@ impl Device for LocalHost {
     }
 
     fn info(&mut self) -> Result<DeviceInfo> {
-        let out = self.run_script(PROBE_SCRIPT, Duration::from_secs(30))?;
-        Ok(DeviceInfo::parse(
-            "local",
-            DeviceKind::Local,
-            None,
-            &out.stdout_text(),
-        ))
+        self.probe_info(DeviceKind::Local, None)
     }
 
     fn run_streaming(

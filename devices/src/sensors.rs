@@ -423,18 +423,21 @@ fn read_source(src: &Source) -> Option<f64> {
             .into_iter()
             .find(|(r, _)| r == rail)
             .map(|(_, j)| j),
-        Source::ProcStatus { path, field } => {
-            let text = std::fs::read_to_string(path).ok()?;
-            let line = text.lines().find(|l| l.starts_with(field))?;
-            let kb: f64 = line[field.len()..]
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()?;
-            Some(kb * 1024.0)
-        }
+        Source::ProcStatus { path, field } => proc_status_bytes(path, field).map(|b| b as f64),
     }
+}
+
+/// A `kB` field of a `/proc/<pid>/status` file (`VmRSS:`, `VmHWM:`…), in bytes.
+pub fn proc_status_bytes(path: &Path, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kb: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// One reading of every sensor of a [`SensorSet`].

@@ -588,6 +588,12 @@ pub fn describe(c: &PlannedCell) -> String {
     )
 }
 
+/// The host-side directory of a device's plans (and, for the local host, its agent files and
+/// stop file): `<out>/.agent/<serial, sanitised>`.
+pub fn agent_workdir(out: &Path, serial: &str) -> PathBuf {
+    out.join(".agent").join(sanitize(serial))
+}
+
 fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| {
@@ -681,7 +687,7 @@ pub fn run_device(
         }
     };
     let is_local = matches!(target, Target::Local);
-    let workdir = store.dir().join(".agent").join(sanitize(&serial));
+    let workdir = agent_workdir(store.dir(), &serial);
     let _ = std::fs::create_dir_all(&workdir);
     let remote_dir = if is_local {
         workdir.display().to_string()

@@ -137,15 +137,9 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-fn read_status_kb(field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = text.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse::<u64>()
-        .ok()
+/// This process's `VmRSS:`/`VmHWM:` in bytes.
+fn own_memory(field: &str) -> Option<u64> {
+    socbench_devices::sensors::proc_status_bytes(Path::new("/proc/self/status"), field)
 }
 
 fn max_temp(set: &SensorSet) -> Option<f64> {
@@ -228,7 +222,7 @@ fn run_plan(path: &Path) -> Result<(), String> {
         t_s: t(),
         load_s: session.load_s,
         model_file_bytes: plan.model_file_bytes(),
-        rss_bytes: read_status_kb("VmRSS:").map(|k| k * 1024),
+        rss_bytes: own_memory("VmRSS:"),
     });
     let stop_requested = || {
         plan.stop_file
@@ -322,7 +316,7 @@ fn run_cell(
                     decode_s: g.decode.iter().map(Duration::as_secs_f64).collect(),
                     prompt_tokens: prompt.len(),
                     batch: cell.batch,
-                    peak_rss_bytes: read_status_kb("VmHWM:").map(|k| k * 1024),
+                    peak_rss_bytes: own_memory("VmHWM:"),
                     peak_rss_is_per_rep: peak_reset,
                 };
                 emitter.emit(&Event::Rep(result));

@@ -300,12 +300,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         let flag = Arc::clone(&interrupted);
         let dirs: Vec<std::path::PathBuf> = planned
             .iter()
-            .map(|(t, ..)| {
-                out_dir.join(".agent").join(t.serial().replace(
-                    |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.',
-                    "_",
-                ))
-            })
+            .map(|(t, ..)| runner::agent_workdir(&out_dir, t.serial()))
             .collect();
         let remote: Vec<Target> = planned.iter().map(|(t, ..)| t.clone()).collect();
         let _ = ctrlc::set_handler(move || {
