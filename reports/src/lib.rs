@@ -1,8 +1,14 @@
-//! socbench's report side: statistics over result records and the HTML, CSV, JSON, Markdown
-//! and JUnit exporters (issue #5).
+//! socbench's report side: it reads result directories (the schema of `socbench run`'s output,
+//! never how it was produced) and turns them into statistics, a self-contained HTML report,
+//! summary exports for CI (CSV, JSON, Markdown, JUnit) and comparisons against a baseline.
 //!
-//! So far it holds [`stats`]: the summary of a cell's repetitions (median with a bootstrap
-//! confidence interval, mean, spread, outliers) and energy integration.
+//! - [`schema`]: the result directory's files and their reader ([`schema::ResultSet`]).
+//! - [`stats`]: median with a bootstrap confidence interval, outliers, energy integration.
+//! - [`analysis`]: per-cell summaries, battery impact, thermal behaviour, session spread.
+//! - [`html`], [`charts`]: the report page and its plotters SVG charts.
+//! - [`export`]: CSV, JSON, Markdown and JUnit summaries.
+//! - [`compare`]: change detection between two result sets.
+//! - [`fixture`]: hand-made result directories for tests and trying things out.
 //!
 //! ```
 //! use socbench_reports::stats::summarize;
@@ -15,4 +21,15 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod analysis;
+pub mod charts;
+pub mod compare;
+pub mod escape;
+pub mod export;
+pub mod fixture;
+pub mod html;
+pub mod schema;
 pub mod stats;
+
+pub use analysis::{Analysis, analyze};
+pub use schema::{ResultSet, SchemaError};

@@ -14,7 +14,7 @@
 //! - **Energy** as the trapezoid-rule integral of power samples over time.
 
 /// Summary of one cell's repetitions.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Summary {
     /// Number of samples.
     pub n: usize,
@@ -30,7 +30,7 @@ pub struct Summary {
     pub max: f64,
     /// 95 % percentile-bootstrap confidence interval of the median, `(low, high)`.
     pub median_ci95: (f64, f64),
-    /// Number of samples flagged by the modified Z-score.
+    /// Number of samples flagged by the modified Z-score (0 below [`MIN_OUTLIER_N`] samples).
     pub outliers: usize,
 }
 
@@ -40,6 +40,10 @@ pub const RESAMPLES: usize = 10_000;
 
 /// Threshold on `|modified Z|` above which a sample is an outlier (Iglewicz & Hoaglin).
 pub const OUTLIER_Z: f64 = 3.5;
+
+/// Fewest samples for which [`Summary::outliers`] is counted: with three or four, the MAD is
+/// often zero and any spread at all would be flagged.
+pub const MIN_OUTLIER_N: usize = 5;
 
 /// Summarises `samples`; `None` when there is none or one is not finite.
 pub fn summarize(samples: &[f64], seed: u64) -> Option<Summary> {
@@ -63,7 +67,11 @@ pub fn summarize(samples: &[f64], seed: u64) -> Option<Summary> {
         min: sorted[0],
         max: sorted[n - 1],
         median_ci95: bootstrap_median_ci(samples, RESAMPLES, 0.95, seed),
-        outliers: outliers(samples).iter().filter(|&&o| o).count(),
+        outliers: if n >= MIN_OUTLIER_N {
+            outliers(samples).iter().filter(|&&o| o).count()
+        } else {
+            0
+        },
     })
 }
 
@@ -113,6 +121,42 @@ pub fn bootstrap_median_ci(
     let tail = (1.0 - confidence) / 2.0;
     let at = |q: f64| medians[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
     (at(tail), at(1.0 - tail))
+}
+
+/// Percentile-bootstrap confidence interval of `median(new) / median(base)`: both sets are
+/// resampled independently, as criterion does for its change estimate. `None` when either set
+/// is empty or a resampled base median is zero.
+pub fn bootstrap_ratio_ci(
+    base: &[f64],
+    new: &[f64],
+    resamples: usize,
+    confidence: f64,
+    seed: u64,
+) -> Option<(f64, f64)> {
+    if base.is_empty() || new.is_empty() || resamples == 0 {
+        return None;
+    }
+    let mut rng = SplitMix64(seed);
+    let mut draw = |from: &[f64], buf: &mut Vec<f64>| {
+        buf.clear();
+        buf.extend((0..from.len()).map(|_| from[(rng.next() % from.len() as u64) as usize]));
+        buf.sort_by(f64::total_cmp);
+        median_of_sorted(buf)
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut ratios = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        let mb = draw(base, &mut a);
+        let mn = draw(new, &mut b);
+        if mb == 0.0 {
+            return None;
+        }
+        ratios.push(mn / mb);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let tail = (1.0 - confidence) / 2.0;
+    let at = |q: f64| ratios[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
+    Some((at(tail), at(1.0 - tail)))
 }
 
 /// Modified Z-score of every sample. With a MAD of zero (more than half the samples equal), a
@@ -286,6 +330,21 @@ mod tests {
         assert_eq!(trapezoid(&[0.0], &[1.0]), None);
         assert_eq!(trapezoid(&[1.0, 0.0], &[1.0, 1.0]), None);
         assert_eq!(trapezoid(&[0.0, 1.0], &[1.0]), None);
+    }
+
+    #[test]
+    fn ratio_ci_brackets_the_ratio_of_medians() {
+        let base = [10.0, 10.5, 9.5, 10.2, 9.8];
+        let new = [12.0, 12.6, 11.4, 12.2, 11.8];
+        let (lo, hi) = bootstrap_ratio_ci(&base, &new, 2000, 0.95, 7).unwrap();
+        let point = median(&new) / median(&base);
+        assert!(lo <= point && point <= hi, "{lo}..{hi} vs {point}");
+        assert!(
+            lo > 1.0,
+            "a 20 % shift on 5 % noise is clearly above 1: {lo}"
+        );
+        assert_eq!(bootstrap_ratio_ci(&[], &new, 10, 0.95, 0), None);
+        assert_eq!(bootstrap_ratio_ci(&[0.0], &new, 10, 0.95, 0), None);
     }
 
     #[test]

@@ -1,0 +1,114 @@
+//! Snapshots of the summary exports, built from the hand-made fixture (no device, no model).
+//! The version string is redacted so a release does not churn the snapshots.
+
+use socbench_reports::export::{self, Format};
+use socbench_reports::fixture::{Fixture, PHONE};
+use socbench_reports::schema::{Metric, Status};
+use socbench_reports::{ResultSet, analyze};
+
+fn load(f: &Fixture) -> (tempfile::TempDir, ResultSet) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    f.write(dir.path()).expect("writing the fixture");
+    let set = ResultSet::load(&[dir.path()]).expect("the fixture reads");
+    (dir, set)
+}
+
+fn redact(s: &str) -> String {
+    s.replace(env!("CARGO_PKG_VERSION"), "[version]")
+}
+
+#[test]
+fn summary_exports_match_their_snapshots() {
+    let (_dir, set) = load(&Fixture::default());
+    let a = analyze(&set);
+    for (name, format) in [
+        ("summary.csv", Format::Csv),
+        ("summary.json", Format::Json),
+        ("summary.md", Format::Markdown),
+        ("summary.junit.xml", Format::Junit),
+    ] {
+        insta::assert_snapshot!(name, redact(&export::render(&a, format)));
+    }
+}
+
+#[test]
+fn the_analysis_counts_what_the_files_hold() {
+    let f = Fixture::default();
+    let (_dir, set) = load(&f);
+    let a = analyze(&set);
+    assert_eq!(a.cells.len(), f.cells());
+    let t = a.totals();
+    assert_eq!(t[&Status::Failed], f.reps as usize);
+    assert_eq!(t[&Status::DeviceLost], f.reps as usize);
+    // Power only where there is a sensor; battery impact from the design capacity.
+    let phone = a.cells.iter().find(|c| c.key.device == PHONE).unwrap();
+    assert!(phone.metric(Metric::AvgPowerW).is_some());
+    let pct = phone.metric(Metric::Battery30MinPct).unwrap().median;
+    let p = phone.metric(Metric::AvgPowerW).unwrap().median;
+    // 4000 mAh × 3.9 V = 15.6 Wh; half an hour at p watts.
+    assert!((pct - p * 0.5 / 15.6 * 100.0).abs() < 1e-9, "{pct} vs {p}");
+    let local = a.cells.iter().find(|c| c.key.device == "local").unwrap();
+    assert!(local.metric(Metric::AvgPowerW).is_none());
+    // The q8 agent run throttles from 8 s on: seen in the rows and in the samples.
+    let q8 = a
+        .cells
+        .iter()
+        .filter(|c| c.key.device == PHONE && c.key.quant == "q8")
+        .collect::<Vec<_>>();
+    assert!(q8.iter().any(|c| c.throttled_reps.0 > 0));
+    assert!(q8.iter().any(|c| c.time_to_throttle_s.is_some()));
+}
+
+#[test]
+fn rows_superseded_by_a_retry_are_not_counted_twice() {
+    let (dir, _) = load(&Fixture::default());
+    let path = dir.path().join("results.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Retry the failed cell's first repetition successfully, as `--resume` would.
+    let failed = text.lines().find(|l| l.contains(",failed,")).unwrap();
+    let retried = failed.replace(",failed,", ",ok,");
+    std::fs::write(&path, format!("{text}{retried}\n")).unwrap();
+    let set = ResultSet::load(&[dir.path()]).unwrap();
+    assert_eq!(set.superseded, 1);
+    let a = analyze(&set);
+    let t = a.totals();
+    let f = Fixture::default();
+    assert_eq!(t[&Status::Failed], f.reps as usize - 1);
+}
+
+#[test]
+fn bad_input_names_file_line_and_column() {
+    let (dir, _) = load(&Fixture::default());
+    let path = dir.path().join("results.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines[3] = lines[3].replacen(",ok,", ",fine,", 1);
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let e = ResultSet::load(&[dir.path()]).unwrap_err().to_string();
+    assert!(e.contains("results.csv:4"), "{e}");
+    assert!(
+        e.contains("status") && e.contains("ok, failed, device_lost, skipped"),
+        "{e}"
+    );
+
+    std::fs::write(&path, "a,b\n1,2\n").unwrap();
+    let e = ResultSet::load(&[dir.path()]).unwrap_err().to_string();
+    assert!(e.contains("missing column(s) run_id"), "{e}");
+
+    let e = ResultSet::load(&[dir.path().join("nope")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope") && e.contains("results.csv"), "{e}");
+}
+
+#[test]
+fn a_torn_last_row_is_a_warning() {
+    let (dir, _) = load(&Fixture::default());
+    let path = dir.path().join("results.csv");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("127.0.0.1:45001|flex|f32|t1|b1|kvfull|p16|g16|aall#9,s,m");
+    std::fs::write(&path, text).unwrap();
+    let set = ResultSet::load(&[dir.path()]).unwrap();
+    assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
+    assert!(set.warnings[0].contains("incomplete last row"));
+}
