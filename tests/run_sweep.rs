@@ -75,6 +75,7 @@ fn default_sweep_on_this_host_writes_every_file() {
         "samples.csv",
         "events.jsonl",
         "manifest.json",
+        "report.html",
     ] {
         assert!(res.join(f).is_file(), "{f} missing");
     }
@@ -87,9 +88,19 @@ fn default_sweep_on_this_host_writes_every_file() {
         "energy_per_token_j",
         "throttled",
         "charging",
+        "session",
+        "model",
     ] {
         assert!(header.iter().any(|h| h == col), "no column {col}");
     }
+    // The report at the end of the run holds one table row per cell.
+    let html = std::fs::read_to_string(res.join("report.html")).unwrap();
+    let cells = if std::thread::available_parallelism().unwrap().get() > 1 {
+        2
+    } else {
+        1
+    };
+    assert_eq!(html.matches("<tr class=\"cell").count(), cells);
     // Threads 1 and all cores (2 here → 2 cells; 1 on a one-core machine), 3 repetitions.
     let cores = std::thread::available_parallelism().unwrap().get();
     assert_eq!(rows.len(), if cores > 1 { 6 } else { 3 });
@@ -238,6 +249,18 @@ fn virtual_device_lost_midway_then_resume_completes_without_duplicates() {
             .filter(|l| l.contains(",ok,"))
             .all(|l| l.contains("simulated"))
     );
+    // Two sessions wrote into the directory; the report side sees every cell complete once.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["sessions"].as_array().map(Vec::len), Some(2), "{m}");
+    let set = socbench_reports::ResultSet::load(&[&out]).unwrap();
+    let a = socbench_reports::analyze(&set);
+    assert_eq!(a.cells.len(), 2);
+    for c in &a.cells {
+        assert_eq!(c.count(socbench_reports::schema::Status::Ok), 3, "{c:?}");
+        assert_eq!(c.sensors, "simulated");
+    }
+    assert!(out.join("report.html").is_file());
 }
 
 #[test]

@@ -28,6 +28,12 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Write the commented default sweep file.
     Init(InitArgs),
+    /// Render result directories (merged) as a self-contained HTML report, or summarise them
+    /// as CSV, JSON, Markdown or JUnit.
+    Report(ReportArgs),
+    /// Compare NEW results against BASE; exit 1 on a significant regression, 0 otherwise, 2 on
+    /// bad input.
+    Compare(CompareArgs),
     /// List the local host and every device of every configured adb server, with state and
     /// details (ABI, CPU clusters, RAM, sensors real or simulated).
     Devices(DevicesArgs),
@@ -57,6 +63,46 @@ impl AdbServerArgs {
 
 fn parse_adb_server(s: &str) -> Result<std::net::SocketAddrV4, String> {
     socbench_devices::adb::parse_server(s)
+}
+
+/// `socbench report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Result directories written by `socbench run` (several are merged, e.g. one per adb
+    /// server of a device farm).
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<std::path::PathBuf>,
+    /// `html` (default), or a summary: `csv`, `json`, `md`, `junit`.
+    #[arg(long, default_value = "html")]
+    pub format: String,
+    /// Output file. Default: `report.html` in the first DIR for HTML, standard output for the
+    /// summaries.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// `socbench compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Baseline result directory.
+    #[arg(value_name = "BASE")]
+    pub base: std::path::PathBuf,
+    /// Result directory to check against it.
+    #[arg(value_name = "NEW")]
+    pub new: std::path::PathBuf,
+    /// Changes smaller than this are noise: a change counts only when its 95 % confidence
+    /// interval lies entirely beyond it (`5%` or `0.05`).
+    #[arg(long, default_value = "5%")]
+    pub threshold: String,
+    /// Metrics to compare, comma-separated (default: decode_tok_per_s,ttft_s).
+    #[arg(long, value_name = "LIST")]
+    pub metric: Option<String>,
+    /// `md` (default), `json`, `junit` or `html`.
+    #[arg(long, default_value = "md")]
+    pub format: String,
+    /// Output file (default: standard output).
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// `socbench devices`.

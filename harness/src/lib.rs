@@ -27,6 +27,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         cli::Command::Devices(args) => commands::devices::run(args)?,
         cli::Command::Run(args) => return commands::run::run(args),
         cli::Command::Init(args) => commands::run::init(args)?,
+        cli::Command::Report(args) => commands::report::report(args)?,
+        cli::Command::Compare(args) => return commands::report::compare(args),
         cli::Command::VirtualDevice(args) => commands::virtual_device::run(args)?,
     }
     Ok(ExitCode::SUCCESS)

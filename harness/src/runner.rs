@@ -273,6 +273,8 @@ struct CellCtx {
 struct AgentRun<'a> {
     store: &'a Store,
     info: &'a DeviceInfo,
+    /// The model's file name, as the results record it.
+    model: String,
     device: String,
     agent_run: String,
     reps: usize,
@@ -297,12 +299,14 @@ impl<'a> AgentRun<'a> {
     fn new(
         store: &'a Store,
         info: &'a DeviceInfo,
+        model: &str,
         reps: usize,
         stored: HashMap<String, HashSet<usize>>,
     ) -> Self {
         Self {
             store,
             info,
+            model: socbench_reports::schema::model_name(model),
             device: info.serial.clone(),
             agent_run: String::new(),
             reps,
@@ -332,6 +336,8 @@ impl<'a> AgentRun<'a> {
         let mut m: HashMap<&str, String> = HashMap::new();
         let simulated = self.info.sensors == SensorOrigin::Simulated;
         m.insert("run_id", run_id(cell, rep));
+        m.insert("session", self.store.session().to_owned());
+        m.insert("model", self.model.clone());
         m.insert("device", cell.device.clone());
         m.insert("backend", cell.backend.name().into());
         m.insert("quant", cell.quant.name().into());
@@ -496,6 +502,12 @@ impl<'a> AgentRun<'a> {
         if let Ok(mut v) = serde_json::from_str::<Value>(line) {
             v["device"] = json!(self.device);
             v["agent_run"] = json!(self.agent_run);
+            // The host's clock when the event arrived: places agent runs on one time axis.
+            v["host_unix_s"] = json!(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64())
+            );
             let _ = self.store.append_event(&v.to_string());
         }
         match event {
@@ -662,7 +674,7 @@ pub fn run_device(
             (c.key.clone(), have)
         })
         .collect();
-    let mut run = AgentRun::new(store, info, sweep.repetitions, stored);
+    let mut run = AgentRun::new(store, info, &ctx.model, sweep.repetitions, stored);
     let mut outcome = DeviceOutcome::default();
     let pending_cells: Vec<&PlannedCell> = cells
         .iter()

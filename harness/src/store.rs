@@ -11,77 +11,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// Columns of `results.csv`, in order.
-pub const RESULT_COLUMNS: [&str; 29] = [
-    "run_id",
-    "device",
-    "backend",
-    "quant",
-    "threads",
-    "batch",
-    "kv_window",
-    "prompt_tokens",
-    "gen_tokens",
-    "affinity",
-    "repetition",
-    "status",
-    "ttft_s",
-    "prefill_tok_per_s",
-    "decode_tok_per_s",
-    "decode_ms_per_token",
-    "peak_rss_bytes",
-    "model_bytes",
-    "avg_power_w",
-    "energy_j",
-    "energy_per_token_j",
-    "start_temp_c",
-    "max_temp_c",
-    "throttled",
-    "charging",
-    "cooldown_wait_s",
-    "power_source",
-    "sensors",
-    "note",
-];
-
-/// Columns of `samples.csv`.
-pub const SAMPLE_COLUMNS: [&str; 6] = ["device", "agent_run", "cell", "t_s", "sensor", "value"];
-
-/// Quotes a CSV field when needed (RFC 4180).
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
-/// Splits one CSV line (no embedded newlines: socbench never writes them unquoted).
-pub fn csv_split(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', true) => quoted = false,
-            ('"', false) if cur.is_empty() => quoted = true,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
-}
+pub use socbench_reports::schema::{RESULT_COLUMNS, SAMPLE_COLUMNS, csv_field, csv_split};
 
 /// An output directory open for appending.
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    session: String,
     results: Mutex<File>,
     samples: Mutex<std::io::BufWriter<File>>,
     events: Mutex<std::io::BufWriter<File>>,
@@ -89,6 +25,19 @@ pub struct Store {
 
 fn open_append(path: &Path, header: &[&str]) -> Result<File> {
     let new = !path.exists() || std::fs::metadata(path).is_ok_and(|m| m.len() == 0);
+    if !new && !header.is_empty() {
+        // Appending rows of one layout under the header of another would corrupt the file.
+        let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut first = String::new();
+        BufReader::new(f).read_line(&mut first)?;
+        if first.trim_end() != header.join(",") {
+            anyhow::bail!(
+                "{}: written by a different socbench version (its columns are not {}); resume it with that version, or start a new directory",
+                path.display(),
+                header.join(",")
+            );
+        }
+    }
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
@@ -101,11 +50,12 @@ fn open_append(path: &Path, header: &[&str]) -> Result<File> {
 }
 
 impl Store {
-    /// Opens (creating) `dir`.
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// Opens (creating) `dir` for the session `session` (the id in every row it writes).
+    pub fn open(dir: &Path, session: &str) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            session: session.to_owned(),
             results: Mutex::new(open_append(&dir.join("results.csv"), &RESULT_COLUMNS)?),
             samples: Mutex::new(std::io::BufWriter::new(open_append(
                 &dir.join("samples.csv"),
@@ -121,6 +71,11 @@ impl Store {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// This session's id.
+    pub fn session(&self) -> &str {
+        &self.session
     }
 
     /// Appends one result row (values in [`RESULT_COLUMNS`] order) and flushes it to disk.
@@ -227,16 +182,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csv_round_trip() {
-        let fields = ["a", "b,c", "say \"hi\"", ""];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        assert_eq!(csv_split(&line.join(",")), fields);
-    }
-
-    #[test]
     fn resume_keeps_ok_and_retries_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), "s1").unwrap();
+        let status = RESULT_COLUMNS.iter().position(|c| *c == "status").unwrap();
         let mut row = vec![String::new(); RESULT_COLUMNS.len()];
         for (id, st) in [
             ("a#0", "ok"),
@@ -246,12 +195,23 @@ mod tests {
             ("c#0", "ok"),
         ] {
             row[0] = id.into();
-            row[11] = st.into();
+            row[status] = st.into();
             s.append_result(&row).unwrap();
         }
         let done = done_runs(dir.path()).unwrap();
         assert_eq!(done["a#0"], "ok");
         assert_eq!(done["b#0"], "device_lost");
         assert_eq!(done["c#0"], "ok");
+    }
+
+    #[test]
+    fn a_directory_of_another_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("results.csv"), "run_id,status\na#0,ok\n").unwrap();
+        let e = Store::open(dir.path(), "s1").unwrap_err().to_string();
+        assert!(
+            e.contains("results.csv") && e.contains("different socbench version"),
+            "{e}"
+        );
     }
 }

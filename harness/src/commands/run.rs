@@ -293,7 +293,14 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         let cells = sweep::plan_device(&sweep, &info)?;
         planned.push((t.clone(), info, cells));
     }
-    let store = Store::open(&out_dir)?;
+    let session = format!("{}-{}", utc_stamp(), std::process::id());
+    let store = Store::open(&out_dir, &session)?;
+    // Sessions that wrote into this directory before (a resumed run keeps their record).
+    let mut sessions: Vec<Value> = std::fs::read_to_string(out_dir.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|m| m["sessions"].as_array().cloned())
+        .unwrap_or_default();
     let done = store::done_runs(&out_dir)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -327,6 +334,13 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    sessions.push(json!({
+        "id": session,
+        "started_unix_s": started,
+        "command_line": std::env::args().collect::<Vec<_>>(),
+        "socbench_version": env!("CARGO_PKG_VERSION"),
+        "git_hash": env!("SOCBENCH_GIT_HASH"),
+    }));
     let manifest = |outcomes: &[Option<runner::DeviceOutcome>], finished: bool| {
         json!({
             "socbench_version": env!("CARGO_PKG_VERSION"),
@@ -340,6 +354,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
             "sweep": sweep,
             "devices": planned.iter().zip(outcomes).map(|((t, info, cells), o)| runner::device_manifest(t, info, cells.len(), o.as_ref())).collect::<Vec<_>>(),
             "interrupted": interrupted.load(Ordering::Relaxed),
+            "sessions": sessions,
         })
     };
     store.write_manifest(&manifest(&vec![None; planned.len()], false))?;
@@ -369,6 +384,15 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         }
     }
     eprintln!("rows written: {totals:?}; results in {}", out_dir.display());
+    // The data is safe on disk whatever happens here: a report that fails is a warning.
+    let report = out_dir.join("report.html");
+    match super::report::write_html(std::slice::from_ref(&out_dir), &report) {
+        Ok(()) => eprintln!("report: {}", report.display()),
+        Err(e) => eprintln!(
+            "warning: report not written ({e:#}); retry with `socbench report {}`",
+            out_dir.display()
+        ),
+    }
     if was_interrupted {
         eprintln!(
             "interrupted; continue with `socbench run --resume {}`",
