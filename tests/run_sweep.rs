@@ -261,6 +261,27 @@ fn virtual_device_lost_midway_then_resume_completes_without_duplicates() {
         assert_eq!(c.sensors, "simulated");
     }
     assert!(out.join("report.html").is_file());
+    // Energy by phase: prefill and decode split the repetition's integral at the first token.
+    use socbench_reports::schema::Metric;
+    let measured: Vec<_> = set
+        .records
+        .iter()
+        .filter(|r| r.get(Metric::EnergyJ).is_some())
+        .collect();
+    assert_eq!(measured.len(), 6, "every repetition has a battery integral");
+    for r in measured {
+        let (p, d, e) = (
+            r.get(Metric::PrefillEnergyJ).unwrap(),
+            r.get(Metric::DecodeEnergyJ).unwrap(),
+            r.get(Metric::EnergyJ).unwrap(),
+        );
+        assert!(p > 0.0 && d > 0.0, "{}: {p} {d}", r.run_id);
+        assert!(
+            (p + d - e).abs() <= 1e-6 * e,
+            "{}: {p} + {d} != {e}",
+            r.run_id
+        );
+    }
 }
 
 #[test]

@@ -399,6 +399,16 @@ impl<'a> AgentRun<'a> {
                 let tokens = (cell.batch * cell.gen_tokens) as f64;
                 m.insert("energy_per_token_j", fmt_opt(Some(e.joules / tokens)));
                 m.insert("power_source", e.source);
+                // The same integral split at the first token: prefill, then decode.
+                let mid = r.t_first_token_s.clamp(r.t_start_s, r.t_end_s);
+                for (col, a, b) in [
+                    ("prefill_energy_j", r.t_start_s, mid),
+                    ("decode_energy_j", mid, r.t_end_s),
+                ] {
+                    if let Some(p) = energy(&self.samples, a, b, simulated) {
+                        m.insert(col, fmt_opt(Some(p.joules)));
+                    }
+                }
             }
             m.insert(
                 "max_temp_c",

@@ -169,6 +169,8 @@ impl Fixture {
                     "energy_per_token_j",
                     format!("{}", power * dur / f64::from(GEN * row.batch)),
                 ),
+                ("prefill_energy_j", format!("{}", power * ttft)),
+                ("decode_energy_j", format!("{}", power * decode_s)),
                 ("start_temp_c", format!("{:.1}", 36.0 + t0 / 20.0)),
                 ("max_temp_c", format!("{:.1}", 37.0 + t0 / 15.0)),
                 ("throttled", throttled.to_string()),

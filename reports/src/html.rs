@@ -617,7 +617,42 @@ fn summary_tables(page: &mut Page, a: &Analysis) {
     }
 }
 
+/// Energy by phase, for cells where a power sensor was read.
+fn energy_table(page: &mut Page, a: &Analysis) {
+    let cells: Vec<&CellSummary> = a
+        .cells
+        .iter()
+        .filter(|c| c.metric(Metric::EnergyJ).is_some())
+        .collect();
+    page.body.push_str("<h3>Energy by phase</h3>\n");
+    if cells.is_empty() {
+        page.na("Energy by phase", "no device had a power sensor");
+        return;
+    }
+    page.body.push_str("<table class=\"energy\"><thead><tr><th>Device</th><th>Configuration</th><th>Prefill energy</th><th>Decode energy</th><th>Total</th><th>Energy/token</th><th>Avg power</th><th>Source</th></tr></thead><tbody>\n");
+    for c in cells {
+        let _ = write!(
+            page.body,
+            "<tr><td>{}</td><td><code>{}</code></td>",
+            xml(&c.key.device),
+            xml(&a.label(&c.key))
+        );
+        for m in [
+            Metric::PrefillEnergyJ,
+            Metric::DecodeEnergyJ,
+            Metric::EnergyJ,
+            Metric::EnergyPerTokenJ,
+            Metric::AvgPowerW,
+        ] {
+            page.body.push_str(&metric_cell(c, m));
+        }
+        let _ = writeln!(page.body, "<td>{}</td></tr>", xml(&c.power_source));
+    }
+    page.body.push_str("</tbody></table>\n<p>Trapezoid-rule integrals of the power samples over each phase: prefill from the repetition's start to its first token, decode from there to its end.</p>\n<h3>Temperature and throttling</h3>\n");
+}
+
 fn thermal_table(page: &mut Page, a: &Analysis) {
+    energy_table(page, a);
     page.body.push_str("<table class=\"thermal\"><thead><tr><th>Device</th><th>Configuration</th><th>Start temp</th><th>Max temp</th><th>Cool-down wait</th><th>Throttled reps</th><th>Time to throttle</th><th>Sustained / peak</th><th>Charging</th></tr></thead><tbody>\n");
     for c in &a.cells {
         let f = |m: Metric| c.metric(m).map_or("–".to_owned(), |s| m.format(s.median));
@@ -861,7 +896,7 @@ pub fn render(set: &ResultSet, a: &Analysis) -> String {
         timelines(&mut page, set, d);
     }
     page.body
-        .push_str("<h2 id=\"thermal\">Thermal behaviour</h2>\n");
+        .push_str("<h2 id=\"thermal\">Energy and thermal behaviour</h2>\n");
     thermal_table(&mut page, a);
     page.body.push_str("<h2 id=\"sessions\">Sessions</h2>\n");
     sessions_table(&mut page, a);

@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Columns of `results.csv`, in the order `socbench run` writes them.
-pub const RESULT_COLUMNS: [&str; 31] = [
+pub const RESULT_COLUMNS: [&str; 33] = [
     "run_id",
     "session",
     "model",
@@ -41,6 +41,8 @@ pub const RESULT_COLUMNS: [&str; 31] = [
     "avg_power_w",
     "energy_j",
     "energy_per_token_j",
+    "prefill_energy_j",
+    "decode_energy_j",
     "start_temp_c",
     "max_temp_c",
     "throttled",
@@ -197,8 +199,12 @@ pub enum Metric {
     AvgPowerW,
     /// Energy over the repetition, joules.
     EnergyJ,
-    /// Energy per generated token, joules.
+    /// Energy per generated token (the whole repetition's energy over its tokens), joules.
     EnergyPerTokenJ,
+    /// Energy of the prefill phase (start to first token), joules.
+    PrefillEnergyJ,
+    /// Energy of the decode phase (first token to end), joules.
+    DecodeEnergyJ,
     /// Temperature of the hottest zone when the cell started, °C.
     StartTempC,
     /// Highest temperature seen during the repetition, °C.
@@ -212,7 +218,7 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 15] = [
         Metric::ModelBytes,
         Metric::PeakRssBytes,
         Metric::TtftS,
@@ -222,6 +228,8 @@ impl Metric {
         Metric::AvgPowerW,
         Metric::EnergyJ,
         Metric::EnergyPerTokenJ,
+        Metric::PrefillEnergyJ,
+        Metric::DecodeEnergyJ,
         Metric::Battery30MinPct,
         Metric::StartTempC,
         Metric::MaxTempC,
@@ -240,6 +248,8 @@ impl Metric {
             Metric::AvgPowerW => "avg_power_w",
             Metric::EnergyJ => "energy_j",
             Metric::EnergyPerTokenJ => "energy_per_token_j",
+            Metric::PrefillEnergyJ => "prefill_energy_j",
+            Metric::DecodeEnergyJ => "decode_energy_j",
             Metric::StartTempC => "start_temp_c",
             Metric::MaxTempC => "max_temp_c",
             Metric::CooldownWaitS => "cooldown_wait_s",
@@ -259,6 +269,8 @@ impl Metric {
             Metric::AvgPowerW => "Avg power",
             Metric::EnergyJ => "Energy",
             Metric::EnergyPerTokenJ => "Energy/token",
+            Metric::PrefillEnergyJ => "Prefill energy",
+            Metric::DecodeEnergyJ => "Decode energy",
             Metric::StartTempC => "Start temp",
             Metric::MaxTempC => "Max temp",
             Metric::CooldownWaitS => "Cool-down wait",
@@ -276,6 +288,8 @@ impl Metric {
             | Metric::ModelBytes
             | Metric::AvgPowerW
             | Metric::EnergyJ
+            | Metric::PrefillEnergyJ
+            | Metric::DecodeEnergyJ
             | Metric::EnergyPerTokenJ
             | Metric::MaxTempC
             | Metric::Battery30MinPct => Some(false),
@@ -287,7 +301,12 @@ impl Metric {
     pub fn needs_power(self) -> bool {
         matches!(
             self,
-            Metric::AvgPowerW | Metric::EnergyJ | Metric::EnergyPerTokenJ | Metric::Battery30MinPct
+            Metric::AvgPowerW
+                | Metric::EnergyJ
+                | Metric::EnergyPerTokenJ
+                | Metric::PrefillEnergyJ
+                | Metric::DecodeEnergyJ
+                | Metric::Battery30MinPct
         )
     }
 
@@ -322,8 +341,10 @@ impl Metric {
                 format!("{} MiB", sig3(v / (1024.0 * 1024.0)))
             }
             Metric::AvgPowerW => format!("{} W", sig3(v)),
-            Metric::EnergyJ => format!("{} J", sig3(v)),
-            Metric::EnergyPerTokenJ => {
+            Metric::EnergyJ
+            | Metric::EnergyPerTokenJ
+            | Metric::PrefillEnergyJ
+            | Metric::DecodeEnergyJ => {
                 if v.abs() < 1.0 {
                     format!("{} mJ", sig3(v * 1e3))
                 } else {
