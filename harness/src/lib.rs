@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod commands;
 pub mod model_cache;
+pub mod progress;
 pub mod runner;
 pub mod session;
 pub mod store;

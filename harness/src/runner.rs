@@ -4,6 +4,7 @@
 //! `device_lost` and the others carry on; an agent that crashes marks its cell `failed` and is
 //! restarted for the rest.
 
+use crate::progress::{DeviceProgress, Progress};
 use crate::store::{RESULT_COLUMNS, Store};
 use crate::sweep::{PlannedCell, Sweep};
 use anyhow::Result;
@@ -13,7 +14,7 @@ use socbench_devices::info::{SensorOrigin, abi_from_machine};
 use socbench_devices::sensors::SensorMeta;
 use socbench_devices::{AdbDevice, Device, DeviceError, DeviceInfo, LocalHost};
 use socbench_reports::stats::trapezoid;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct RunContext {
     pub device_wait: Duration,
     /// Set by Ctrl-C.
     pub interrupted: Arc<AtomicBool>,
+    /// Bars on a terminal, plain lines elsewhere.
+    pub progress: Progress,
 }
 
 /// How one device's sweep ended.
@@ -79,8 +82,9 @@ pub struct DeviceOutcome {
     pub cooldown_baseline_c: Option<f64>,
 }
 
-/// The agent binary for an ABI: this build's own for the host's ABI, otherwise a
-/// cross-built one (`SOCBENCH_AGENT_<ABI>` or the musl target directory).
+/// The agent binary for an ABI: this build's own for the host's ABI, otherwise a cross-built
+/// one: `SOCBENCH_AGENT_<ABI>` if set, else the Android (NDK) build, else the static musl build
+/// found in the target directory (`scripts/build-agent ABI` makes them).
 pub fn agent_for_abi(abi: &str) -> std::result::Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -90,7 +94,8 @@ pub fn agent_for_abi(abi: &str) -> std::result::Result<PathBuf, String> {
             Ok(p)
         } else {
             Err(format!(
-                "{} is missing; build it with `cargo build --bin socbench-agent`",
+                "{} is missing; build it with `cargo build -p socbench-agent` (plain `cargo \
+                 build` builds it too)",
                 p.display()
             ))
         };
@@ -99,23 +104,43 @@ pub fn agent_for_abi(abi: &str) -> std::result::Result<PathBuf, String> {
     if let Some(p) = std::env::var_os(&var) {
         return Ok(PathBuf::from(p));
     }
-    let triple = match abi {
-        "arm64-v8a" => "aarch64-unknown-linux-musl",
-        "x86_64" => "x86_64-unknown-linux-musl",
+    let triples: &[&str] = match abi {
+        "arm64-v8a" => &["aarch64-linux-android", "aarch64-unknown-linux-musl"],
+        "x86_64" => &["x86_64-linux-android", "x86_64-unknown-linux-musl"],
         other => return Err(format!("no agent build for ABI {other}")),
     };
     // target/<profile>/socbench → target/<triple>/{release,debug}/socbench-agent
     let target_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
-    for profile in ["release", "debug"] {
-        let p = target_dir.join(triple).join(profile).join("socbench-agent");
-        if p.exists() {
-            return Ok(p);
+    for triple in triples {
+        for profile in ["release", "debug"] {
+            let p = target_dir.join(triple).join(profile).join("socbench-agent");
+            if p.exists() {
+                return Ok(p);
+            }
         }
     }
     Err(format!(
-        "no socbench-agent for {abi}: build it with `rustup target add {triple} && cargo build \
-         --release --bin socbench-agent --target {triple}`, or point {var} at one"
+        "no socbench-agent for {abi}: build it with `scripts/build-agent {abi}` (static musl; \
+         the Android NDK build when ANDROID_NDK_HOME is set), or point {var} at one"
     ))
+}
+
+/// Why an agent build cannot run `backend`, and what would.
+fn missing_backend_reason(backend: &str, abi: &str, build: &Value) -> String {
+    let triple = format!(
+        "{}-{}",
+        build["arch"].as_str().unwrap_or("?"),
+        build["env"].as_str().unwrap_or("?")
+    );
+    let mut reason = format!("the {abi} agent ({triple}) was built without {backend}");
+    if backend == "wgpu" && build["env"].as_str() == Some("musl") {
+        reason.push_str(
+            ": a static musl binary cannot load the phone's Vulkan driver; with the Android NDK \
+             (ANDROID_NDK_HOME set) `scripts/build-agent arm64-v8a` builds the \
+             aarch64-linux-android agent, which can",
+        );
+    }
+    reason
 }
 
 /// Cell results are keyed `cell key # repetition`.
@@ -292,7 +317,7 @@ struct AgentRun<'a> {
     current: Option<String>,
     done: bool,
     interrupted: bool,
-    progress: Box<dyn FnMut(&str) + 'a>,
+    ui: DeviceProgress,
 }
 
 impl<'a> AgentRun<'a> {
@@ -302,6 +327,7 @@ impl<'a> AgentRun<'a> {
         model: &str,
         reps: usize,
         stored: HashMap<String, HashSet<usize>>,
+        ui: DeviceProgress,
     ) -> Self {
         Self {
             store,
@@ -321,7 +347,7 @@ impl<'a> AgentRun<'a> {
             current: None,
             done: false,
             interrupted: false,
-            progress: Box::new(|_| {}),
+            ui,
         }
     }
 
@@ -452,6 +478,10 @@ impl<'a> AgentRun<'a> {
         }
         *self.rows.entry(status.to_owned()).or_default() += 1;
         self.stored.entry(cell.key.clone()).or_default().insert(rep);
+        if status != "ok" {
+            // The caller says why, once for the lot.
+            self.ui.rep_done(None);
+        }
     }
 
     /// Repetitions of `cell` with no row yet.
@@ -498,7 +528,7 @@ impl<'a> AgentRun<'a> {
                 self.reps,
                 r.ttft_s * 1e3
             );
-            (self.progress)(&msg);
+            self.ui.rep_done(Some(&msg));
         }
     }
 
@@ -549,6 +579,17 @@ impl<'a> AgentRun<'a> {
                     })
                     .collect();
                 let _ = self.store.append_samples(&rows);
+                let hottest = self
+                    .samples
+                    .metas
+                    .iter()
+                    .zip(&values)
+                    .filter(|(m, _)| m.name.starts_with("thermal_"))
+                    .filter_map(|(_, v)| *v)
+                    .reduce(f64::max);
+                if let Some(t) = hottest {
+                    self.ui.temperature(t);
+                }
                 self.samples.rows.push((t_s, values));
                 self.flush_pending(false);
             }
@@ -565,6 +606,9 @@ impl<'a> AgentRun<'a> {
                         start_temp_c,
                     },
                 );
+                if let Some(c) = self.cells.get(&cell) {
+                    self.ui.cell(&describe(c));
+                }
                 self.current = Some(cell);
             }
             Event::Rep(r) => {
@@ -576,7 +620,7 @@ impl<'a> AgentRun<'a> {
                 self.flush_pending(true);
                 if let Some(c) = self.cells.get(&cell).copied() {
                     self.mark(&[c], "failed", &reason);
-                    (self.progress)(&format!("{} failed: {reason}", describe(c)));
+                    self.ui.log(&format!("{} failed: {reason}", describe(c)));
                 }
                 self.finished.insert(cell);
                 self.current = None;
@@ -670,7 +714,6 @@ pub fn run_device(
     done: &HashMap<String, String>,
 ) -> DeviceOutcome {
     let serial = target.serial().to_owned();
-    let log = |msg: &str| eprintln!("[{serial}] {msg}");
     // What earlier runs stored: ok/skipped rows are final, others are retried.
     let stored: HashMap<String, HashSet<usize>> = cells
         .iter()
@@ -684,13 +727,27 @@ pub fn run_device(
             (c.key.clone(), have)
         })
         .collect();
-    let mut run = AgentRun::new(store, info, &ctx.model, sweep.repetitions, stored);
+    let to_run: usize = stored
+        .values()
+        .map(|have| sweep.repetitions.saturating_sub(have.len()))
+        .sum();
+    let ui = ctx.progress.device(&serial, to_run);
+    let log = |msg: &str| ui.log(msg);
+    let mut run = AgentRun::new(
+        store,
+        info,
+        &ctx.model,
+        sweep.repetitions,
+        stored,
+        ui.clone(),
+    );
     let mut outcome = DeviceOutcome::default();
     let pending_cells: Vec<&PlannedCell> = cells
         .iter()
         .filter(|c| !run.missing_reps(c).is_empty())
         .collect();
     let finish = |run: AgentRun<'_>, mut outcome: DeviceOutcome, stopped: Option<String>| {
+        run.ui.finish(stopped.as_deref().unwrap_or("done"));
         outcome.rows = run.rows;
         outcome.stopped = stopped;
         outcome
@@ -699,7 +756,6 @@ pub fn run_device(
         log("nothing left to run");
         return finish(run, outcome, None);
     }
-    let total = pending_cells.len();
     let mut dev = match target.open() {
         Ok(d) => d,
         Err(e) => {
@@ -757,6 +813,43 @@ pub fn run_device(
             run.mark(&pending_cells, status, &note);
             return finish(run, outcome, Some(note));
         }
+    };
+    // Cells for a backend this agent build lacks (wgpu in the static musl agent) are skipped
+    // with the reason, not run into an error each.
+    let built = dev
+        .run(&[&agent, "info"], Duration::from_secs(60))
+        .ok()
+        .filter(|o| o.status == 0)
+        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok());
+    let pending_cells = match &built {
+        Some(b) => {
+            let has = |name: &str| {
+                b["backends"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(name)))
+            };
+            let (run_now, lacking): (Vec<&PlannedCell>, Vec<&PlannedCell>) = pending_cells
+                .into_iter()
+                .partition(|c| has(c.backend.name()));
+            for backend in lacking.iter().map(|c| c.backend).collect::<BTreeSet<_>>() {
+                let these: Vec<&PlannedCell> = lacking
+                    .iter()
+                    .copied()
+                    .filter(|c| c.backend == backend)
+                    .collect();
+                let reason = missing_backend_reason(backend.name(), &info.abi, b);
+                log(&format!(
+                    "skipping {} {backend} cells: {reason}",
+                    these.len()
+                ));
+                run.mark(&these, "skipped", &reason);
+            }
+            if run_now.is_empty() {
+                return finish(run, outcome, None);
+            }
+            run_now
+        }
+        None => pending_cells,
     };
     // Idle temperature for the cool-down gate, before any cell runs.
     let cooldown = sweep.cooldown.and_then(|(delta, max_wait)| {
@@ -873,14 +966,6 @@ pub fn run_device(
             run.current = None;
             run.done = false;
             run.interrupted = false;
-            let done_before = completed.len();
-            let serial_p = serial.clone();
-            run.progress = Box::new(move |m: &str| {
-                eprintln!(
-                    "[{serial_p}] [{}/{total}] {m}",
-                    (done_before + 1).min(total)
-                )
-            });
             log(&format!(
                 "agent run {agent_run}: {} cells of {}",
                 vcells.len(),

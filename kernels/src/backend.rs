@@ -47,14 +47,34 @@ impl BackendKind {
         !matches!(self, Self::Wgpu)
     }
 
-    /// The Burn device for this backend.
-    pub fn device(self) -> Device {
+    /// Whether this build can run the backend: wgpu is an optional feature (on by default),
+    /// left out of the static musl agent because a static binary cannot load a Vulkan driver.
+    pub fn is_built(self) -> bool {
+        match self {
+            Self::NdArray | Self::Flex => true,
+            Self::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
+
+    /// The backends this build can run.
+    pub fn built() -> Vec<BackendKind> {
+        Self::ALL.into_iter().filter(|b| b.is_built()).collect()
+    }
+
+    /// The Burn device for this backend; an error for a backend this build left out.
+    pub fn device(self) -> Result<Device, KernelError> {
         match self {
             // NdArray is deprecated upstream; our users still compare against it.
             #[allow(deprecated)]
-            Self::NdArray => Device::ndarray(),
-            Self::Flex => Device::flex(),
-            Self::Wgpu => Device::wgpu(Default::default()),
+            Self::NdArray => Ok(Device::ndarray()),
+            Self::Flex => Ok(Device::flex()),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => Ok(Device::wgpu(Default::default())),
+            #[cfg(not(feature = "wgpu"))]
+            Self::Wgpu => Err(KernelError::Backend {
+                backend: self,
+                reason: "this build has no wgpu support (built without the `wgpu` feature)".into(),
+            }),
         }
     }
 }
@@ -119,7 +139,7 @@ impl Runtime {
                 backend,
                 reason: format!("cannot start {threads} threads: {e}"),
             })?;
-        let device = backend.device();
+        let device = backend.device()?;
         let rt = Self {
             backend,
             device,

@@ -49,6 +49,38 @@ pub struct VirtualConfig {
     pub sim: SimParams,
 }
 
+/// How the virtual device runs executables built for `abi`: natively when it is the host's
+/// (`None`), under qemu user-mode emulation for `arm64-v8a` on another host.
+fn emulator_for(abi: &str) -> io::Result<Option<PathBuf>> {
+    let native = match std::env::consts::ARCH {
+        "x86_64" => "x86_64",
+        "aarch64" => "arm64-v8a",
+        other => other,
+    };
+    if abi == native {
+        return Ok(None);
+    }
+    if abi != "arm64-v8a" {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("ABI {abi:?} is not supported on this host (valid: {native}, arm64-v8a)"),
+        ));
+    }
+    let candidates = ["qemu-aarch64-static", "qemu-aarch64"];
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .flat_map(|d| candidates.iter().map(move |c| d.join(c)))
+        .find(|p| p.is_file())
+        .map(Some)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "--abi arm64-v8a runs aarch64 executables under qemu-aarch64-static, which is not \
+                 on PATH (Debian/Ubuntu: apt-get install qemu-user-static)",
+            )
+        })
+}
+
 /// A running virtual device.
 #[derive(Debug)]
 pub struct VirtualDevice {
@@ -70,6 +102,7 @@ impl VirtualDevice {
                 ),
             ));
         }
+        let emulator = emulator_for(&cfg.abi)?;
         let listener = TcpListener::bind(("127.0.0.1", cfg.port))?;
         let addr = listener.local_addr()?;
         let root = cfg.state_dir.join("root");
@@ -82,13 +115,28 @@ impl VirtualDevice {
             ("ro.product.manufacturer".to_owned(), "socbench".to_owned()),
             ("ro.product.name".to_owned(), "socbench_virtual".to_owned()),
             ("ro.product.device".to_owned(), "virtual".to_owned()),
-            ("ro.product.board".to_owned(), "virtual-soc".to_owned()),
+            // Timings of an emulated ABI are the emulator's: say so where the SoC is named.
+            (
+                "ro.product.board".to_owned(),
+                match &emulator {
+                    Some(emu) => format!(
+                        "virtual-soc ({} under {})",
+                        cfg.abi,
+                        emu.file_name()
+                            .map_or("an emulator".into(), |n| n.to_string_lossy())
+                    ),
+                    None => "virtual-soc".to_owned(),
+                },
+            ),
             ("ro.product.cpu.abi".to_owned(), cfg.abi.clone()),
             ("ro.build.version.release".to_owned(), "14".to_owned()),
             ("ro.socbench.virtual".to_owned(), "1".to_owned()),
         ];
         sim::init_tree(&root, ncpu, &cfg.sim, &props)?;
-        let sandbox = Sandbox::new(root);
+        let sandbox = match emulator {
+            Some(emu) => Sandbox::new(root).with_emulator(emu),
+            None => Sandbox::new(root),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         {
             let (sb, st, p) = (sandbox.clone(), Arc::clone(&stop), cfg.sim.clone());

@@ -18,6 +18,47 @@ const MAPPED: [&str; 5] = ["/data", "/sdcard", "/storage", "/sys", "/system/bin"
 pub struct Sandbox {
     root: PathBuf,
     groups: Arc<Mutex<HashSet<u32>>>,
+    emulator: Option<PathBuf>,
+}
+
+/// Words after which the next word is still in command position (`exec ./x`, `then ./x`).
+const PREFIX_WORDS: [&[u8]; 8] = [
+    b"exec", b"then", b"do", b"else", b"time", b"nohup", b"command", b"!",
+];
+
+/// Whether the word starting at `i` (after an optional opening quote) is a command name: first
+/// in the line, or after `;`, `|`, `&`, `(`, a newline, a backquote, or one of
+/// [`PREFIX_WORDS`].
+fn command_position(bytes: &[u8], i: usize) -> bool {
+    let mut j = i;
+    if j > 0 && matches!(bytes[j - 1], b'\'' | b'"') {
+        j -= 1;
+    }
+    while j > 0 && matches!(bytes[j - 1], b' ' | b'\t') {
+        j -= 1;
+    }
+    if j == 0 || matches!(bytes[j - 1], b';' | b'|' | b'&' | b'(' | b'\n' | b'`') {
+        return true;
+    }
+    let end = j;
+    while j > 0
+        && !matches!(
+            bytes[j - 1],
+            b' ' | b'\t' | b'\n' | b';' | b'&' | b'|' | b'('
+        )
+    {
+        j -= 1;
+    }
+    PREFIX_WORDS.contains(&&bytes[j..end]) && command_position(bytes, j)
+}
+
+/// Whether a host file starts with the ELF magic.
+fn is_elf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| magic == *b"\x7fELF")
 }
 
 fn boundary_before(b: u8) -> bool {
@@ -49,7 +90,18 @@ impl Sandbox {
         Self {
             root,
             groups: Arc::default(),
+            emulator: None,
         }
+    }
+
+    /// Runs the phone's executables under `emulator` (`qemu-aarch64-static` for an arm64
+    /// phone on an x86_64 host): an ELF file inside the sandbox named in command position is
+    /// started as `emulator FILE …`, the way the kernel's binfmt handler would. Files outside the
+    /// sandbox (the host's `sh`, `cat`, `sha256sum`, standing for the phone's toybox) run as
+    /// they are.
+    pub fn with_emulator(mut self, emulator: PathBuf) -> Self {
+        self.emulator = Some(emulator);
+        self
     }
 
     /// The directory standing for `/`.
@@ -71,7 +123,8 @@ impl Sandbox {
 
     /// Rewrites phone paths in a command line into the sandbox: a mapped prefix that starts a
     /// word (after a space, quote, `=`, `;`, `|`, `&`, `(`, `<`, `>` or `:`) and ends at `/`,
-    /// a word boundary or the end.
+    /// a word boundary or the end. With an emulator, an ELF named in command position is
+    /// prefixed with it (see [`Sandbox::with_emulator`]).
     pub fn map_command(&self, cmd: &str) -> String {
         let root = self.root.display().to_string();
         let bytes = cmd.as_bytes();
@@ -81,6 +134,23 @@ impl Sandbox {
             if bytes[i] == b'/' && (i == 0 || boundary_before(bytes[i - 1])) {
                 for m in MAPPED {
                     if cmd[i..].starts_with(m) && boundary_after(bytes.get(i + m.len())) {
+                        if let Some(emu) = &self.emulator {
+                            let end = cmd[i..]
+                                .find(|c: char| {
+                                    c.is_ascii() && (boundary_before(c as u8) || c == ')')
+                                })
+                                .map_or(cmd.len(), |n| i + n);
+                            if command_position(bytes, i) && is_elf(&self.map_path(&cmd[i..end])) {
+                                // Before the opening quote, if any, so the emulator is a word
+                                // of its own.
+                                let quote = (i > 0 && matches!(bytes[i - 1], b'\'' | b'"'))
+                                    .then(|| out.pop())
+                                    .flatten();
+                                out.push_str(&emu.display().to_string());
+                                out.push(' ');
+                                out.extend(quote);
+                            }
+                        }
                         out.push_str(&root);
                         out.push_str(m);
                         i += m.len();
@@ -217,6 +287,62 @@ pub fn process_tree(roots: &HashSet<u32>) -> std::collections::HashMap<u32, u64>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn elves_in_command_position_run_under_the_emulator() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir_all(root.join("data/local/tmp")).unwrap();
+        std::fs::write(root.join("data/local/tmp/agent"), b"\x7fELF\x02\x01rest").unwrap();
+        std::fs::write(root.join("data/local/tmp/script"), b"#!/bin/sh\n").unwrap();
+        let s = Sandbox::new(root.clone()).with_emulator(PathBuf::from("/usr/bin/qemu"));
+        let r = root.display();
+        let agent = "/data/local/tmp/agent";
+        let cases = [
+            (
+                format!("{agent} run x"),
+                format!("/usr/bin/qemu {r}{agent} run x"),
+            ),
+            (
+                format!("'{agent}' run"),
+                format!("/usr/bin/qemu '{r}{agent}' run"),
+            ),
+            (
+                format!("cd /data; exec {agent}"),
+                format!("cd {r}/data; exec /usr/bin/qemu {r}{agent}"),
+            ),
+            (
+                format!("a && {agent}|b"),
+                format!("a && /usr/bin/qemu {r}{agent}|b"),
+            ),
+            // Arguments are files, not commands.
+            (
+                format!("sha256sum {agent}"),
+                format!("sha256sum {r}{agent}"),
+            ),
+            (
+                format!("chmod 755 '{agent}'"),
+                format!("chmod 755 '{r}{agent}'"),
+            ),
+            (
+                format!("echo exec {agent}"),
+                format!("echo exec {r}{agent}"),
+            ),
+            // Not an ELF: the shell runs it.
+            (
+                "/data/local/tmp/script".into(),
+                format!("{r}/data/local/tmp/script"),
+            ),
+        ];
+        for (cmd, want) in cases {
+            assert_eq!(s.map_command(&cmd), want, "{cmd}");
+        }
+        // Without an emulator nothing is prefixed.
+        assert_eq!(
+            Sandbox::new(root.clone()).map_command(agent),
+            format!("{r}{agent}")
+        );
+    }
 
     #[test]
     fn phone_paths_map_and_others_do_not() {

@@ -6,7 +6,8 @@
 //! JSON object per line ([`Event`]) to stdout and appends the same lines to the plan's events
 //! file on the device, so nothing is lost if the link to the host drops.
 //!
-//! `socbench-agent sensors` prints the sensors found and one sample.
+//! `socbench-agent sensors` prints the sensors found and one sample; `socbench-agent info` what
+//! this build is (architecture, libc) and which backends it can run.
 //!
 //! Times are seconds on a monotonic clock since the agent started, the same epoch for token
 //! timings and sensor samples, so the host can integrate power over each phase.
@@ -16,6 +17,7 @@ pub mod plan;
 
 use plan::{Cell, Event, Plan, RepResult};
 use socbench_devices::sensors::{Sample, Sampler, SensorSet};
+use socbench_kernels::backend::BackendKind;
 use socbench_kernels::generate::{GenerateOptions, Sampling, generate};
 use socbench_kernels::session::ModelSession;
 use std::io::Write;
@@ -108,17 +110,43 @@ pub fn main() -> ExitCode {
             println!("{out}");
             ExitCode::SUCCESS
         }
+        Some("info") => {
+            println!("{}", build_info());
+            ExitCode::SUCCESS
+        }
         Some("--version") => {
             println!("socbench-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         _ => {
             eprintln!(
-                "usage: socbench-agent run PLAN.json | socbench-agent sensors | socbench-agent --version"
+                "usage: socbench-agent run PLAN.json | socbench-agent sensors | socbench-agent info | \
+                 socbench-agent --version"
             );
             ExitCode::from(2)
         }
     }
+}
+
+/// What this build of the agent is and can run: the runner skips cells whose backend is not in
+/// `backends` instead of letting each one fail.
+pub fn build_info() -> serde_json::Value {
+    let env = if cfg!(target_env = "musl") {
+        "musl"
+    } else if cfg!(target_os = "android") {
+        "android"
+    } else if cfg!(target_env = "gnu") {
+        "gnu"
+    } else {
+        ""
+    };
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "arch": std::env::consts::ARCH,
+        "os": std::env::consts::OS,
+        "env": env,
+        "backends": BackendKind::built().iter().map(|b| b.name()).collect::<Vec<_>>(),
+    })
 }
 
 fn pin(cpus: &[u32]) -> Result<(), String> {

@@ -363,6 +363,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         model: model.clone(),
         device_wait: Duration::from_secs_f64(a.device_wait),
         interrupted: Arc::clone(&interrupted),
+        progress: crate::progress::Progress::new(),
     };
     let outcomes: Vec<Option<runner::DeviceOutcome>> = std::thread::scope(|s| {
         let handles: Vec<_> = planned

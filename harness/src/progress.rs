@@ -1,0 +1,236 @@
+//! What `socbench run` shows while it works: on a terminal, one live bar per device
+//! (repetitions done of planned, the current cell, its temperature, ETA) with log lines printed
+//! above the bars; anywhere else (CI logs, a pipe), plain `[device] …` lines, each repetition
+//! with its count and ETA, so a log read later tells the same story.
+//!
+//! `SOCBENCH_PROGRESS=plain` forces plain lines on a terminal; `CI` being set does too.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The display for one `socbench run`; hands out one [`DeviceProgress`] per device.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    multi: Option<MultiProgress>,
+}
+
+impl Progress {
+    /// Bars when stderr is a terminal (and neither `CI` nor `SOCBENCH_PROGRESS=plain` is set),
+    /// plain lines otherwise.
+    pub fn new() -> Self {
+        let forced_plain = std::env::var_os("CI").is_some()
+            || std::env::var("SOCBENCH_PROGRESS").is_ok_and(|v| v == "plain");
+        if std::io::stderr().is_terminal() && !forced_plain {
+            Self::bars(ProgressDrawTarget::stderr())
+        } else {
+            Self::plain()
+        }
+    }
+
+    /// Plain log lines on stderr.
+    pub fn plain() -> Self {
+        Self { multi: None }
+    }
+
+    /// Bars drawn to `target`.
+    pub fn bars(target: ProgressDrawTarget) -> Self {
+        Self {
+            multi: Some(MultiProgress::with_draw_target(target)),
+        }
+    }
+
+    /// A line for the whole run (above the bars on a terminal).
+    pub fn println(&self, line: &str) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// The display of one device that has `total` repetitions to run.
+    pub fn device(&self, serial: &str, total: usize) -> DeviceProgress {
+        let bar = self.multi.as_ref().map(|m| {
+            let style = ProgressStyle::with_template(
+                "{prefix:>21.bold} [{bar:24}] {pos}/{len} reps  {msg}  ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            let b = m.add(ProgressBar::new(total as u64).with_style(style));
+            b.set_prefix(serial.to_owned());
+            b.enable_steady_tick(Duration::from_millis(500));
+            b
+        });
+        DeviceProgress {
+            serial: serial.to_owned(),
+            bar,
+            state: Arc::new(Mutex::new(State {
+                total,
+                done: 0,
+                started: Instant::now(),
+                cell: String::new(),
+                temp_c: None,
+                lines: Vec::new(),
+            })),
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    total: usize,
+    done: usize,
+    started: Instant,
+    cell: String,
+    temp_c: Option<f64>,
+    /// Plain lines printed, kept for tests of this module.
+    lines: Vec<String>,
+}
+
+/// One device's share of the display. Cheap to clone; every clone updates the same bar.
+#[derive(Debug, Clone)]
+pub struct DeviceProgress {
+    serial: String,
+    bar: Option<ProgressBar>,
+    state: Arc<Mutex<State>>,
+}
+
+/// `1h02m`, `3m05s`, `42s`.
+pub fn format_eta(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s / 60) % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
+}
+
+impl DeviceProgress {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, line: String) {
+        match &self.bar {
+            Some(b) => b.println(&line),
+            None => eprintln!("{line}"),
+        }
+        self.state().lines.push(line);
+    }
+
+    /// A log line for this device.
+    pub fn log(&self, msg: &str) {
+        self.emit(format!("[{}] {msg}", self.serial));
+    }
+
+    /// The cell now running.
+    pub fn cell(&self, describe: &str) {
+        self.state().cell = describe.to_owned();
+        self.redraw();
+    }
+
+    /// The device's latest temperature (°C).
+    pub fn temperature(&self, c: f64) {
+        self.state().temp_c = Some(c);
+        self.redraw();
+    }
+
+    /// Time left at the pace so far, once something is done.
+    fn eta(st: &State) -> Option<Duration> {
+        let left = st.total.saturating_sub(st.done);
+        (st.done > 0 && left > 0)
+            .then(|| st.started.elapsed().mul_f64(left as f64 / st.done as f64))
+    }
+
+    fn redraw(&self) {
+        if let Some(b) = &self.bar {
+            let st = self.state();
+            let temp = st.temp_c.map_or(String::new(), |t| format!("  {t:.1} °C"));
+            b.set_message(format!("{}{temp}", st.cell));
+        }
+    }
+
+    /// A repetition's row was written (any status); `msg`, if any, says how it went.
+    pub fn rep_done(&self, msg: Option<&str>) {
+        let (done, total, eta) = {
+            let mut st = self.state();
+            st.done += 1;
+            (st.done, st.total, Self::eta(&st))
+        };
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+        if let Some(msg) = msg {
+            let eta = eta.map_or(String::new(), |d| format!(" (ETA {})", format_eta(d)));
+            self.emit(format!("[{}] [{done}/{total}] {msg}{eta}", self.serial));
+        }
+    }
+
+    /// The device is done (or stopped): the bar stays with a final word.
+    pub fn finish(&self, word: &str) {
+        if let Some(b) = &self.bar {
+            b.finish_with_message(word.to_owned());
+        }
+    }
+
+    /// Lines printed so far (plain or above the bar).
+    pub fn lines(&self) -> Vec<String> {
+        self.state().lines.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_lines_count_repetitions_and_give_an_eta() {
+        let p = Progress::plain();
+        let d = p.device("phone-1", 4);
+        d.cell("flex f32 t1");
+        d.rep_done(None);
+        d.rep_done(Some("flex f32 t1 rep 2/2: TTFT 3.0 ms"));
+        let lines = d.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("[phone-1] [2/4] flex f32 t1 rep 2/2: TTFT 3.0 ms (ETA "),
+            "{lines:?}"
+        );
+        d.rep_done(None);
+        d.rep_done(Some("last"));
+        // Nothing left: no ETA.
+        assert_eq!(d.lines()[1], "[phone-1] [4/4] last");
+        d.log("device lost");
+        assert_eq!(d.lines()[2], "[phone-1] device lost");
+    }
+
+    #[test]
+    fn bars_count_the_same_repetitions() {
+        let p = Progress::bars(ProgressDrawTarget::hidden());
+        let d = p.device("127.0.0.1:7100", 3);
+        d.temperature(41.5);
+        d.rep_done(Some("one"));
+        d.rep_done(Some("two"));
+        let bar = d.bar.clone().unwrap();
+        assert_eq!((bar.position(), bar.length()), (2, Some(3)));
+        assert!(bar.message().ends_with("41.5 °C"), "{}", bar.message());
+        d.finish("done");
+        assert!(bar.is_finished());
+    }
+
+    #[test]
+    fn eta_reads_like_a_clock() {
+        assert_eq!(format_eta(Duration::from_secs(42)), "42s");
+        assert_eq!(format_eta(Duration::from_secs(185)), "3m05s");
+        assert_eq!(format_eta(Duration::from_secs(3720)), "1h02m");
+    }
+}
