@@ -110,6 +110,27 @@ fn default_sweep_on_this_host_writes_every_file() {
     assert_eq!(m["finished"], true);
     assert_eq!(m["devices"][0]["target"]["kind"], "local");
     assert!(m["git_hash"].as_str().is_some_and(|h| !h.is_empty()));
+    // The host was probed once; every row is placed against its roofs.
+    let roof = &m["devices"][0]["outcome"]["roofline"];
+    for kind in ["triad", "gemm"] {
+        let pts = roof[kind].as_array().unwrap();
+        assert_eq!(pts.len(), if cores > 1 { 2 } else { 1 }, "{roof}");
+        assert!(
+            pts.iter().all(|p| p["best"].as_f64().unwrap() > 0.0),
+            "{roof}"
+        );
+    }
+    let set = socbench_reports::ResultSet::load(&[&res]).unwrap();
+    use socbench_reports::schema::Metric;
+    for r in &set.records {
+        let bytes = r.get(Metric::WeightBytesPerStep).unwrap();
+        // SmolLM2 at f32: 30 blocks of projections plus the tied output, about 0.54 GB.
+        assert!((4.0e8..7.0e8).contains(&bytes), "{bytes}");
+        let bw = r.get(Metric::DecodeBwFraction).unwrap();
+        let gemm = r.get(Metric::PrefillGemmFraction).unwrap();
+        assert!(bw > 0.0 && gemm > 0.0, "{}: {bw} {gemm}", r.run_id);
+    }
+    assert!(html.contains("id=\"roofline\"") && html.contains("Decode, % of triad"));
 }
 
 #[test]

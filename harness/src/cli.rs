@@ -39,6 +39,34 @@ pub enum Command {
     Devices(DevicesArgs),
     /// Serve a virtual Android device on loopback for `adb connect` (runs until killed).
     VirtualDevice(VirtualDeviceArgs),
+    /// Measure each device's roofs through its agent: memory bandwidth (STREAM triad) and f32
+    /// GEMM throughput, per thread count.
+    Probe(ProbeArgs),
+}
+
+/// `socbench probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// `local`, `all`, or an adb serial; repeatable.
+    #[arg(
+        long = "device",
+        value_name = "SERIAL|local|all",
+        default_value = "all"
+    )]
+    pub devices: Vec<String>,
+    /// adb servers to ask.
+    #[command(flatten)]
+    pub servers: AdbServerArgs,
+    /// Thread counts (comma list; default: powers of two up to the device's CPUs, and that
+    /// count).
+    #[arg(long, value_name = "LIST")]
+    pub threads: Option<String>,
+    /// Smaller arrays and shorter repetitions (emulated devices, smoke tests).
+    #[arg(long)]
+    pub quick: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where to find adb servers.
@@ -309,6 +337,9 @@ pub struct RunArgs {
     /// Disable the cool-down gate.
     #[arg(long = "no-cooldown")]
     pub no_cooldown: bool,
+    /// Skip the roofline probe (triad bandwidth and GEMM) before each device's cells.
+    #[arg(long = "no-probe")]
+    pub no_probe: bool,
     /// Output directory (default: `socbench-results/<UTC time>`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,

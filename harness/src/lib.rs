@@ -31,6 +31,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         cli::Command::Report(args) => commands::report::report(args)?,
         cli::Command::Compare(args) => return commands::report::compare(args),
         cli::Command::VirtualDevice(args) => commands::virtual_device::run(args)?,
+        cli::Command::Probe(args) => commands::probe::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

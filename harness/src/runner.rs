@@ -13,6 +13,7 @@ use socbench_agent::plan::{Cell, Cooldown, Event, Plan, RepResult};
 use socbench_devices::info::{SensorOrigin, abi_from_machine};
 use socbench_devices::sensors::SensorMeta;
 use socbench_devices::{AdbDevice, Device, DeviceError, DeviceInfo, LocalHost};
+use socbench_kernels::roofline::Roofline;
 use socbench_reports::stats::trapezoid;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddrV4;
@@ -69,6 +70,10 @@ pub struct RunContext {
     pub interrupted: Arc<AtomicBool>,
     /// Bars on a terminal, plain lines elsewhere.
     pub progress: Progress,
+    /// Measure each device's roofs before its cells (`probe = true`).
+    pub probe: bool,
+    /// Roofs measured by an earlier session of this directory, by serial.
+    pub known_rooflines: HashMap<String, Value>,
 }
 
 /// How one device's sweep ended.
@@ -80,6 +85,9 @@ pub struct DeviceOutcome {
     pub stopped: Option<String>,
     /// Idle temperature measured before the sweep (°C), when the device has a thermal sensor.
     pub cooldown_baseline_c: Option<f64>,
+    /// The device's measured roofs (`socbench-agent probe`), measured once per device and
+    /// kept across `--resume`.
+    pub roofline: Option<Value>,
 }
 
 /// The agent binary for an ABI: this build's own for the host's ABI, otherwise a cross-built
@@ -123,6 +131,22 @@ pub fn agent_for_abi(abi: &str) -> std::result::Result<PathBuf, String> {
         "no socbench-agent for {abi}: build it with `scripts/build-agent {abi}` (static musl; \
          the Android NDK build when ANDROID_NDK_HOME is set), or point {var} at one"
     ))
+}
+
+/// Where agents and models live on a phone.
+pub const REMOTE_DIR: &str = "/data/local/tmp/socbench";
+
+/// Pushes the agent to [`REMOTE_DIR`] (skipped when the device already has the same file) and
+/// makes it executable. Returns its path there and what the push did.
+pub fn push_agent(
+    dev: &mut Box<dyn Device>,
+    agent_local: &Path,
+) -> std::result::Result<(String, String), DeviceError> {
+    let agent_remote = format!("{REMOTE_DIR}/socbench-agent");
+    let o = dev.push(agent_local, &agent_remote)?;
+    let chmod = dev.run(&["chmod", "755", &agent_remote], Duration::from_secs(30))?;
+    dev.check("chmod", chmod)?;
+    Ok((agent_remote, format!("{o:?}")))
 }
 
 /// Why an agent build cannot run `backend`, and what would.
@@ -306,6 +330,10 @@ struct AgentRun<'a> {
     cells: HashMap<String, &'a PlannedCell>,
     samples: Samples,
     model_bytes: Option<u64>,
+    /// Weight bytes per decode step and matmul FLOPs per token of the loaded variant.
+    traffic: Option<(u64, u64)>,
+    /// The device's measured roofs.
+    roofline: Option<Roofline>,
     ctx: HashMap<String, CellCtx>,
     pending: Vec<RepResult>,
     /// Cells that ended (CellEnd or CellFailed) in this run.
@@ -339,6 +367,8 @@ impl<'a> AgentRun<'a> {
             cells: HashMap::new(),
             samples: Samples::default(),
             model_bytes: None,
+            traffic: None,
+            roofline: None,
             ctx: HashMap::new(),
             pending: Vec::new(),
             finished: HashSet::new(),
@@ -413,6 +443,30 @@ impl<'a> AgentRun<'a> {
                 let n = r.decode_s.len() as f64;
                 m.insert("decode_tok_per_s", fmt_opt(Some(b * n / total)));
                 m.insert("decode_ms_per_token", fmt_opt(Some(total / n * 1e3)));
+            }
+            if let Some((bytes, flops)) = self.traffic {
+                m.insert("weight_bytes_per_step", bytes.to_string());
+                // The roofs are the CPU's: a GPU cell's figures would compare unlike things.
+                if let (Some(roof), true) = (&self.roofline, cell.backend.is_cpu()) {
+                    if let (Some(bw), false) = (
+                        roof.bandwidth_bytes_per_s(cell.threads),
+                        r.decode_s.is_empty() || total <= 0.0,
+                    ) {
+                        // Every step streams the weights once for the whole batch.
+                        let steps_per_s = r.decode_s.len() as f64 / total;
+                        m.insert(
+                            "decode_bw_fraction",
+                            fmt_opt(Some(bytes as f64 * steps_per_s / bw)),
+                        );
+                    }
+                    if let Some(peak) = roof.gemm_flop_per_s(cell.threads) {
+                        let tok_per_s = b * r.prompt_tokens as f64 / r.ttft_s;
+                        m.insert(
+                            "prefill_gemm_fraction",
+                            fmt_opt(Some(flops as f64 * tok_per_s / peak)),
+                        );
+                    }
+                }
             }
             m.insert(
                 "peak_rss_bytes",
@@ -553,11 +607,15 @@ impl<'a> AgentRun<'a> {
         match event {
             Event::Hello { sensors, .. } => self.samples.metas = sensors,
             Event::Loaded {
-                model_file_bytes, ..
+                model_file_bytes,
+                weight_bytes_per_step,
+                matmul_flops_per_token,
+                ..
             } => {
                 if model_file_bytes.is_some() {
                     self.model_bytes = model_file_bytes;
                 }
+                self.traffic = weight_bytes_per_step.zip(matmul_flops_per_token);
             }
             Event::Sample { t_s, values } => {
                 let rows: Vec<[String; 6]> = self
@@ -770,7 +828,7 @@ pub fn run_device(
     let remote_dir = if is_local {
         workdir.display().to_string()
     } else {
-        "/data/local/tmp/socbench".to_owned()
+        REMOTE_DIR.to_owned()
     };
     let agent_local = match agent_for_abi(&info.abi) {
         Ok(p) => p,
@@ -784,11 +842,8 @@ pub fn run_device(
         if is_local {
             return Ok((agent_local.display().to_string(), ctx.model.clone()));
         }
-        let agent_remote = format!("{remote_dir}/socbench-agent");
-        let o = dev.push(&agent_local, &agent_remote)?;
-        let chmod = dev.run(&["chmod", "755", &agent_remote], Duration::from_secs(30))?;
-        dev.check("chmod", chmod)?;
-        log(&format!("agent: {o:?}"));
+        let (agent_remote, how) = push_agent(dev, &agent_local)?;
+        log(&format!("agent: {how}"));
         if ctx.model == "synthetic:tiny" {
             return Ok((agent_remote, ctx.model.clone()));
         }
@@ -878,6 +933,45 @@ pub fn run_device(
         })
     });
     outcome.cooldown_baseline_c = cooldown.as_ref().map(|c| c.baseline_c);
+    // The roofs, once per device (after the idle baseline: the probe heats the device, and
+    // the first cell's cool-down gate waits that off).
+    outcome.roofline = match ctx.known_rooflines.get(&serial) {
+        Some(r) => Some(r.clone()),
+        None if ctx.probe => {
+            log("measuring the roofline (triad bandwidth, f32 GEMM)…");
+            match dev.run(&[&agent, "probe"], Duration::from_secs(600)) {
+                Ok(o) if o.status == 0 => serde_json::from_slice::<Value>(&o.stdout)
+                    .ok()
+                    .map(|v| v["roofline"].clone()),
+                Ok(o) => {
+                    log(&format!("probe failed: {}", o.stderr_text().trim()));
+                    None
+                }
+                Err(e) => {
+                    log(&format!("probe failed: {e}"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    run.roofline = outcome
+        .roofline
+        .clone()
+        .and_then(|v| serde_json::from_value::<Roofline>(v).ok());
+    if let Some(r) = &run.roofline {
+        let fmt = |pts: &[socbench_kernels::roofline::RoofPoint], unit: &str| {
+            pts.iter()
+                .map(|p| format!("{}T {:.1} {unit}", p.threads, p.best))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        log(&format!(
+            "roofline: triad {}; GEMM {}",
+            fmt(&r.triad, "GB/s"),
+            fmt(&r.gemm, "GFLOP/s")
+        ));
+    }
 
     // Model variants in plan order; cells shuffled within each.
     let mut variants: Vec<(String, Vec<&PlannedCell>)> = Vec::new();

@@ -40,6 +40,7 @@ struct SweepFile {
     sample_hz: Option<Spanned<f64>>,
     seed: Option<u64>,
     out: Option<String>,
+    probe: Option<bool>,
     cooldown: Option<CooldownFile>,
 }
 
@@ -113,6 +114,13 @@ pub struct Sweep {
     pub out: Option<String>,
     /// Cool-down gate: (delta °C, max wait s), or off.
     pub cooldown: Option<(f64, f64)>,
+    /// Measure each device's roofline (triad bandwidth, GEMM) once, before its cells.
+    #[serde(default = "default_probe")]
+    pub probe: bool,
+}
+
+fn default_probe() -> bool {
+    true
 }
 
 /// Parsers shared by the file and the flags. Each returns what would be valid on error.
@@ -349,6 +357,7 @@ impl Sweep {
             seed: f.seed.unwrap_or(0),
             out: f.out,
             cooldown,
+            probe: f.probe.unwrap_or(true),
         };
         sweep.check_combinations(file)?;
         Ok(sweep)

@@ -7,7 +7,8 @@
 //! - [`quant`] re-quantizes its weights through Burn's quantization;
 //! - [`backend`] picks the Burn backend (NdArray, Flex, wgpu) and the thread pool;
 //! - [`generate`] runs prefill and decode with timings, and teacher-forced scoring;
-//! - [`threads`] observes how many threads actually did the work.
+//! - [`threads`] observes how many threads actually did the work;
+//! - [`roofline`] measures the device's memory bandwidth and GEMM roofs.
 //!
 //! ```
 //! use socbench_kernels::{backend::{BackendKind, Runtime}, generate::*, load::ModelSpec};
@@ -35,6 +36,7 @@ pub mod gguf;
 pub mod load;
 pub mod model;
 pub mod quant;
+pub mod roofline;
 pub mod session;
 pub mod threads;
 pub mod tokenizer;

@@ -213,16 +213,92 @@ fn quantize_asymmetric(proj: &mut Proj, scheme: &QuantScheme, block: usize) {
     proj.block = block;
 }
 
-/// Converts `model`'s matmul weights (and, for `f16`, every parameter) to `level`.
-pub fn apply(model: &mut Llama, level: QuantLevel, backend: BackendKind) {
-    let convert = |proj: &mut Proj, level: QuantLevel| match (level, level.scheme(backend)) {
+/// Bytes one stored weight takes at `level` on `backend`, scales and offsets included: what a
+/// decode step streams per weight. NdArray and Flex keep quantized values one per byte
+/// (Burn's native storage, 4-bit ones too); wgpu packs them into `u32` words. Block levels add
+/// an f32 scale per 32 weights, and q4 an f32 offset per 32 weights as well.
+pub fn stored_bytes_per_weight(level: QuantLevel, backend: BackendKind) -> f64 {
+    let packed = matches!(backend, BackendKind::Wgpu);
+    match level {
+        QuantLevel::F32 => 4.0,
+        QuantLevel::F16 => 2.0,
+        QuantLevel::Q8 => 1.0 + 4.0 / 32.0,
+        QuantLevel::Q8Tensor => 1.0,
+        QuantLevel::Q4 => (if packed { 0.5 } else { 1.0 }) + 8.0 / 32.0,
+        QuantLevel::Q4Tensor => {
+            if packed {
+                0.5
+            } else {
+                1.0
+            }
+        }
+    }
+}
+
+/// The weight traffic of one decode step and the matmul work of one token, for the roofline.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WeightTraffic {
+    /// Bytes of weights a decode step reads at least once: every projection at its stored size
+    /// (the output projection at q8 when the level is q4), the norms, and one embedding row.
+    pub bytes_per_step: u64,
+    /// Matmul floating-point operations per token (2 per projection weight); attention's
+    /// score and value products, which grow with the context, are not counted.
+    pub matmul_flops_per_token: u64,
+}
+
+/// [`WeightTraffic`] of `model` converted to `level` on `backend`.
+pub fn weight_traffic(model: &Llama, level: QuantLevel, backend: BackendKind) -> WeightTraffic {
+    let numel = |p: &Proj| p.weight.val().dims().iter().product::<usize>() as f64;
+    let mut projections = 0.0;
+    let mut d_model = 0;
+    for block in &model.blocks {
+        for p in [
+            &block.attn.q,
+            &block.attn.k,
+            &block.attn.v,
+            &block.attn.o,
+            &block.mlp.gate,
+            &block.mlp.up,
+            &block.mlp.down,
+        ] {
+            projections += numel(p);
+        }
+        d_model = block.attn.q.weight.val().dims()[0];
+    }
+    let output = numel(&model.output);
+    let output_level = if level == QuantLevel::Q4 {
+        QuantLevel::Q8
+    } else {
+        level
+    };
+    // Norm weights (two per block and the final one) and the embedding row stay as loaded.
+    let float = if level == QuantLevel::F16 { 2.0 } else { 4.0 };
+    let small = (2 * model.blocks.len() + 1 + 1) as f64 * d_model as f64 * float;
+    let bytes = projections * stored_bytes_per_weight(level, backend)
+        + output * stored_bytes_per_weight(output_level, backend)
+        + small;
+    WeightTraffic {
+        bytes_per_step: bytes.round() as u64,
+        matmul_flops_per_token: (2.0 * (projections + output)) as u64,
+    }
+}
+
+/// Converts one projection's weight to `level` (f32 weights in; for `f16` only the weight is
+/// cast, the activations are the caller's business).
+pub fn quantize_proj(proj: &mut Proj, level: QuantLevel, backend: BackendKind) {
+    match (level, level.scheme(backend)) {
         (QuantLevel::F16, _) => proj.weight = proj.weight.clone().map(|t| t.cast(DType::F16)),
         (QuantLevel::Q4, Some(scheme)) => quantize_asymmetric(proj, &scheme, 32),
         (_, Some(scheme)) => {
             proj.weight = proj.weight.clone().map(|t| t.quantize_dynamic(&scheme));
         }
         (_, None) => {}
-    };
+    }
+}
+
+/// Converts `model`'s matmul weights (and, for `f16`, every parameter) to `level`.
+pub fn apply(model: &mut Llama, level: QuantLevel, backend: BackendKind) {
+    let convert = |proj: &mut Proj, level: QuantLevel| quantize_proj(proj, level, backend);
     for proj in block_projections(model) {
         convert(proj, level);
     }
@@ -280,6 +356,29 @@ mod tests {
             .zip(&w)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn weight_traffic_counts_every_projection_at_its_stored_size() {
+        let device = BackendKind::Flex.device().unwrap();
+        let loaded = crate::load::ModelSpec::SyntheticTiny.load(&device).unwrap();
+        let c = &loaded.config;
+        let kv = c.d_model / c.n_heads * c.n_kv_heads;
+        let per_block = 2 * c.d_model * c.d_model + 2 * c.d_model * kv + 3 * c.d_model * c.d_ff;
+        let weights = (c.n_layers * per_block + c.d_model * c.vocab_size) as u64;
+        let small = ((2 * c.n_layers + 2) * c.d_model * 4) as u64;
+        let f32 = weight_traffic(&loaded.model, QuantLevel::F32, BackendKind::Flex);
+        assert_eq!(f32.bytes_per_step, 4 * weights + small);
+        assert_eq!(f32.matmul_flops_per_token, 2 * weights);
+        let q8 = weight_traffic(&loaded.model, QuantLevel::Q8, BackendKind::Flex);
+        assert_eq!(q8.bytes_per_step, weights * 9 / 8 + small);
+        // q4 packed on wgpu: half a byte and two f32 per 32 weights, the output at q8.
+        let q4 = weight_traffic(&loaded.model, QuantLevel::Q4, BackendKind::Wgpu);
+        let out = (c.d_model * c.vocab_size) as u64;
+        assert_eq!(
+            q4.bytes_per_step,
+            (weights - out) * 3 / 4 + out * 9 / 8 + small
+        );
     }
 
     #[test]

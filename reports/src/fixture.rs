@@ -8,7 +8,7 @@
 //! fixture always gives the same files.
 
 use crate::schema::{RESULT_COLUMNS, SAMPLE_COLUMNS, csv_field};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -125,6 +125,12 @@ impl Row {
     }
 }
 
+/// The phone's roofs at `threads`: triad bytes/s and GEMM FLOP/s.
+fn roofs(threads: u32) -> (f64, f64) {
+    let t = f64::from(threads);
+    (12e9 * t.powf(0.5), 200e9 * t)
+}
+
 impl Fixture {
     fn measure(&self, row: &mut Row, sensors: bool, t0: f64, throttled: bool) -> f64 {
         let j = 1.0 + self.noise * JITTER[(row.rep as usize) % JITTER.len()];
@@ -155,10 +161,27 @@ impl Fixture {
             ("peak_rss_bytes", format!("{:.0}", rss)),
             ("model_bytes", "98362432".into()),
             (
+                "weight_bytes_per_step",
+                format!("{:.0}", 540_000_000.0 / (q * 2.0)),
+            ),
+            (
                 "cooldown_wait_s",
                 format!("{:.3}", 2.0 + f64::from(row.rep) * 0.5),
             ),
         ];
+        if row.device == PHONE {
+            // Against the phone's roofs in the manifest (see `roofs`).
+            let (bw, gemm) = roofs(row.threads);
+            let bytes = 540_000_000.0 / (q * 2.0);
+            v.push((
+                "decode_bw_fraction",
+                format!("{}", bytes * decode / f64::from(row.batch) / bw),
+            ));
+            v.push((
+                "prefill_gemm_fraction",
+                format!("{}", 2.0 * 135_000_000.0 * prefill / gemm),
+            ));
+        }
         if sensors {
             let power = 1.6 + 0.45 * f64::from(row.threads) * thr;
             let dur = ttft + decode_s;
@@ -314,8 +337,26 @@ impl Fixture {
                 let _ = writeln!(results, "{}", row.line(&self.session));
             }
         }
+        let roofline = |threads: &[u32]| {
+            let pts = |f: &dyn Fn(u32) -> f64| {
+                threads
+                    .iter()
+                    .map(|&t| {
+                        json!({"threads": t, "best": f(t) / 1e9, "median": f(t) / 1e9 * 0.97,
+                                     "work_per_rep": 1e9, "samples_s": [0.2, 0.21, 0.2]})
+                    })
+                    .collect::<Vec<_>>()
+            };
+            json!({"triad": pts(&|t| roofs(t).0), "gemm": pts(&|t| roofs(t).1)})
+        };
         let info = |serial: &str, name: &str, sensors: &str, battery: Option<u64>| {
-            json!({"target": {"kind": "adb", "serial": serial}, "cells": 0, "outcome": null,
+            let outcome = if serial == PHONE {
+                json!({"rows": {}, "stopped": null, "cooldown_baseline_c": 35.0,
+                       "roofline": roofline(&[1, 2, 4])})
+            } else {
+                Value::Null
+            };
+            json!({"target": {"kind": "adb", "serial": serial}, "cells": 0, "outcome": outcome,
                    "info": {"serial": serial, "kind": if serial == "local" {"local"} else {"adb"},
                             "manufacturer": "socbench", "model": name, "soc": "virtual-soc", "abi": "x86_64",
                             "os_release": "Android 14", "cpu_count": 2,

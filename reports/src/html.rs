@@ -7,7 +7,7 @@
 use crate::analysis::{Analysis, CellSummary, DeviceSummary, NOMINAL_BATTERY_V, is_cpu_freq};
 use crate::charts::{self, Point, Series, Timeline, XyChart};
 use crate::escape::xml;
-use crate::schema::{CellKey, Metric, ResultSet, Status};
+use crate::schema::{CellKey, Metric, ResultSet, Status, sig3};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -651,6 +651,77 @@ fn energy_table(page: &mut Page, a: &Analysis) {
     page.body.push_str("</tbody></table>\n<p>Trapezoid-rule integrals of the power samples over each phase: prefill from the repetition's start to its first token, decode from there to its end.</p>\n<h3>Temperature and throttling</h3>\n");
 }
 
+/// The measured roofs per device, and how close each cell came to them.
+fn roofline(page: &mut Page, set: &ResultSet, a: &Analysis) {
+    if set.rooflines.is_empty() {
+        page.na(
+            "Roofline",
+            "no device was probed (`probe = false`, or results from before the probe existed)",
+        );
+    } else {
+        page.body.push_str("<table class=\"roofs\"><thead><tr><th>Device</th><th>Threads</th><th>Triad bandwidth</th><th>f32 GEMM</th></tr></thead><tbody>\n");
+        for (serial, roof) in &set.rooflines {
+            let points = |kind: &str| -> Vec<(u64, f64)> {
+                roof[kind]
+                    .as_array()
+                    .map(|v| {
+                        v.iter()
+                            .filter_map(|p| Some((p["threads"].as_u64()?, p["best"].as_f64()?)))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let (triad, gemm) = (points("triad"), points("gemm"));
+            let mut threads: Vec<u64> = triad.iter().chain(&gemm).map(|p| p.0).collect();
+            threads.sort_unstable();
+            threads.dedup();
+            for t in threads {
+                let find = |pts: &[(u64, f64)], unit: &str| {
+                    pts.iter()
+                        .find(|p| p.0 == t)
+                        .map_or("–".to_owned(), |p| format!("{} {unit}", sig3(p.1)))
+                };
+                let _ = writeln!(
+                    page.body,
+                    "<tr><td>{}</td><td>{t}</td><td>{}</td><td>{}</td></tr>",
+                    xml(serial),
+                    xml(&find(&triad, "GB/s")),
+                    xml(&find(&gemm, "GFLOP/s"))
+                );
+            }
+        }
+        page.body.push_str("</tbody></table>\n<p>Measured on each device by <code>socbench-agent probe</code>: STREAM triad (best of the repetitions, 12 bytes per f32 element) and one independent 256×256 sgemm per thread.</p>\n");
+    }
+    let cells: Vec<&CellSummary> = a
+        .cells
+        .iter()
+        .filter(|c| c.metric(Metric::WeightBytesPerStep).is_some())
+        .collect();
+    if cells.is_empty() {
+        return;
+    }
+    page.body.push_str("<table class=\"roofline\"><thead><tr><th>Device</th><th>Configuration</th><th>Weights/step</th><th>Decode tok/s</th><th>Decode, % of triad</th><th>Prefill tok/s</th><th>Prefill, % of GEMM</th></tr></thead><tbody>\n");
+    for c in cells {
+        let _ = write!(
+            page.body,
+            "<tr><td>{}</td><td><code>{}</code></td>",
+            xml(&c.key.device),
+            xml(&a.label(&c.key))
+        );
+        for m in [
+            Metric::WeightBytesPerStep,
+            Metric::DecodeTokPerS,
+            Metric::DecodeBwFraction,
+            Metric::PrefillTokPerS,
+            Metric::PrefillGemmFraction,
+        ] {
+            page.body.push_str(&metric_cell(c, m));
+        }
+        page.body.push_str("</tr>\n");
+    }
+    page.body.push_str("</tbody></table>\n<p>Decode at batch B streams every weight once per step of B tokens: weight bytes × steps/s over the triad bandwidth at the cell's thread count. Prefill: 2 × weights FLOPs per prompt token over the GEMM rate. Attention and activations are not counted, so these are lower bounds on the traffic and work done; GPU cells are not compared with the CPU's roofs.</p>\n");
+}
+
 fn thermal_table(page: &mut Page, a: &Analysis) {
     energy_table(page, a);
     page.body.push_str("<table class=\"thermal\"><thead><tr><th>Device</th><th>Configuration</th><th>Start temp</th><th>Max temp</th><th>Cool-down wait</th><th>Throttled reps</th><th>Time to throttle</th><th>Sustained / peak</th><th>Charging</th></tr></thead><tbody>\n");
@@ -885,7 +956,7 @@ pub fn render(set: &ResultSet, a: &Analysis) -> String {
             String::new()
         }
     );
-    page.body.push_str("<nav><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#timelines\">Timelines</a> · <a href=\"#thermal\">Thermal</a> · <a href=\"#sessions\">Sessions</a> · <a href=\"#failures\">Failures</a> · <a href=\"#provenance\">Provenance</a></nav>\n");
+    page.body.push_str("<nav><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#timelines\">Timelines</a> · <a href=\"#roofline\">Roofline</a> · <a href=\"#thermal\">Thermal</a> · <a href=\"#sessions\">Sessions</a> · <a href=\"#failures\">Failures</a> · <a href=\"#provenance\">Provenance</a></nav>\n");
     page.body.push_str("<h2 id=\"summary\">Summary</h2>\n<p>Medians over the successful repetitions of each cell; below each, its 95 % bootstrap confidence interval. Outliers (modified Z-score above 3.5) are counted, never dropped.</p>\n");
     summary_tables(&mut page, a);
     page.body.push_str("<h2 id=\"charts\">Charts</h2>\n");
@@ -895,6 +966,8 @@ pub fn render(set: &ResultSet, a: &Analysis) -> String {
     for d in &a.devices {
         timelines(&mut page, set, d);
     }
+    page.body.push_str("<h2 id=\"roofline\">Roofline</h2>\n");
+    roofline(&mut page, set, a);
     page.body
         .push_str("<h2 id=\"thermal\">Energy and thermal behaviour</h2>\n");
     thermal_table(&mut page, a);

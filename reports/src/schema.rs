@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Columns of `results.csv`, in the order `socbench run` writes them.
-pub const RESULT_COLUMNS: [&str; 33] = [
+pub const RESULT_COLUMNS: [&str; 36] = [
     "run_id",
     "session",
     "model",
@@ -38,6 +38,9 @@ pub const RESULT_COLUMNS: [&str; 33] = [
     "decode_ms_per_token",
     "peak_rss_bytes",
     "model_bytes",
+    "weight_bytes_per_step",
+    "decode_bw_fraction",
+    "prefill_gemm_fraction",
     "avg_power_w",
     "energy_j",
     "energy_per_token_j",
@@ -211,6 +214,14 @@ pub enum Metric {
     MaxTempC,
     /// Time spent in the cool-down gate before the cell, seconds.
     CooldownWaitS,
+    /// Bytes of weights one decode step streams at the cell's quantization and backend.
+    WeightBytesPerStep,
+    /// Decode's weight traffic (`weight bytes per step × steps/s`) over the device's measured
+    /// triad bandwidth at the cell's thread count (CPU backends).
+    DecodeBwFraction,
+    /// Prefill's matmul rate (`2 × weights × prompt tok/s`) over the device's measured f32 GEMM
+    /// rate at the cell's thread count (CPU backends).
+    PrefillGemmFraction,
     /// Share of the battery a 30-minute session at this average power would use, percent
     /// (derived from `avg_power_w` and the device's design capacity; not a column).
     Battery30MinPct,
@@ -218,13 +229,16 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 15] = [
+    pub const ALL: [Metric; 18] = [
         Metric::ModelBytes,
         Metric::PeakRssBytes,
         Metric::TtftS,
         Metric::DecodeMsPerToken,
         Metric::DecodeTokPerS,
         Metric::PrefillTokPerS,
+        Metric::WeightBytesPerStep,
+        Metric::DecodeBwFraction,
+        Metric::PrefillGemmFraction,
         Metric::AvgPowerW,
         Metric::EnergyJ,
         Metric::EnergyPerTokenJ,
@@ -253,6 +267,9 @@ impl Metric {
             Metric::StartTempC => "start_temp_c",
             Metric::MaxTempC => "max_temp_c",
             Metric::CooldownWaitS => "cooldown_wait_s",
+            Metric::WeightBytesPerStep => "weight_bytes_per_step",
+            Metric::DecodeBwFraction => "decode_bw_fraction",
+            Metric::PrefillGemmFraction => "prefill_gemm_fraction",
             Metric::Battery30MinPct => "battery_30min_pct",
         }
     }
@@ -274,6 +291,9 @@ impl Metric {
             Metric::StartTempC => "Start temp",
             Metric::MaxTempC => "Max temp",
             Metric::CooldownWaitS => "Cool-down wait",
+            Metric::WeightBytesPerStep => "Weights/step",
+            Metric::DecodeBwFraction => "Decode, % of triad",
+            Metric::PrefillGemmFraction => "Prefill, % of GEMM",
             Metric::Battery30MinPct => "Battery, 30 min",
         }
     }
@@ -281,11 +301,15 @@ impl Metric {
     /// Whether a larger value is better (`None`: neither, e.g. a temperature at the start).
     pub fn higher_is_better(self) -> Option<bool> {
         match self {
-            Metric::PrefillTokPerS | Metric::DecodeTokPerS => Some(true),
+            Metric::PrefillTokPerS
+            | Metric::DecodeTokPerS
+            | Metric::DecodeBwFraction
+            | Metric::PrefillGemmFraction => Some(true),
             Metric::TtftS
             | Metric::DecodeMsPerToken
             | Metric::PeakRssBytes
             | Metric::ModelBytes
+            | Metric::WeightBytesPerStep
             | Metric::AvgPowerW
             | Metric::EnergyJ
             | Metric::PrefillEnergyJ
@@ -337,7 +361,7 @@ impl Metric {
             }
             Metric::PrefillTokPerS | Metric::DecodeTokPerS => sig3(v),
             Metric::DecodeMsPerToken => format!("{} ms", sig3(v)),
-            Metric::PeakRssBytes | Metric::ModelBytes => {
+            Metric::PeakRssBytes | Metric::ModelBytes | Metric::WeightBytesPerStep => {
                 format!("{} MiB", sig3(v / (1024.0 * 1024.0)))
             }
             Metric::AvgPowerW => format!("{} W", sig3(v)),
@@ -353,6 +377,9 @@ impl Metric {
             }
             Metric::StartTempC | Metric::MaxTempC => format!("{v:.1} °C"),
             Metric::Battery30MinPct => format!("{} %", sig3(v)),
+            Metric::DecodeBwFraction | Metric::PrefillGemmFraction => {
+                format!("{} %", sig3(v * 100.0))
+            }
         }
     }
 }
@@ -511,6 +538,9 @@ pub struct ResultSet {
     pub agent_runs: Vec<AgentRun>,
     /// Device infos from the manifests, by serial.
     pub devices: BTreeMap<String, Value>,
+    /// Measured roofs (`socbench probe`'s `roofline`: `triad`/`gemm` points with `threads`
+    /// and `best`) from the manifests, by serial.
+    pub rooflines: BTreeMap<String, Value>,
     /// Problems that did not stop the reading (a torn last line, an unreadable event).
     pub warnings: Vec<String>,
 }
@@ -565,6 +595,10 @@ impl ResultSet {
             for d in devs {
                 if let Some(serial) = d["info"]["serial"].as_str() {
                     self.devices.insert(serial.to_owned(), d["info"].clone());
+                    let roof = &d["outcome"]["roofline"];
+                    if roof.is_object() {
+                        self.rooflines.insert(serial.to_owned(), roof.clone());
+                    }
                 }
             }
         }

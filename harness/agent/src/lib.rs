@@ -110,6 +110,16 @@ pub fn main() -> ExitCode {
             println!("{out}");
             ExitCode::SUCCESS
         }
+        Some("probe") => match probe(&args[1..]) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("socbench-agent probe: {e}");
+                ExitCode::from(2)
+            }
+        },
         Some("info") => {
             println!("{}", build_info());
             ExitCode::SUCCESS
@@ -121,11 +131,48 @@ pub fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: socbench-agent run PLAN.json | socbench-agent sensors | socbench-agent info | \
-                 socbench-agent --version"
+                 socbench-agent probe [--threads 1,2,4] [--quick] | socbench-agent --version"
             );
             ExitCode::from(2)
         }
     }
+}
+
+/// `probe [--threads LIST] [--quick]`: the device's triad bandwidth and GEMM roofs as JSON.
+fn probe(args: &[String]) -> Result<String, String> {
+    use socbench_kernels::roofline::{ProbeOptions, default_thread_counts, probe};
+    // Each GEMM runs on its caller's thread: the probe's threads are the parallelism.
+    socbench_kernels::backend::set_matmul_threads(1);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut threads = default_thread_counts(cpus);
+    let mut opts = ProbeOptions::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => opts = ProbeOptions::quick(),
+            "--threads" => {
+                let list = it.next().ok_or("--threads needs a list, e.g. 1,2,4")?;
+                threads = list
+                    .split(',')
+                    .map(|t| t.trim().parse::<usize>().ok().filter(|&n| n > 0))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        format!("--threads {list:?}: expected positive integers, e.g. 1,2,4")
+                    })?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (valid: --threads LIST, --quick)"
+                ));
+            }
+        }
+    }
+    let r = probe(&threads, &opts);
+    serde_json::to_string(&serde_json::json!({
+        "cpus": cpus,
+        "roofline": r,
+    }))
+    .map_err(|e| e.to_string())
 }
 
 /// What this build of the agent is and can run: the runner skips cells whose backend is not in
@@ -246,11 +293,15 @@ fn run_plan(path: &Path) -> Result<(), String> {
             return Ok(());
         }
     };
+    let traffic =
+        socbench_kernels::quant::weight_traffic(&session.loaded.model, plan.quant, plan.backend);
     emitter.emit(&Event::Loaded {
         t_s: t(),
         load_s: session.load_s,
         model_file_bytes: plan.model_file_bytes(),
         rss_bytes: own_memory("VmRSS:"),
+        weight_bytes_per_step: Some(traffic.bytes_per_step),
+        matmul_flops_per_token: Some(traffic.matmul_flops_per_token),
     });
     let stop_requested = || {
         plan.stop_file

@@ -139,6 +139,12 @@ pub enum Event {
         model_file_bytes: Option<u64>,
         /// Resident memory after loading.
         rss_bytes: Option<u64>,
+        /// Bytes of weights one decode step streams (see `socbench_kernels::quant`).
+        #[serde(default)]
+        weight_bytes_per_step: Option<u64>,
+        /// Matmul FLOPs per token.
+        #[serde(default)]
+        matmul_flops_per_token: Option<u64>,
     },
     /// A sensor sample.
     Sample {

@@ -91,6 +91,9 @@ fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
     if a.no_cooldown {
         sweep.cooldown = None;
     }
+    if a.no_probe {
+        sweep.probe = false;
+    }
     if let Some(m) = &a.model {
         sweep.model = Some(m.clone());
     }
@@ -101,7 +104,10 @@ fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
 }
 
 /// Resolves `local`, `all` and serials to targets.
-fn resolve_targets(names: &[String], servers: &[std::net::SocketAddrV4]) -> Result<Vec<Target>> {
+pub(crate) fn resolve_targets(
+    names: &[String],
+    servers: &[std::net::SocketAddrV4],
+) -> Result<Vec<Target>> {
     let mut found: Vec<(String, String, String)> = Vec::new(); // serial, state, server
     let mut asked = false;
     let mut ask = |found: &mut Vec<(String, String, String)>| {
@@ -302,6 +308,20 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         .and_then(|m| m["sessions"].as_array().cloned())
         .unwrap_or_default();
     let done = store::done_runs(&out_dir)?;
+    // Roofs measured by an earlier session here: a device is probed once per directory.
+    let known_rooflines: std::collections::HashMap<String, Value> =
+        std::fs::read_to_string(out_dir.join("manifest.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|m| m["devices"].as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|d| {
+                let serial = d["info"]["serial"].as_str()?.to_owned();
+                let roof = d["outcome"]["roofline"].clone();
+                roof.is_object().then_some((serial, roof))
+            })
+            .collect();
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = Arc::clone(&interrupted);
@@ -364,6 +384,8 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         device_wait: Duration::from_secs_f64(a.device_wait),
         interrupted: Arc::clone(&interrupted),
         progress: crate::progress::Progress::new(),
+        probe: sweep.probe,
+        known_rooflines,
     };
     let outcomes: Vec<Option<runner::DeviceOutcome>> = std::thread::scope(|s| {
         let handles: Vec<_> = planned

@@ -13,7 +13,7 @@ pub(crate) struct StepPositions {
 }
 
 /// Keys and values of one attention layer for the positions still in the window.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct LayerCache {
     /// `[batch, kv_heads, kept, head_dim]`, or `None` before the first step.
     kv: Option<(Tensor<4>, Tensor<4>)>,
@@ -62,7 +62,9 @@ impl LayerCache {
 }
 
 /// The whole model's cache: the keys and values of every block, and the next absolute position.
-#[derive(Debug)]
+/// Cloning shares the tensors' data (Burn tensors are reference-counted); a later step appends
+/// to the clone without touching the original.
+#[derive(Debug, Clone)]
 pub struct KvCache {
     pub(crate) layers: Vec<LayerCache>,
     /// Absolute position of the next token.
