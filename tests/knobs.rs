@@ -188,3 +188,28 @@ fn q4_stays_within_three_percent_of_f32() {
         rel * 100.0
     );
 }
+
+#[test]
+fn score_text_gives_the_quality_texts_perplexity_beside_f32() {
+    let v = json(&[
+        "score",
+        "--text",
+        "--model",
+        "synthetic:tiny",
+        "--backend",
+        "flex",
+        "--quant",
+        "q8",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(v["quant"], "q8");
+    let p = v["perplexity"]["perplexity"].as_f64().unwrap();
+    let base = v["f32_perplexity"]["perplexity"].as_f64().unwrap();
+    // The built-in text is several hundred tokens in 128-token chunks.
+    assert!(v["perplexity"]["tokens"].as_u64().unwrap() > 300, "{v}");
+    assert_eq!(v["perplexity"]["chunk"], 128);
+    assert_ne!(p, base, "q8 must change something");
+    let rel = v["relative_to_f32"].as_f64().unwrap();
+    assert!((rel - (p / base - 1.0)).abs() < 1e-12, "{v}");
+}

@@ -379,3 +379,58 @@ fn sigint_exits_130_and_leaves_a_resumable_directory() {
     assert_eq!(rows.len(), 6);
     assert!(rows.values().all(|s| s == &["ok"]), "{rows:?}");
 }
+
+#[test]
+fn quality_scores_each_variant_and_the_report_sets_it_beside_speed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("res");
+    let run = socbench()
+        .args([
+            "run",
+            "--model",
+            "synthetic:tiny",
+            "--device",
+            "local",
+            "--quant",
+            "f32,q8",
+            "--threads",
+            "1",
+            "--repetitions",
+            "2",
+            "--no-probe",
+            "--quality",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let set = socbench_reports::ResultSet::load(&[&out]).unwrap();
+    use socbench_reports::schema::Metric;
+    let ppl = |quant: &str| -> Vec<f64> {
+        set.records
+            .iter()
+            .filter(|r| r.key.quant == quant)
+            .map(|r| r.get(Metric::Perplexity).unwrap())
+            .collect()
+    };
+    let (f, q) = (ppl("f32"), ppl("q8"));
+    assert_eq!((f.len(), q.len()), (2, 2));
+    // Once per variant: every repetition of a variant carries the same figure.
+    assert_eq!(f[0], f[1]);
+    assert_eq!(q[0], q[1]);
+    // q8 changes the weights, so the figure moves, but not far.
+    assert_ne!(f[0], q[0]);
+    assert!((q[0] / f[0] - 1.0).abs() < 0.05, "{f:?} {q:?}");
+    // Without the probe there is no roofline, and the report says so.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("<table class=\"quality\">"),
+        "no quality table"
+    );
+    assert!(html.contains("no device was probed"));
+}

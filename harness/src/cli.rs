@@ -195,7 +195,7 @@ impl std::fmt::Display for KvWindow {
 }
 
 /// The knobs every model command shares.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
     /// GGUF model file, or `synthetic:tiny`. Default: the model `socbench fetch-model` fetched.
     #[arg(long)]
@@ -253,15 +253,19 @@ pub struct ScoreArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The prompt the continuation follows.
-    #[arg(long)]
-    pub prompt: String,
+    #[arg(long, required_unless_present = "text")]
+    pub prompt: Option<String>,
     /// The continuation, as text.
     #[arg(
         long,
         conflicts_with = "continuation_ids",
-        required_unless_present = "continuation_ids"
+        required_unless_present_any = ["continuation_ids", "text"]
     )]
     pub continuation: Option<String>,
+    /// Instead: the perplexity of the built-in quality text (≈750 tokens, 128-token chunks),
+    /// and, for a quantized level, of f32 on the same backend beside it.
+    #[arg(long, conflicts_with_all = ["prompt", "continuation", "continuation_ids"])]
+    pub text: bool,
     /// The continuation, as token ids separated by spaces or commas.
     #[arg(long)]
     pub continuation_ids: Option<String>,
@@ -340,6 +344,9 @@ pub struct RunArgs {
     /// Skip the roofline probe (triad bandwidth and GEMM) before each device's cells.
     #[arg(long = "no-probe")]
     pub no_probe: bool,
+    /// Score the built-in quality text's perplexity once per model variant (`quality = true`).
+    #[arg(long)]
+    pub quality: bool,
     /// Output directory (default: `socbench-results/<UTC time>`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,

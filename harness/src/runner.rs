@@ -334,6 +334,8 @@ struct AgentRun<'a> {
     traffic: Option<(u64, u64)>,
     /// The device's measured roofs.
     roofline: Option<Roofline>,
+    /// Perplexity of the quality text for the loaded variant.
+    perplexity: Option<f64>,
     ctx: HashMap<String, CellCtx>,
     pending: Vec<RepResult>,
     /// Cells that ended (CellEnd or CellFailed) in this run.
@@ -369,6 +371,7 @@ impl<'a> AgentRun<'a> {
             model_bytes: None,
             traffic: None,
             roofline: None,
+            perplexity: None,
             ctx: HashMap::new(),
             pending: Vec::new(),
             finished: HashSet::new(),
@@ -444,6 +447,7 @@ impl<'a> AgentRun<'a> {
                 m.insert("decode_tok_per_s", fmt_opt(Some(b * n / total)));
                 m.insert("decode_ms_per_token", fmt_opt(Some(total / n * 1e3)));
             }
+            m.insert("perplexity", fmt_opt(self.perplexity));
             if let Some((bytes, flops)) = self.traffic {
                 m.insert("weight_bytes_per_step", bytes.to_string());
                 // The roofs are the CPU's: a GPU cell's figures would compare unlike things.
@@ -616,7 +620,9 @@ impl<'a> AgentRun<'a> {
                     self.model_bytes = model_file_bytes;
                 }
                 self.traffic = weight_bytes_per_step.zip(matmul_flops_per_token);
+                self.perplexity = None;
             }
+            Event::Quality { perplexity, .. } => self.perplexity = Some(perplexity),
             Event::Sample { t_s, values } => {
                 let rows: Vec<[String; 6]> = self
                     .samples
@@ -1016,6 +1022,7 @@ pub fn run_device(
                 cooldown: cooldown.clone(),
                 events_file: Some(format!("{remote_dir}/events-{agent_run}.jsonl")),
                 stop_file: Some(format!("{remote_dir}/STOP")),
+                quality: sweep.quality,
                 cells: vcells
                     .iter()
                     .map(|c| {

@@ -41,6 +41,7 @@ struct SweepFile {
     seed: Option<u64>,
     out: Option<String>,
     probe: Option<bool>,
+    quality: Option<bool>,
     cooldown: Option<CooldownFile>,
 }
 
@@ -117,6 +118,9 @@ pub struct Sweep {
     /// Measure each device's roofline (triad bandwidth, GEMM) once, before its cells.
     #[serde(default = "default_probe")]
     pub probe: bool,
+    /// Score the built-in quality text's perplexity once per model variant.
+    #[serde(default)]
+    pub quality: bool,
 }
 
 fn default_probe() -> bool {
@@ -358,6 +362,7 @@ impl Sweep {
             out: f.out,
             cooldown,
             probe: f.probe.unwrap_or(true),
+            quality: f.quality.unwrap_or(false),
         };
         sweep.check_combinations(file)?;
         Ok(sweep)

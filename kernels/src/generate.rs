@@ -295,9 +295,78 @@ pub fn score(
     })
 }
 
+/// The fixed English text (self-written, about 3 KB) whose perplexity measures what a
+/// quantization level costs: `socbench score --text`, and sweeps with `quality = true`.
+pub const QUALITY_TEXT: &str = include_str!("../data/quality-text.txt");
+
+/// Tokens per independent chunk of [`perplexity`].
+pub const QUALITY_CHUNK: usize = 128;
+
+/// Perplexity of a token sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Perplexity {
+    /// `exp(nll / tokens)`.
+    pub perplexity: f64,
+    /// Total negative log-likelihood (nats).
+    pub nll: f64,
+    /// Tokens scored (every chunk's first token is context only).
+    pub tokens: usize,
+    /// Chunk length.
+    pub chunk: usize,
+}
+
+/// Perplexity of `ids` under teacher forcing, in independent chunks of `chunk` tokens (each
+/// starts with an empty cache; a last chunk shorter than two tokens is dropped).
+pub fn perplexity(
+    rt: &Runtime,
+    model: &Llama,
+    ids: &[u32],
+    chunk: usize,
+) -> Result<Perplexity, KernelError> {
+    let chunk = chunk.max(2);
+    let (mut nll, mut tokens) = (0.0, 0);
+    for c in ids.chunks(chunk).filter(|c| c.len() >= 2) {
+        let s = score(rt, model, &c[..1], &c[1..], None)?;
+        nll += s.nll;
+        tokens += c.len() - 1;
+    }
+    if tokens == 0 {
+        return Err(KernelError::Invalid(
+            "perplexity needs at least two tokens".into(),
+        ));
+    }
+    Ok(Perplexity {
+        perplexity: (nll / tokens as f64).exp(),
+        nll,
+        tokens,
+        chunk,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn perplexity_of_the_quality_text_is_finite_and_chunked() {
+        let rt = Runtime::new(crate::backend::BackendKind::Flex, 1).unwrap();
+        let loaded = rt
+            .run(|d| crate::load::ModelSpec::SyntheticTiny.load(d))
+            .unwrap();
+        let ids = loaded.tokenizer.encode(QUALITY_TEXT).unwrap();
+        let p = perplexity(&rt, &loaded.model, &ids, 64).unwrap();
+        let chunks = ids.len().div_ceil(64);
+        let last = ids.len() - (chunks - 1) * 64;
+        let expect = ids.len() - chunks + usize::from(last < 2);
+        assert_eq!(p.tokens, expect);
+        assert!(p.perplexity.is_finite() && p.perplexity > 1.0, "{p:?}");
+        // A random model is near-uniform over its vocabulary: far from a trained one.
+        assert!(
+            p.perplexity > 0.2 * loaded.config.vocab_size as f64,
+            "{p:?}"
+        );
+        assert!(perplexity(&rt, &loaded.model, &ids[..1], 64).is_err());
+    }
 
     #[test]
     fn argmax_prefers_the_first_of_ties() {

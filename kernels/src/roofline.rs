@@ -116,9 +116,10 @@ fn point(threads: usize, work_per_rep: f64, samples_s: Vec<f64>) -> RoofPoint {
 }
 
 /// Runs `work(thread index, iterations)` on `threads` threads at once, `reps` times, and
-/// returns the wall time of each repetition (all threads start together and the repetition
-/// ends when the last one finishes). `setup` builds each thread's private state on that
-/// thread, so its memory is first touched where it is used.
+/// returns the time of each repetition: all threads leave a barrier together, each times its
+/// own work, and the repetition lasts as long as the slowest (timing on the workers, not on a
+/// coordinator that may be scheduled late). `setup` builds each thread's private state on
+/// that thread, so its memory is first touched where it is used.
 fn timed<S>(
     threads: usize,
     reps: usize,
@@ -126,29 +127,37 @@ fn timed<S>(
     setup: impl Fn(usize) -> S + Sync,
     work: impl Fn(&mut S, usize) + Sync,
 ) -> Vec<f64> {
-    let start = Barrier::new(threads + 1);
-    let end = Barrier::new(threads + 1);
-    let mut times = Vec::with_capacity(reps);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let (start, end, setup, work) = (&start, &end, &setup, &work);
-            s.spawn(move || {
-                let mut state = setup(t);
-                for _ in 0..reps {
-                    start.wait();
-                    work(&mut state, iterations);
-                    end.wait();
-                }
-            });
-        }
-        for _ in 0..reps {
-            start.wait();
-            let t0 = Instant::now();
-            end.wait();
-            times.push(t0.elapsed().as_secs_f64());
-        }
+    let start = Barrier::new(threads);
+    let per_thread: Vec<Vec<f64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (start, setup, work) = (&start, &setup, &work);
+                s.spawn(move || {
+                    let mut state = setup(t);
+                    (0..reps)
+                        .map(|_| {
+                            start.wait();
+                            let t0 = Instant::now();
+                            work(&mut state, iterations);
+                            t0.elapsed().as_secs_f64()
+                        })
+                        .collect::<Vec<f64>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
     });
-    times
+    (0..reps)
+        .map(|r| {
+            per_thread
+                .iter()
+                .filter_map(|v| v.get(r).copied())
+                .fold(0.0, f64::max)
+        })
+        .collect()
 }
 
 /// Iterations that make one repetition last about `target`, from one calibration run.

@@ -296,10 +296,7 @@ fn sweep_charts(page: &mut Page, a: &Analysis) {
             ),
         }
     }
-    page.na(
-        "Quality vs speed",
-        "not drawn: these results hold no perplexity measurements",
-    );
+    quality_vs_speed(page, a);
     // Device vs device: configurations measured on two or more devices.
     let mut by_config: BTreeMap<CellKey, Vec<&CellSummary>> = BTreeMap::new();
     for c in a
@@ -617,13 +614,24 @@ fn summary_tables(page: &mut Page, a: &Analysis) {
     }
 }
 
+/// The cells with a median for `m`.
+fn cells_with(a: &Analysis, m: Metric) -> Vec<&CellSummary> {
+    a.cells.iter().filter(|c| c.metric(m).is_some()).collect()
+}
+
+/// Opens a table row with the cell's device and configuration.
+fn row_start(page: &mut Page, a: &Analysis, c: &CellSummary) {
+    let _ = write!(
+        page.body,
+        "<tr><td>{}</td><td><code>{}</code></td>",
+        xml(&c.key.device),
+        xml(&a.label(&c.key))
+    );
+}
+
 /// Energy by phase, for cells where a power sensor was read.
 fn energy_table(page: &mut Page, a: &Analysis) {
-    let cells: Vec<&CellSummary> = a
-        .cells
-        .iter()
-        .filter(|c| c.metric(Metric::EnergyJ).is_some())
-        .collect();
+    let cells = cells_with(a, Metric::EnergyJ);
     page.body.push_str("<h3>Energy by phase</h3>\n");
     if cells.is_empty() {
         page.na("Energy by phase", "no device had a power sensor");
@@ -631,12 +639,7 @@ fn energy_table(page: &mut Page, a: &Analysis) {
     }
     page.body.push_str("<table class=\"energy\"><thead><tr><th>Device</th><th>Configuration</th><th>Prefill energy</th><th>Decode energy</th><th>Total</th><th>Energy/token</th><th>Avg power</th><th>Source</th></tr></thead><tbody>\n");
     for c in cells {
-        let _ = write!(
-            page.body,
-            "<tr><td>{}</td><td><code>{}</code></td>",
-            xml(&c.key.device),
-            xml(&a.label(&c.key))
-        );
+        row_start(page, a, c);
         for m in [
             Metric::PrefillEnergyJ,
             Metric::DecodeEnergyJ,
@@ -649,6 +652,51 @@ fn energy_table(page: &mut Page, a: &Analysis) {
         let _ = writeln!(page.body, "<td>{}</td></tr>", xml(&c.power_source));
     }
     page.body.push_str("</tbody></table>\n<p>Trapezoid-rule integrals of the power samples over each phase: prefill from the repetition's start to its first token, decode from there to its end.</p>\n<h3>Temperature and throttling</h3>\n");
+}
+
+/// Perplexity of the quality text beside decode speed, per quantization level, relative to f32
+/// on the same device and backend.
+fn quality_vs_speed(page: &mut Page, a: &Analysis) {
+    let scored = cells_with(a, Metric::Perplexity);
+    page.body.push_str("<h3>Quality vs speed</h3>\n");
+    if scored.is_empty() {
+        page.na(
+            "Quality vs speed",
+            "no perplexity measurements (run the sweep with `quality = true` or `--quality`)",
+        );
+        return;
+    }
+    page.body.push_str("<table class=\"quality\"><thead><tr><th>Device</th><th>Configuration</th><th>Perplexity</th><th>vs f32</th><th>Decode tok/s</th><th>Weights/step</th></tr></thead><tbody>\n");
+    for c in &scored {
+        let ppl = c.metric(Metric::Perplexity).map_or(f64::NAN, |s| s.median);
+        // The f32 cell of the same device, model and backend (any other axes).
+        let base = scored
+            .iter()
+            .find(|b| {
+                b.key.quant == "f32"
+                    && b.key.device == c.key.device
+                    && b.key.model == c.key.model
+                    && b.key.backend == c.key.backend
+            })
+            .and_then(|b| b.metric(Metric::Perplexity))
+            .map(|s| s.median);
+        let rel = base.map_or("–".to_owned(), |b| {
+            format!("{:+.2} %", (ppl / b - 1.0) * 100.0)
+        });
+        let _ = write!(
+            page.body,
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td>",
+            xml(&c.key.device),
+            xml(&a.label(&c.key)),
+            xml(&Metric::Perplexity.format(ppl)),
+            xml(&rel)
+        );
+        page.body.push_str(&metric_cell(c, Metric::DecodeTokPerS));
+        page.body
+            .push_str(&metric_cell(c, Metric::WeightBytesPerStep));
+        page.body.push_str("</tr>\n");
+    }
+    page.body.push_str("</tbody></table>\n<p>Perplexity of the built-in English text (about 750 tokens, in independent chunks of 128), measured once per model variant on the device.</p>\n");
 }
 
 /// The measured roofs per device, and how close each cell came to them.
@@ -692,22 +740,13 @@ fn roofline(page: &mut Page, set: &ResultSet, a: &Analysis) {
         }
         page.body.push_str("</tbody></table>\n<p>Measured on each device by <code>socbench-agent probe</code>: STREAM triad (best of the repetitions, 12 bytes per f32 element) and one independent 256×256 sgemm per thread.</p>\n");
     }
-    let cells: Vec<&CellSummary> = a
-        .cells
-        .iter()
-        .filter(|c| c.metric(Metric::WeightBytesPerStep).is_some())
-        .collect();
+    let cells = cells_with(a, Metric::WeightBytesPerStep);
     if cells.is_empty() {
         return;
     }
     page.body.push_str("<table class=\"roofline\"><thead><tr><th>Device</th><th>Configuration</th><th>Weights/step</th><th>Decode tok/s</th><th>Decode, % of triad</th><th>Prefill tok/s</th><th>Prefill, % of GEMM</th></tr></thead><tbody>\n");
     for c in cells {
-        let _ = write!(
-            page.body,
-            "<tr><td>{}</td><td><code>{}</code></td>",
-            xml(&c.key.device),
-            xml(&a.label(&c.key))
-        );
+        row_start(page, a, c);
         for m in [
             Metric::WeightBytesPerStep,
             Metric::DecodeTokPerS,

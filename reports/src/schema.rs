@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Columns of `results.csv`, in the order `socbench run` writes them.
-pub const RESULT_COLUMNS: [&str; 36] = [
+pub const RESULT_COLUMNS: [&str; 37] = [
     "run_id",
     "session",
     "model",
@@ -41,6 +41,7 @@ pub const RESULT_COLUMNS: [&str; 36] = [
     "weight_bytes_per_step",
     "decode_bw_fraction",
     "prefill_gemm_fraction",
+    "perplexity",
     "avg_power_w",
     "energy_j",
     "energy_per_token_j",
@@ -222,6 +223,8 @@ pub enum Metric {
     /// Prefill's matmul rate (`2 × weights × prompt tok/s`) over the device's measured f32 GEMM
     /// rate at the cell's thread count (CPU backends).
     PrefillGemmFraction,
+    /// Perplexity of the built-in quality text at the cell's backend and quantization.
+    Perplexity,
     /// Share of the battery a 30-minute session at this average power would use, percent
     /// (derived from `avg_power_w` and the device's design capacity; not a column).
     Battery30MinPct,
@@ -229,7 +232,7 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 18] = [
+    pub const ALL: [Metric; 19] = [
         Metric::ModelBytes,
         Metric::PeakRssBytes,
         Metric::TtftS,
@@ -239,6 +242,7 @@ impl Metric {
         Metric::WeightBytesPerStep,
         Metric::DecodeBwFraction,
         Metric::PrefillGemmFraction,
+        Metric::Perplexity,
         Metric::AvgPowerW,
         Metric::EnergyJ,
         Metric::EnergyPerTokenJ,
@@ -270,6 +274,7 @@ impl Metric {
             Metric::WeightBytesPerStep => "weight_bytes_per_step",
             Metric::DecodeBwFraction => "decode_bw_fraction",
             Metric::PrefillGemmFraction => "prefill_gemm_fraction",
+            Metric::Perplexity => "perplexity",
             Metric::Battery30MinPct => "battery_30min_pct",
         }
     }
@@ -294,6 +299,7 @@ impl Metric {
             Metric::WeightBytesPerStep => "Weights/step",
             Metric::DecodeBwFraction => "Decode, % of triad",
             Metric::PrefillGemmFraction => "Prefill, % of GEMM",
+            Metric::Perplexity => "Perplexity",
             Metric::Battery30MinPct => "Battery, 30 min",
         }
     }
@@ -310,6 +316,7 @@ impl Metric {
             | Metric::PeakRssBytes
             | Metric::ModelBytes
             | Metric::WeightBytesPerStep
+            | Metric::Perplexity
             | Metric::AvgPowerW
             | Metric::EnergyJ
             | Metric::PrefillEnergyJ
@@ -377,6 +384,7 @@ impl Metric {
             }
             Metric::StartTempC | Metric::MaxTempC => format!("{v:.1} °C"),
             Metric::Battery30MinPct => format!("{} %", sig3(v)),
+            Metric::Perplexity => format!("{v:.4}"),
             Metric::DecodeBwFraction | Metric::PrefillGemmFraction => {
                 format!("{} %", sig3(v * 100.0))
             }

@@ -303,6 +303,31 @@ fn run_plan(path: &Path) -> Result<(), String> {
         weight_bytes_per_step: Some(traffic.bytes_per_step),
         matmul_flops_per_token: Some(traffic.matmul_flops_per_token),
     });
+    if plan.quality {
+        let scored = session
+            .loaded
+            .tokenizer
+            .encode(socbench_kernels::generate::QUALITY_TEXT)
+            .map_err(|e| e.to_string())
+            .and_then(|ids| {
+                socbench_kernels::generate::perplexity(
+                    &session.rt,
+                    &session.loaded.model,
+                    &ids,
+                    socbench_kernels::generate::QUALITY_CHUNK,
+                )
+                .map_err(|e| e.to_string())
+            });
+        match scored {
+            Ok(p) => emitter.emit(&Event::Quality {
+                t_s: t(),
+                perplexity: p.perplexity,
+                tokens: p.tokens,
+            }),
+            // Speed is still worth measuring; the rows just carry no perplexity.
+            Err(e) => eprintln!("socbench-agent: quality text not scored: {e}"),
+        }
+    }
     let stop_requested = || {
         plan.stop_file
             .as_ref()

@@ -62,6 +62,9 @@ pub struct Plan {
     /// (the host's Ctrl-C).
     #[serde(default)]
     pub stop_file: Option<String>,
+    /// Measure the perplexity of the built-in quality text once the model is loaded.
+    #[serde(default)]
+    pub quality: bool,
     /// The cells, in the order to run them.
     pub cells: Vec<Cell>,
 }
@@ -183,6 +186,15 @@ pub enum Event {
         cell: String,
         /// Hottest thermal zone at the end (°C).
         end_temp_c: Option<f64>,
+    },
+    /// Perplexity of the built-in quality text for this model variant.
+    Quality {
+        /// Time (s).
+        t_s: f64,
+        /// `exp(mean NLL)`.
+        perplexity: f64,
+        /// Tokens scored.
+        tokens: usize,
     },
     /// Stopped early because the stop file appeared.
     Interrupted {

@@ -94,6 +94,9 @@ fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
     if a.no_probe {
         sweep.probe = false;
     }
+    if a.quality {
+        sweep.quality = true;
+    }
     if let Some(m) = &a.model {
         sweep.model = Some(m.clone());
     }

@@ -4,12 +4,64 @@ use crate::cli::ScoreArgs;
 use crate::session::{Session, observe_threads};
 use anyhow::{Result, anyhow};
 use serde_json::json;
-use socbench_kernels::generate::score;
+use socbench_kernels::generate::{Perplexity, QUALITY_CHUNK, QUALITY_TEXT, perplexity, score};
+use socbench_kernels::quant::QuantLevel;
+
+/// Perplexity of the built-in quality text under `model`'s knobs.
+fn text_perplexity(model: &crate::cli::ModelArgs) -> Result<Perplexity> {
+    let session = Session::open(model)?;
+    let ids = session.loaded.tokenizer.encode(QUALITY_TEXT)?;
+    Ok(perplexity(
+        &session.rt,
+        &session.loaded.model,
+        &ids,
+        QUALITY_CHUNK,
+    )?)
+}
+
+/// `score --text`: the quality text at the requested level, and at f32 beside it.
+fn text(args: &ScoreArgs) -> Result<()> {
+    let p = text_perplexity(&args.model)?;
+    let base = if args.model.quant == QuantLevel::F32 {
+        p
+    } else {
+        let mut f32_args = args.model.clone();
+        f32_args.quant = QuantLevel::F32;
+        text_perplexity(&f32_args)?
+    };
+    let rel = p.perplexity / base.perplexity - 1.0;
+    if args.model.json {
+        println!(
+            "{}",
+            json!({
+                "backend": args.model.backend.name(),
+                "quant": args.model.quant.name(),
+                "perplexity": p,
+                "f32_perplexity": base,
+                "relative_to_f32": rel,
+            })
+        );
+    } else {
+        println!(
+            "{} {}: perplexity {:.4} over {} tokens (f32: {:.4}, {:+.2} %)",
+            args.model.backend.name(),
+            args.model.quant.name(),
+            p.perplexity,
+            p.tokens,
+            base.perplexity,
+            rel * 100.0
+        );
+    }
+    Ok(())
+}
 
 /// Runs the command.
 pub fn run(args: &ScoreArgs) -> Result<()> {
+    if args.text {
+        return text(args);
+    }
     let session = Session::open(&args.model)?;
-    let prompt = session.encode(&args.prompt)?;
+    let prompt = session.encode(args.prompt.as_deref().unwrap_or_default())?;
     let continuation = match (&args.continuation, &args.continuation_ids) {
         (Some(text), _) => session.loaded.tokenizer.encode(text)?,
         (None, Some(ids)) => session
