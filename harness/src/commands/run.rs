@@ -304,27 +304,24 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     }
     let session = format!("{}-{}", utc_stamp(), std::process::id());
     let store = Store::open(&out_dir, &session)?;
-    // Sessions that wrote into this directory before (a resumed run keeps their record).
-    let mut sessions: Vec<Value> = std::fs::read_to_string(out_dir.join("manifest.json"))
+    // What earlier sessions of this directory recorded: their list (a resumed run keeps it)
+    // and the roofs they measured (a device is probed once per directory).
+    let earlier: Value = std::fs::read_to_string(out_dir.join("manifest.json"))
         .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|m| m["sessions"].as_array().cloned())
+        .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
+    let mut sessions: Vec<Value> = earlier["sessions"].as_array().cloned().unwrap_or_default();
     let done = store::done_runs(&out_dir)?;
-    // Roofs measured by an earlier session here: a device is probed once per directory.
-    let known_rooflines: std::collections::HashMap<String, Value> =
-        std::fs::read_to_string(out_dir.join("manifest.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|m| m["devices"].as_array().cloned())
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|d| {
-                let serial = d["info"]["serial"].as_str()?.to_owned();
-                let roof = d["outcome"]["roofline"].clone();
-                roof.is_object().then_some((serial, roof))
-            })
-            .collect();
+    let known_rooflines: std::collections::HashMap<String, Value> = earlier["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            let serial = d["info"]["serial"].as_str()?.to_owned();
+            let roof = d["outcome"]["roofline"].clone();
+            roof.is_object().then_some((serial, roof))
+        })
+        .collect();
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = Arc::clone(&interrupted);
