@@ -2,7 +2,9 @@
 //!
 //! - `matmul/<backend>/<level>/<d_in>x<d_out>/rows<R>`: one projection `[R, d_in] × [d_in,
 //!   d_out]` at SmolLM2's shapes (576×576, 576×1536, 1536×576, 576×49152), rows 1 (decode) and
-//!   128 (prefill), at every level the backend runs (the support table in `quant.rs`).
+//!   128 (prefill), at every level the backend runs (the support table in `quant.rs`). On the
+//!   CPU backends q8 and q4 are socbench's packed kernels (`kernels/src/qmatmul`); `q8-burn` is
+//!   the same product through Burn's own quantized tensors, for comparison.
 //! - `decode_step/<backend>/<level>/kv<W>`: one token through the whole model after a
 //!   256-token context, full cache or a 64-position window (attention cost with the window).
 //! - `prefill/<backend>/<level>/p128`: a 128-token prompt.
@@ -63,26 +65,39 @@ fn matmul(c: &mut Criterion) {
                 &SHAPES[..1]
             };
             for &(d_in, d_out) in shapes {
-                let mut proj = rt.run(|d| {
-                    Proj::new(Tensor::from_data(
-                        TensorData::new(random(d_in * d_out, 7), [d_in, d_out]),
-                        d,
-                    ))
-                });
+                let weight = || {
+                    rt.run(|d| {
+                        Proj::new(Tensor::from_data(
+                            TensorData::new(random(d_in * d_out, 7), [d_in, d_out]),
+                            d,
+                        ))
+                    })
+                };
+                let mut variants = Vec::new();
+                let mut proj = weight();
                 rt.run(|_| quant::quantize_proj(&mut proj, level, backend));
-                for rows in [1, 128] {
-                    let x: Tensor<2> = rt.run(|d| {
-                        Tensor::from_data(TensorData::new(random(rows * d_in, 9), [rows, d_in]), d)
-                    });
-                    let id = format!("{backend}/{level}/{d_in}x{d_out}/rows{rows}");
-                    g.bench_function(BenchmarkId::from_parameter(id), |b| {
-                        b.iter(|| {
-                            rt.run(|_| {
-                                let y = proj.forward(x.clone());
-                                black_box(y.into_data());
+                variants.push((level.to_string(), proj));
+                if quant::packed_format(level, backend).is_some() && level == QuantLevel::Q8 {
+                    let mut stock = weight();
+                    rt.run(|_| quant::quantize_proj_burn(&mut stock, level, backend));
+                    variants.push((format!("{level}-burn"), stock));
+                }
+                for (name, proj) in &variants {
+                    for rows in [1, 128] {
+                        let x: Tensor<2> = rt.run(|d| {
+                            let data = TensorData::new(random(rows * d_in, 9), [rows, d_in]);
+                            Tensor::from_data(data, d)
+                        });
+                        let id = format!("{backend}/{name}/{d_in}x{d_out}/rows{rows}");
+                        g.bench_function(BenchmarkId::from_parameter(id), |b| {
+                            b.iter(|| {
+                                rt.run(|_| {
+                                    let y = proj.forward(x.clone());
+                                    black_box(y.into_data());
+                                })
                             })
-                        })
-                    });
+                        });
+                    }
                 }
             }
         }

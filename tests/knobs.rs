@@ -160,33 +160,56 @@ fn reference_perplexity(backend: &str, quant: &str) -> f64 {
         .unwrap()
 }
 
+/// Perplexity of the shipped quality text (≈780 tokens) at `quant`, relative to f32 on the same
+/// backend (`score --text`).
+fn text_perplexity_vs_f32(backend: &str, quant: &str) -> f64 {
+    json(&[
+        "score",
+        "--text",
+        "--model",
+        &model(),
+        "--backend",
+        backend,
+        "--quant",
+        quant,
+    ])["relative_to_f32"]
+        .as_f64()
+        .unwrap()
+}
+
+/// q8 and q4 on the CPU backends run socbench's packed kernels (8-bit activations, as
+/// llama.cpp does). They are judged on the quality text: the 32-token reference continuation
+/// is too short for a 3 % bound once activations are rounded too (measured there: q4 +3.5 % on
+/// NdArray, −0.3 % on Flex, from the same kernel; on the text: +1.2 % and +1.5 %).
 #[test]
-fn q8_stays_within_three_percent_of_f32() {
-    let base = reference_perplexity("flex", "f32");
+fn packed_q8_and_q4_stay_within_three_percent_of_f32_on_the_quality_text() {
     for backend in ["flex", "ndarray"] {
-        let p = reference_perplexity(backend, "q8");
-        let rel = (p - base) / base;
-        assert!(
-            rel.abs() < 0.03,
-            "{backend} q8: perplexity {p} vs f32 {base} ({:+.1} %)",
-            rel * 100.0
-        );
+        for quant in ["q8", "q4"] {
+            let rel = text_perplexity_vs_f32(backend, quant);
+            assert!(
+                rel.abs() < 0.03,
+                "{backend} {quant}: quality-text perplexity {:+.2} % from f32",
+                rel * 100.0
+            );
+            assert!(rel != 0.0, "{backend} {quant} must change something");
+        }
     }
 }
 
-/// q4 keeps the file's Q4_1 blocks exactly (Burn Q4F values plus a per-block offset) and the
-/// output projection at 8 bits, so it stays as close to f32 as q8 does. wgpu is the backend
-/// that runs it (NdArray has no 4-bit, Flex's Q4F is wrong: see `QuantLevel::support`).
+/// q4 on wgpu keeps the file's Q4_1 blocks exactly (Burn Q4F values plus a per-block offset)
+/// with f32 activations and the output projection at 8 bits, so it stays as close to f32 as q8.
 #[test]
-fn q4_stays_within_three_percent_of_f32() {
+fn wgpu_q8_and_q4_stay_within_three_percent_of_f32() {
     let base = reference_perplexity("wgpu", "f32");
-    let p = reference_perplexity("wgpu", "q4");
-    let rel = (p - base) / base;
-    assert!(
-        rel.abs() < 0.03,
-        "wgpu q4: perplexity {p} vs f32 {base} ({:+.1} %)",
-        rel * 100.0
-    );
+    for quant in ["q8", "q4"] {
+        let p = reference_perplexity("wgpu", quant);
+        let rel = (p - base) / base;
+        assert!(
+            rel.abs() < 0.03,
+            "wgpu {quant}: perplexity {p} vs f32 {base} ({:+.1} %)",
+            rel * 100.0
+        );
+    }
 }
 
 #[test]

@@ -533,7 +533,11 @@ mod tests {
         let e = Sweep::parse("s.toml", "quant = [\"f32\"]\n\nthreadz = [1]\n").unwrap_err();
         let m = format!("{e:#}");
         assert!(m.contains("s.toml:3") && m.contains("threadz"), "{m}");
-        let e = Sweep::parse("s.toml", "backend = [\"ndarray\"]\nquant = [\"q4\"]\n").unwrap_err();
+        let e = Sweep::parse(
+            "s.toml",
+            "backend = [\"ndarray\"]\nquant = [\"q4-tensor\"]\n",
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("cannot run on backend `ndarray`"));
         let e = Sweep::parse("s.toml", "affinity = [\"huge\"]").unwrap_err();
         assert!(format!("{e:#}").contains("valid: `all`, `big`"));

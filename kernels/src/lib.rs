@@ -4,7 +4,8 @@
 //! - [`tokenizer`] builds the byte-level BPE tokenizer stored in the file's metadata;
 //! - [`model`] is the network (embedding, RMSNorm, RoPE, grouped-query attention with a
 //!   KV cache and optional sliding window, SwiGLU MLP, tied output projection);
-//! - [`quant`] re-quantizes its weights through Burn's quantization;
+//! - [`quant`] re-quantizes its weights: through Burn's quantization, or at q8/q4 on the CPU
+//!   backends into [`qmatmul`]'s blocks, whose SIMD kernels Burn runs as a backend extension;
 //! - [`backend`] picks the Burn backend (NdArray, Flex, wgpu) and the thread pool;
 //! - [`generate`] runs prefill and decode with timings, and teacher-forced scoring;
 //! - [`threads`] observes how many threads actually did the work;
@@ -35,6 +36,7 @@ pub mod generate;
 pub mod gguf;
 pub mod load;
 pub mod model;
+pub mod qmatmul;
 pub mod quant;
 pub mod roofline;
 pub mod session;

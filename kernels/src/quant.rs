@@ -8,10 +8,16 @@
 //! although Burn's quantized values are symmetric: see [`Proj`] for how the minimum is carried.
 //! Since ggml's Q4_1 quantizer puts each block's minimum and maximum on the grid's ends, the
 //! file's weights come back exactly.
+//!
+//! On the CPU backends (NdArray, Flex), `q8` and `q4` do not use Burn's quantized tensors,
+//! whose matmul dequantizes the whole weight on every call: the weights are packed into
+//! [`crate::qmatmul`]'s Q8_0/Q4_1 blocks and run by its integer SIMD kernels instead
+//! ([`quantize_proj_burn`] keeps Burn's path for comparison, as the benches do).
 
 use crate::backend::BackendKind;
 use crate::model::Llama;
 use crate::model::Proj;
+use crate::qmatmul::{BlockFormat, PackedWeight};
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -34,8 +40,8 @@ pub enum QuantLevel {
     #[serde(rename = "q8")]
     Q8,
     /// 4-bit integers per block of 32 inputs with an f32 scale and minimum (GGUF's Q4_1
-    /// layout), run as Burn Q4F values plus a per-block offset; the output projection at q8,
-    /// as 4-bit GGUF files keep it.
+    /// layout): packed blocks on the CPU backends, Burn Q4F values plus a per-block offset on
+    /// wgpu; the output projection at q8, as 4-bit GGUF files keep it.
     #[serde(rename = "q4")]
     Q4,
     /// 8-bit symmetric integers, one f32 scale for the whole tensor.
@@ -110,13 +116,7 @@ impl QuantLevel {
         match (backend, self) {
             (_, F32) => Ok(()),
             (NdArray, F16) => Err("burn-ndarray 0.22 has no f16 tensors (\"Unsupported dtype: F16\")".into()),
-            (Flex, Q4) => Err(
-                "burn-flex 0.22 computes Q4F (4-bit, -8..=7) matmuls wrongly: a 576x1536 \
-                 projection is off by up to 4.0 where wgpu is off by 5e-5 \
-                 (kernels/src/quant.rs tests)"
-                    .into(),
-            ),
-            (NdArray, Q4 | Q4Tensor) => Err(
+            (NdArray, Q4Tensor) => Err(
                 "burn-ndarray 0.22 does not implement 4-bit quantization (native or packed storage)"
                     .into(),
             ),
@@ -216,8 +216,12 @@ fn quantize_asymmetric(proj: &mut Proj, scheme: &QuantScheme, block: usize) {
 /// Bytes one stored weight takes at `level` on `backend`, scales and offsets included: what a
 /// decode step streams per weight. NdArray and Flex keep quantized values one per byte
 /// (Burn's native storage, 4-bit ones too); wgpu packs them into `u32` words. Block levels add
-/// an f32 scale per 32 weights, and q4 an f32 offset per 32 weights as well.
+/// an f32 scale per 32 weights, and q4 an f32 offset per 32 weights as well. At q8 and q4 the
+/// CPU backends hold [`crate::qmatmul`] blocks (4-bit values two per byte).
 pub fn stored_bytes_per_weight(level: QuantLevel, backend: BackendKind) -> f64 {
+    if let Some(format) = packed_format(level, backend) {
+        return format.bytes_per_weight();
+    }
     let packed = matches!(backend, BackendKind::Wgpu);
     match level {
         QuantLevel::F32 => 4.0,
@@ -248,7 +252,7 @@ pub struct WeightTraffic {
 
 /// [`WeightTraffic`] of `model` converted to `level` on `backend`.
 pub fn weight_traffic(model: &Llama, level: QuantLevel, backend: BackendKind) -> WeightTraffic {
-    let numel = |p: &Proj| p.weight.val().dims().iter().product::<usize>() as f64;
+    let numel = |p: &Proj| p.dims().iter().product::<usize>() as f64;
     let mut projections = 0.0;
     let mut d_model = 0;
     for block in &model.blocks {
@@ -263,7 +267,7 @@ pub fn weight_traffic(model: &Llama, level: QuantLevel, backend: BackendKind) ->
         ] {
             projections += numel(p);
         }
-        d_model = block.attn.q.weight.val().dims()[0];
+        d_model = block.attn.q.dims()[0];
     }
     let output = numel(&model.output);
     let output_level = if level == QuantLevel::Q4 {
@@ -283,9 +287,48 @@ pub fn weight_traffic(model: &Llama, level: QuantLevel, backend: BackendKind) ->
     }
 }
 
+/// The [`crate::qmatmul`] block format `level` runs as on `backend`, if it runs there.
+pub fn packed_format(level: QuantLevel, backend: BackendKind) -> Option<BlockFormat> {
+    match (backend.is_cpu(), level) {
+        (true, QuantLevel::Q8) => Some(BlockFormat::Q8_0),
+        (true, QuantLevel::Q4) => Some(BlockFormat::Q4_1),
+        _ => None,
+    }
+}
+
 /// Converts one projection's weight to `level` (f32 weights in; for `f16` only the weight is
-/// cast, the activations are the caller's business).
+/// cast, the activations are the caller's business): packed blocks where
+/// [`packed_format`] says so, Burn's quantization otherwise.
 pub fn quantize_proj(proj: &mut Proj, level: QuantLevel, backend: BackendKind) {
+    match packed_format(level, backend) {
+        Some(format) => pack(proj, format),
+        None => quantize_proj_burn(proj, level, backend),
+    }
+}
+
+/// Packs an f32 projection into [`crate::qmatmul`] blocks; the Burn weight becomes empty.
+fn pack(proj: &mut Proj, format: BlockFormat) {
+    let w = proj.weight.val();
+    let device = w.device();
+    let [d_in, d_out] = w.dims();
+    let values: Vec<f32> = w
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap_or_default();
+    // A projection whose inputs are not whole blocks stays in f32: no LLaMA-family model has
+    // one (d_model and d_ff are multiples of 32), so this only guards odd test shapes.
+    if let Ok(packed) = PackedWeight::quantize(format, &values, d_in, d_out) {
+        proj.packed = Some(std::sync::Arc::new(packed));
+        proj.weight = Param::from_tensor(Tensor::from_data(
+            TensorData::new(Vec::<f32>::new(), [0, 0]),
+            &device,
+        ));
+    }
+}
+
+/// Converts one projection's weight to `level` with Burn's own quantized tensors.
+pub fn quantize_proj_burn(proj: &mut Proj, level: QuantLevel, backend: BackendKind) {
     match (level, level.scheme(backend)) {
         (QuantLevel::F16, _) => proj.weight = proj.weight.clone().map(|t| t.cast(DType::F16)),
         (QuantLevel::Q4, Some(scheme)) => quantize_asymmetric(proj, &scheme, 32),
@@ -388,14 +431,14 @@ mod tests {
         assert!(err < 1e-5, "max error {err}");
     }
 
-    /// Canary for the reason Flex refuses q4: when Burn's Flex Q4F becomes exact, this fails,
-    /// and `QuantLevel::support` can allow it.
+    /// Canary for why q4 on Flex runs socbench's packed kernels rather than Burn's Q4F: when
+    /// Burn's Flex Q4F becomes exact, this fails, and the benches can compare the two.
     #[test]
     fn flex_q4f_is_still_wrong() {
         let err = max_error_after_q4(BackendKind::Flex);
         assert!(
             err > 0.01,
-            "Flex's Q4F is now exact ({err}): enable q4 on Flex"
+            "Flex's Q4F is now exact ({err}): compare it with the packed kernels"
         );
     }
 }

@@ -76,9 +76,6 @@ fn support_table_matches_reality() {
                 (Ok(()), Err(e)) => {
                     wrong.push(format!("{backend} {level}: claimed supported, failed: {e}"))
                 }
-                // Refused because it runs but computes wrong values: the unit test
-                // `quant::tests::flex_q4f_is_still_wrong` pins that, and fails once fixed.
-                (Err(reason), Ok(_)) if reason.contains("wrongly") => {}
                 (Err(_), Ok(_)) => wrong.push(format!(
                     "{backend} {level}: claimed unsupported, but it runs"
                 )),

@@ -1,0 +1,81 @@
+//! [`PackedWeight::matmul`] registered with Burn as a backend extension for its CPU backends.
+#![allow(deprecated)] // burn-ndarray is deprecated upstream; socbench still measures it.
+
+use super::{PackedWeight, SharedWeight};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, Flex, NdArray, TensorMetadata, backend_extension};
+use burn::prelude::*;
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
+/// The quantized projection as a backend operation: `x` is `[rows, d_in]`, the result
+/// `[rows, d_out]`, both `f32`.
+///
+/// Implemented for the CPU backends (Flex, NdArray), which hold their tensors in host memory,
+/// so the operation reads the activations directly and runs the kernels on the backend's rayon
+/// pool. Burn's dispatch panics when it is called on a tensor of another backend; socbench
+/// packs weights only for CPU backends (see [`crate::quant::quantize_proj`]).
+#[backend_extension(Flex, NdArray)]
+pub trait PackedMatmulOps: Backend {
+    /// `x W` for a packed `W`.
+    fn packed_matmul(x: FloatTensor<Self>, weight: SharedWeight) -> FloatTensor<Self>;
+}
+
+impl PackedMatmulOps for Flex {
+    fn packed_matmul(x: FloatTensor<Self>, weight: SharedWeight) -> FloatTensor<Self> {
+        on_host::<Self>(x, &weight)
+    }
+}
+
+impl PackedMatmulOps for NdArray {
+    fn packed_matmul(x: FloatTensor<Self>, weight: SharedWeight) -> FloatTensor<Self> {
+        on_host::<Self>(x, &weight)
+    }
+}
+
+/// Runs the product on the activations of a host-memory backend.
+fn on_host<B: Backend>(x: FloatTensor<B>, weight: &PackedWeight) -> FloatTensor<B> {
+    let device = x.device();
+    let data = completed(B::float_into_data(x))
+        .expect("a CPU backend hands over its host-memory tensor")
+        .convert::<f32>();
+    let [d_in, d_out] = weight.dims();
+    let values = data
+        .try_into_vec::<f32>()
+        .expect("converted to f32 just above");
+    let rows = values.len() / d_in;
+    let y = weight.matmul(&values, rows);
+    B::float_from_data(TensorData::new(y, [rows, d_out]), &device)
+}
+
+/// The output of a future that a CPU backend completes without waiting (its `into_data`
+/// copies host memory); polled again after a yield should one ever not be ready.
+fn completed<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// `x W` for a packed `W` through [`PackedMatmulOps`].
+///
+/// # Shapes
+///
+/// - x: `[..., d_in]` on a CPU backend
+/// - output: `[..., d_out]`
+pub fn packed_matmul<const D: usize>(x: Tensor<D>, weight: &SharedWeight) -> Tensor<D> {
+    let mut dims = x.dims();
+    let [d_in, d_out] = weight.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let x = x.reshape([rows, d_in]).into_dispatch();
+    let y = Tensor::<2>::from_dispatch(<Dispatch as PackedMatmulOps>::packed_matmul(
+        x,
+        weight.clone(),
+    ));
+    dims[D - 1] = d_out;
+    y.reshape(dims)
+}
