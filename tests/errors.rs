@@ -68,7 +68,7 @@ fn unsupported_quantization_is_refused_before_work() {
             "--backend",
             "ndarray",
             "--quant",
-            "q4",
+            "q4-tensor",
             "--prompt",
             "hi",
         ],

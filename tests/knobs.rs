@@ -141,21 +141,30 @@ fn batch_decodes_independent_sequences() {
     assert_ne!(b[0], b[1], "the two sequences of a sampled batch differ");
 }
 
-fn reference_perplexity(backend: &str, quant: &str) -> f64 {
-    let r = &reference()[0];
-    json(&[
+/// `socbench score --model <SmolLM2> --backend B --quant Q EXTRA…`, as JSON.
+fn score_json(backend: &str, quant: &str, extra: &[&str]) -> serde_json::Value {
+    let model = model();
+    let mut args = vec![
         "score",
         "--model",
-        &model(),
+        &model,
         "--backend",
         backend,
         "--quant",
         quant,
-        "--prompt",
-        &r.prompt,
-        "--continuation-ids",
-        &id_list(&r.gen_ids),
-    ])["perplexity"]
+    ];
+    args.extend_from_slice(extra);
+    json(&args)
+}
+
+fn reference_perplexity(backend: &str, quant: &str) -> f64 {
+    let r = &reference()[0];
+    let ids = id_list(&r.gen_ids);
+    score_json(
+        backend,
+        quant,
+        &["--prompt", &r.prompt, "--continuation-ids", &ids],
+    )["perplexity"]
         .as_f64()
         .unwrap()
 }
@@ -163,16 +172,7 @@ fn reference_perplexity(backend: &str, quant: &str) -> f64 {
 /// Perplexity of the shipped quality text (≈780 tokens) at `quant`, relative to f32 on the same
 /// backend (`score --text`).
 fn text_perplexity_vs_f32(backend: &str, quant: &str) -> f64 {
-    json(&[
-        "score",
-        "--text",
-        "--model",
-        &model(),
-        "--backend",
-        backend,
-        "--quant",
-        quant,
-    ])["relative_to_f32"]
+    score_json(backend, quant, &["--text"])["relative_to_f32"]
         .as_f64()
         .unwrap()
 }
