@@ -5,7 +5,7 @@
 mod common;
 
 use common::adb::{AdbServer, VirtualPhone};
-use common::socbench;
+use common::{assert_success, socbench};
 
 /// Checks one device's probe result: both roofs at every requested thread count, positive,
 /// with every repetition's time kept.
@@ -35,11 +35,7 @@ fn probe_on_the_host_and_on_the_virtual_phone() {
         .args(["--threads", "1,2", "--quick", "--json"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let all = v.as_array().unwrap();
     assert_eq!(all.len(), 2, "{v}");

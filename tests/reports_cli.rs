@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 mod common;
 
-use common::socbench;
+use common::{assert_success, socbench};
 use socbench_reports::fixture::{Fixture, PHONE};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,11 +66,7 @@ fn the_html_report_renders_in_headless_chromium() {
     let f = Fixture::default();
     let dir = fixture(tmp.path(), "res", &f);
     let out = socbench().arg("report").arg(&dir).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let page = dir.join("report.html");
     let html = std::fs::read_to_string(&page).unwrap();
     // Self-contained: nothing to fetch, no script.

@@ -4,7 +4,7 @@
 mod common;
 
 use common::adb::{AdbServer, VirtualPhone};
-use common::socbench;
+use common::{assert_success, socbench};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -60,11 +60,7 @@ fn default_sweep_on_this_host_writes_every_file() {
         )
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let runs: Vec<_> = std::fs::read_dir(dir.path().join("socbench-results"))
         .unwrap()
         .collect();
@@ -251,11 +247,7 @@ fn virtual_device_lost_midway_then_resume_completes_without_duplicates() {
         .args(["--adb-server", &format!("127.0.0.1:{}", server.port)])
         .output()
         .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    assert_success(&resumed);
     let (_, rows) = results(&out);
     assert_eq!(rows.len(), 6, "{rows:?}");
     for (id, statuses) in &rows {
@@ -370,11 +362,7 @@ fn sigint_exits_130_and_leaves_a_resumable_directory() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    assert_success(&resumed);
     let (_, rows) = results(&out);
     assert_eq!(rows.len(), 6);
     assert!(rows.values().all(|s| s == &["ok"]), "{rows:?}");
@@ -404,11 +392,7 @@ fn quality_scores_each_variant_and_the_report_sets_it_beside_speed() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_success(&run);
     let set = socbench_reports::ResultSet::load(&[&out]).unwrap();
     use socbench_reports::schema::Metric;
     let ppl = |quant: &str| -> Vec<f64> {

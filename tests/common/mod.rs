@@ -18,6 +18,15 @@ pub fn socbench() -> Command {
     cmd
 }
 
+/// Fails the test with the command's stderr unless it exited 0.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The real model's path, fetched with `socbench fetch-model` (a no-op when it is cached).
 pub fn real_model() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
