@@ -197,6 +197,7 @@ fn build(file: &GgufFile, c: &LlamaConfig, device: &Device) -> Result<Llama, Ker
                 o: linear(file, &n("attn_output"), d, d, device)?,
                 n_heads: c.n_heads,
                 n_kv_heads: c.n_kv_heads,
+                fused: false,
             },
             ffn_norm: norm(file, &n("ffn_norm"), d, c.norm_eps, device)?,
             mlp: Mlp {

@@ -46,6 +46,9 @@ impl ModelSession {
         let rt = Runtime::new(backend, threads)?;
         let start = std::time::Instant::now();
         let mut loaded = rt.run(|device| spec.load_opened(&file, device))?;
+        loaded
+            .model
+            .use_fused_attention(backend == BackendKind::Flex);
         rt.run(|_| crate::catch_panic(|| quant::apply(&mut loaded.model, quant, backend)))
             .map_err(|reason| KernelError::Unsupported {
                 backend,

@@ -3,6 +3,8 @@ use super::proj::Proj;
 use super::rope::Rope;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 
 /// Grouped-query self-attention: `n_heads` query heads share `n_kv_heads` key/value heads,
 /// query head `h` reading key/value head `h / (n_heads / n_kv_heads)`.
@@ -20,6 +22,12 @@ pub struct Attention {
     pub n_heads: usize,
     /// Number of key/value heads.
     pub n_kv_heads: usize,
+    /// Run the scores, softmax and weighted sum as Burn's one `attention` operation, which
+    /// Flex implements natively for grouped heads (reading the cached keys in place); the
+    /// other backends' `attention` falls back to separate matmuls that need equal head counts,
+    /// so they take the explicit path below. See [`super::Llama::use_fused_attention`].
+    #[module(skip)]
+    pub fused: bool,
 }
 
 impl Attention {
@@ -44,14 +52,20 @@ impl Attention {
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh) = (self.n_heads, self.n_kv_heads);
-        let q = self.q.forward(x.clone());
+        let [q, k, v] = Proj::forward_many([&self.q, &self.k, &self.v], x);
         let hd = q.dims()[2] / h;
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
         let q = rope.apply(heads(q, h), at.pos0);
-        let k = rope.apply(heads(self.k.forward(x.clone()), kvh), at.pos0);
-        let v = heads(self.v.forward(x), kvh);
+        let k = rope.apply(heads(k, kvh), at.pos0);
+        let v = heads(v, kvh);
         let (k, v, _) = cache.append(k, v, at);
         let t = k.dims()[2];
+        if self.fused {
+            // `true` where the additive mask holds `-inf`: the keys a query may not see.
+            let mask = mask.map(|m| m.lower_elem(-1.0).reshape([1, 1, s, t]));
+            let out = attention(q, k, v, mask, None, AttentionModuleOptions::default());
+            return self.o.forward(out.swap_dims(1, 2).reshape([b, s, h * hd]));
+        }
         let g = h / kvh;
         // Fold each group's query heads into the row axis, so one batched matmul per KV head
         // serves all of them without materialising repeated keys.

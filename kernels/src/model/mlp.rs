@@ -21,7 +21,7 @@ impl Mlp {
     /// - x: `[batch, seq, d_model]`
     /// - output: `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate.forward(x.clone()));
-        self.down.forward(gate * self.up.forward(x))
+        let [gate, up] = Proj::forward_many([&self.gate, &self.up], x);
+        self.down.forward(silu(gate) * up)
     }
 }

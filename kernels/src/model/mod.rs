@@ -121,6 +121,14 @@ impl Llama {
         self.rope.cast(F16);
     }
 
+    /// Runs attention as Burn's fused `attention` operation (on Flex, whose implementation
+    /// handles grouped key/value heads; see [`Attention::fused`]).
+    pub fn use_fused_attention(&mut self, fused: bool) {
+        for block in &mut self.blocks {
+            block.attn.fused = fused;
+        }
+    }
+
     /// Longest sequence the model's position tables cover.
     pub fn max_seq_len(&self) -> usize {
         self.rope.max_seq_len()

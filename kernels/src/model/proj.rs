@@ -1,4 +1,4 @@
-use crate::qmatmul::{SharedWeight, packed_matmul};
+use crate::qmatmul::{SharedWeight, packed_matmul, packed_matmul_concat};
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::module::linear;
@@ -69,5 +69,32 @@ impl Proj {
             .reshape([rows, d_in / self.block]);
         let shift = linear(sums, offset.val(), None);
         y.clone() + shift.reshape(y.shape())
+    }
+
+    /// Applies several projections of the same input: as one packed product when all of them
+    /// are packed (one quantization of `x`, one parallel loop; see
+    /// [`crate::qmatmul::matmul_concat`]), else one by one.
+    ///
+    /// # Shapes
+    ///
+    /// - x: `[..., d_in]`
+    /// - output: `[..., d_out]` of each projection, in order
+    pub fn forward_many<const D: usize, const N: usize>(
+        projs: [&Proj; N],
+        x: Tensor<D>,
+    ) -> [Tensor<D>; N] {
+        let packed: Option<Vec<SharedWeight>> = projs.iter().map(|p| p.packed.clone()).collect();
+        match packed {
+            Some(weights) if N > 1 => {
+                let y = packed_matmul_concat(x, &weights);
+                let mut start = 0;
+                projs.map(|p| {
+                    let width = p.dims()[1];
+                    start += width;
+                    y.clone().narrow(D - 1, start - width, width)
+                })
+            }
+            _ => projs.map(|p| p.forward(x.clone())),
+        }
     }
 }

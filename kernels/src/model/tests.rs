@@ -151,7 +151,8 @@ impl NaiveAttention {
     }
 }
 
-fn attention_pair(d: usize, h: usize, kvh: usize) -> (Attention, NaiveAttention) {
+/// The Burn attention twice (explicit matmuls, then Burn's fused operation) and the naive one.
+fn attention_pair(d: usize, h: usize, kvh: usize) -> ([Attention; 2], NaiveAttention) {
     let hd = d / h;
     let (q, wq) = linear(d, d, 10);
     let (k, wk) = linear(d, kvh * hd, 11);
@@ -164,7 +165,13 @@ fn attention_pair(d: usize, h: usize, kvh: usize) -> (Attention, NaiveAttention)
         o,
         n_heads: h,
         n_kv_heads: kvh,
+        fused: false,
     };
+    let fused = Attention {
+        fused: true,
+        ..attn.clone()
+    };
+    let attn = [attn, fused];
     (
         attn,
         NaiveAttention {
@@ -211,33 +218,41 @@ fn run_in_steps(
 #[test]
 fn gqa_attention_matches_naive_in_one_pass() {
     let (d, h, kvh, seq) = (16, 4, 2, 6);
-    let (attn, naive) = attention_pair(d, h, kvh);
+    let (attns, naive) = attention_pair(d, h, kvh);
     let x = random(seq * d, 20);
-    let got = run_in_steps(&attn, &x, d, &[seq], None);
-    assert_close(&got, &naive.forward(&x, seq, None), 1e-4, "gqa one pass");
+    for attn in &attns {
+        let got = run_in_steps(attn, &x, d, &[seq], None);
+        let what = format!("gqa one pass, fused {}", attn.fused);
+        assert_close(&got, &naive.forward(&x, seq, None), 1e-4, &what);
+    }
 }
 
 #[test]
 fn kv_cache_steps_equal_one_pass() {
     let (d, h, kvh, seq) = (16, 4, 2, 7);
-    let (attn, naive) = attention_pair(d, h, kvh);
+    let (attns, naive) = attention_pair(d, h, kvh);
     let x = random(seq * d, 21);
-    let got = run_in_steps(&attn, &x, d, &[3, 1, 1, 2], None);
-    assert_close(&got, &naive.forward(&x, seq, None), 1e-4, "gqa via cache");
+    for attn in &attns {
+        let got = run_in_steps(attn, &x, d, &[3, 1, 1, 2], None);
+        let what = format!("gqa via cache, fused {}", attn.fused);
+        assert_close(&got, &naive.forward(&x, seq, None), 1e-4, &what);
+    }
 }
 
 #[test]
 fn sliding_window_matches_naive_window_in_prefill_and_decode() {
     let (d, h, kvh, seq, w) = (16, 4, 1, 9, 3);
-    let (attn, naive) = attention_pair(d, h, kvh);
+    let (attns, naive) = attention_pair(d, h, kvh);
     let x = random(seq * d, 22);
     let want = naive.forward(&x, seq, Some(w));
-    assert_close(
-        &run_in_steps(&attn, &x, d, &[5, 1, 1, 1, 1], Some(w)),
-        &want,
-        1e-4,
-        "window",
-    );
+    for attn in &attns {
+        assert_close(
+            &run_in_steps(attn, &x, d, &[5, 1, 1, 1, 1], Some(w)),
+            &want,
+            1e-4,
+            &format!("window, fused {}", attn.fused),
+        );
+    }
     // And the window really matters past position w.
     let full = naive.forward(&x, seq, None);
     assert!(

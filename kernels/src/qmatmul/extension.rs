@@ -1,15 +1,16 @@
 //! [`PackedWeight::matmul`] registered with Burn as a backend extension for its CPU backends.
 #![allow(deprecated)] // burn-ndarray is deprecated upstream; socbench still measures it.
 
-use super::{PackedWeight, SharedWeight};
+use super::{SharedWeight, matmul_concat};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, NdArray, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
-/// The quantized projection as a backend operation: `x` is `[rows, d_in]`, the result
-/// `[rows, d_out]`, both `f32`.
+/// The quantized projections as a backend operation: `x` is `[rows, d_in]`, the result
+/// `[rows, Σ d_out]` (the outputs of every weight side by side, see
+/// [`super::matmul_concat`]), both `f32`.
 ///
 /// Implemented for the CPU backends (Flex, NdArray), which hold their tensors in host memory,
 /// so the operation reads the activations directly and runs the kernels on the backend's rayon
@@ -17,34 +18,36 @@ use std::task::{Context, Poll, Waker};
 /// packs weights only for CPU backends (see [`crate::quant::quantize_proj`]).
 #[backend_extension(Flex, NdArray)]
 pub trait PackedMatmulOps: Backend {
-    /// `x W` for a packed `W`.
-    fn packed_matmul(x: FloatTensor<Self>, weight: SharedWeight) -> FloatTensor<Self>;
+    /// `x [W_0 W_1 …]` for packed weights sharing `d_in`.
+    fn packed_matmul(x: FloatTensor<Self>, weights: Vec<SharedWeight>) -> FloatTensor<Self>;
 }
 
 impl PackedMatmulOps for Flex {
-    fn packed_matmul(x: FloatTensor<Self>, weight: SharedWeight) -> FloatTensor<Self> {
-        on_host::<Self>(x, &weight)
+    fn packed_matmul(x: FloatTensor<Self>, weights: Vec<SharedWeight>) -> FloatTensor<Self> {
+        on_host::<Self>(x, &weights)
     }
 }
 
 impl PackedMatmulOps for NdArray {
-    fn packed_matmul(x: FloatTensor<Self>, weight: SharedWeight) -> FloatTensor<Self> {
-        on_host::<Self>(x, &weight)
+    fn packed_matmul(x: FloatTensor<Self>, weights: Vec<SharedWeight>) -> FloatTensor<Self> {
+        on_host::<Self>(x, &weights)
     }
 }
 
-/// Runs the product on the activations of a host-memory backend.
-fn on_host<B: Backend>(x: FloatTensor<B>, weight: &PackedWeight) -> FloatTensor<B> {
+/// Runs the products on the activations of a host-memory backend.
+fn on_host<B: Backend>(x: FloatTensor<B>, weights: &[SharedWeight]) -> FloatTensor<B> {
     let device = x.device();
     let data = completed(B::float_into_data(x))
         .expect("a CPU backend hands over its host-memory tensor")
         .convert::<f32>();
-    let [d_in, d_out] = weight.dims();
+    let weights: Vec<&super::PackedWeight> = weights.iter().map(|w| &**w).collect();
+    let d_in = weights.first().map_or(1, |w| w.dims()[0]);
+    let d_out = weights.iter().map(|w| w.dims()[1]).sum::<usize>();
     let values = data
         .try_into_vec::<f32>()
         .expect("converted to f32 just above");
     let rows = values.len() / d_in;
-    let y = weight.matmul(&values, rows);
+    let y = matmul_concat(&weights, &values, rows);
     B::float_from_data(TensorData::new(y, [rows, d_out]), &device)
 }
 
@@ -68,14 +71,25 @@ fn completed<F: Future>(future: F) -> F::Output {
 /// - x: `[..., d_in]` on a CPU backend
 /// - output: `[..., d_out]`
 pub fn packed_matmul<const D: usize>(x: Tensor<D>, weight: &SharedWeight) -> Tensor<D> {
+    packed_matmul_concat(x, std::slice::from_ref(weight))
+}
+
+/// `x [W_0 W_1 …]` for packed weights sharing `d_in`, in one call (see
+/// [`super::matmul_concat`]); the caller splits the result with `narrow`.
+///
+/// # Shapes
+///
+/// - x: `[..., d_in]` on a CPU backend
+/// - output: `[..., Σ d_out]`
+pub fn packed_matmul_concat<const D: usize>(x: Tensor<D>, weights: &[SharedWeight]) -> Tensor<D> {
     let mut dims = x.dims();
-    let [d_in, d_out] = weight.dims();
+    let d_in = dims[D - 1];
     let rows = dims[..D - 1].iter().product::<usize>();
     let x = x.reshape([rows, d_in]).into_dispatch();
     let y = Tensor::<2>::from_dispatch(<Dispatch as PackedMatmulOps>::packed_matmul(
         x,
-        weight.clone(),
+        weights.to_vec(),
     ));
-    dims[D - 1] = d_out;
+    dims[D - 1] = weights.iter().map(|w| w.dims()[1]).sum();
     y.reshape(dims)
 }

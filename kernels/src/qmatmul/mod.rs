@@ -32,7 +32,7 @@ mod extension;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use extension::{PackedMatmulOps, packed_matmul};
+pub use extension::{PackedMatmulOps, packed_matmul, packed_matmul_concat};
 
 /// Inputs per quantization block.
 pub const BLOCK: usize = 32;
@@ -71,30 +71,81 @@ impl fmt::Display for BlockFormat {
 /// One block of each of [`LANES`] outputs.
 type Group<T> = [T; LANES];
 
+/// How the blocks of consecutive outputs are interleaved in memory, chosen at packing time for
+/// the kernel this CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// Blocks of [`LANES`] outputs one after the other (block `b` of output `4g`, of `4g + 1`,
+    /// …): the AVX2 and portable kernels, one 32-byte dot product per output and block.
+    Lanes,
+    /// Panels of [`PANEL`] outputs: each block of a panel stores four consecutive inputs of
+    /// every output next to each other, so one 64-byte register holds 4 inputs × 16 outputs
+    /// and one AVX-512 VNNI `vpdpbusd` adds all 64 products into the 16 outputs' sums.
+    Panels,
+}
+
+impl Layout {
+    /// Outputs interleaved per unit.
+    pub fn width(self) -> usize {
+        match self {
+            Self::Lanes => LANES,
+            Self::Panels => PANEL,
+        }
+    }
+
+    /// The layout of the fastest kernel on this CPU.
+    pub fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if x86::vnni_available() {
+            return Self::Panels;
+        }
+        Self::Lanes
+    }
+}
+
+/// Outputs per [`Layout::Panels`] unit.
+pub const PANEL: usize = 16;
+
+/// Bytes of one Q8_0 panel block.
+const Q8_PANEL_BYTES: usize = PANEL * BLOCK;
+/// Bytes of one Q4_1 panel block.
+const Q4_PANEL_BYTES: usize = PANEL * BLOCK / 2;
+
 #[derive(Clone)]
 enum Values {
+    /// [`Layout::Lanes`], signed values.
     Q8(Vec<Group<[i8; BLOCK]>>),
+    /// [`Layout::Lanes`]: inputs `0..16` in the low nibbles, `16..32` in the high ones.
     Q4(Vec<Group<[u8; BLOCK / 2]>>),
+    /// [`Layout::Panels`]: byte `64 c + 4 o + t` is `q + 128` of input `4 c + t` of output `o`
+    /// (offset so that the weights are `vpdpbusd`'s unsigned operand).
+    Q8Panel(Vec<[u8; Q8_PANEL_BYTES]>),
+    /// [`Layout::Panels`]: byte `64 c + 4 o + t` holds input `8 c + t` of output `o` in its low
+    /// nibble and input `8 c + 4 + t` in its high one.
+    Q4Panel(Vec<[u8; Q4_PANEL_BYTES]>),
 }
 
 /// A `[d_in, d_out]` projection weight in quantized blocks, ready for [`PackedWeight::matmul`].
 ///
-/// Every per-block vector is indexed `g * blocks + b` for output group `g` (outputs
-/// `LANES g..LANES (g + 1)`, the last group padded with zero weights) and input block `b`.
+/// Outputs are grouped in units of [`Layout::width`] (the last unit padded with zero weights).
+/// Every per-block vector is indexed by `u * blocks + b` for unit `u` and input block `b`;
+/// `scales` and `mins` hold `width` values at each such index.
 #[derive(Clone)]
 pub struct PackedWeight {
     d_in: usize,
     d_out: usize,
+    layout: Layout,
     values: Values,
-    scales: Vec<Group<f32>>,
+    scales: Vec<f32>,
     /// Q4_1 only.
-    mins: Vec<Group<f32>>,
+    mins: Vec<f32>,
 }
 
 impl fmt::Debug for PackedWeight {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PackedWeight")
             .field("format", &self.format())
+            .field("layout", &self.layout)
             .field("d_in", &self.d_in)
             .field("d_out", &self.d_out)
             .finish()
@@ -124,13 +175,33 @@ pub enum PackError {
     },
 }
 
+/// One quantized block of one output: `w = m + d q`.
+struct QBlock {
+    d: f32,
+    m: f32,
+    /// Q8_0: `-127..=127`; Q4_1: `0..=15`.
+    q: [i32; BLOCK],
+}
+
 impl PackedWeight {
-    /// Quantizes `w`, a row-major `[d_in, d_out]` weight (Burn's `Linear` layout), to `format`.
+    /// Quantizes `w`, a row-major `[d_in, d_out]` weight (Burn's `Linear` layout), to `format`,
+    /// in the [`Layout`] of this CPU's fastest kernel.
     ///
     /// Q8_0 takes `d = max|w| / 127` per block; Q4_1 puts the block's minimum and maximum on
     /// the ends of the 16-step grid, so weights that came from a Q4_1 file come back exactly.
     pub fn quantize(
         format: BlockFormat,
+        w: &[f32],
+        d_in: usize,
+        d_out: usize,
+    ) -> Result<Self, PackError> {
+        Self::quantize_in(format, Layout::best(), w, d_in, d_out)
+    }
+
+    /// [`PackedWeight::quantize`] into a given layout.
+    pub fn quantize_in(
+        format: BlockFormat,
+        layout: Layout,
         w: &[f32],
         d_in: usize,
         d_out: usize,
@@ -146,58 +217,54 @@ impl PackedWeight {
             });
         }
         let blocks = d_in / BLOCK;
-        let groups = d_out.div_ceil(LANES);
-        let n = groups * blocks;
-        let mut scales = vec![[0f32; LANES]; n];
-        let mut mins = Vec::new();
-        // Block `b` of output `o`; zeros past `d_out` (the padding of the last group).
-        let block_of = |o: usize, b: usize| -> [f32; BLOCK] {
-            std::array::from_fn(|i| {
-                if o < d_out {
-                    w[(b * BLOCK + i) * d_out + o]
-                } else {
-                    0.0
-                }
-            })
+        let width = layout.width();
+        let units = d_out.div_ceil(width);
+        let n = units * blocks;
+        let mut scales = vec![0f32; n * width];
+        let mut mins = match format {
+            BlockFormat::Q8_0 => Vec::new(),
+            BlockFormat::Q4_1 => vec![0f32; n * width],
         };
-        let at = |o: usize, b: usize| ((o / LANES) * blocks + b, o % LANES);
-        let values = match format {
-            BlockFormat::Q8_0 => {
-                let mut qs = vec![[[0i8; BLOCK]; LANES]; n];
-                for o in 0..groups * LANES {
-                    for b in 0..blocks {
-                        let (k, lane) = at(o, b);
-                        (scales[k][lane], qs[k][lane]) = quantize_q8(&block_of(o, b));
-                    }
-                }
-                Values::Q8(qs)
-            }
-            BlockFormat::Q4_1 => {
-                mins = vec![[0f32; LANES]; n];
-                let mut qs = vec![[[0u8; BLOCK / 2]; LANES]; n];
-                for o in 0..groups * LANES {
-                    for b in 0..blocks {
-                        let x = block_of(o, b);
-                        let (lo, hi) = x
-                            .iter()
-                            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                                (lo.min(v), hi.max(v))
-                            });
-                        let d = (hi - lo) / 15.0;
-                        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-                        let q = |v: f32| ((v - lo) * inv).round().clamp(0.0, 15.0) as u8;
-                        let (k, lane) = at(o, b);
-                        qs[k][lane] = std::array::from_fn(|i| q(x[i]) | (q(x[i + 16]) << 4));
-                        scales[k][lane] = d;
-                        mins[k][lane] = lo;
-                    }
-                }
-                Values::Q4(qs)
-            }
+        let mut values = match (format, layout) {
+            (BlockFormat::Q8_0, Layout::Lanes) => Values::Q8(vec![[[0; BLOCK]; LANES]; n]),
+            (BlockFormat::Q4_1, Layout::Lanes) => Values::Q4(vec![[[0; BLOCK / 2]; LANES]; n]),
+            (BlockFormat::Q8_0, Layout::Panels) => Values::Q8Panel(vec![[0; Q8_PANEL_BYTES]; n]),
+            (BlockFormat::Q4_1, Layout::Panels) => Values::Q4Panel(vec![[0; Q4_PANEL_BYTES]; n]),
         };
+        for o in 0..units * width {
+            let (u, j) = (o / width, o % width);
+            for b in 0..blocks {
+                // Block `b` of output `o`; zeros past `d_out` (the padding of the last unit).
+                let x: [f32; BLOCK] = std::array::from_fn(|i| {
+                    if o < d_out {
+                        w[(b * BLOCK + i) * d_out + o]
+                    } else {
+                        0.0
+                    }
+                });
+                let k = u * blocks + b;
+                let block = match format {
+                    BlockFormat::Q8_0 => {
+                        let (d, q) = quantize_q8(&x);
+                        QBlock {
+                            d,
+                            m: 0.0,
+                            q: q.map(i32::from),
+                        }
+                    }
+                    BlockFormat::Q4_1 => quantize_q4_1(&x),
+                };
+                scales[k * width + j] = block.d;
+                if let Some(m) = mins.get_mut(k * width + j) {
+                    *m = block.m;
+                }
+                values.store(k, j, &block.q);
+            }
+        }
         Ok(Self {
             d_in,
             d_out,
+            layout,
             values,
             scales,
             mins,
@@ -207,9 +274,14 @@ impl PackedWeight {
     /// The storage format.
     pub fn format(&self) -> BlockFormat {
         match self.values {
-            Values::Q8(_) => BlockFormat::Q8_0,
-            Values::Q4(_) => BlockFormat::Q4_1,
+            Values::Q8(_) | Values::Q8Panel(_) => BlockFormat::Q8_0,
+            Values::Q4(_) | Values::Q4Panel(_) => BlockFormat::Q4_1,
         }
+    }
+
+    /// How the blocks are interleaved.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// `[d_in, d_out]`.
@@ -217,33 +289,36 @@ impl PackedWeight {
         [self.d_in, self.d_out]
     }
 
-    /// Bytes held: values, scales and minimums (the last group's padding included).
+    /// Bytes held: values, scales and minimums (the last unit's padding included).
     pub fn stored_bytes(&self) -> usize {
         let values = match &self.values {
             Values::Q8(q) => q.len() * LANES * BLOCK,
             Values::Q4(q) => q.len() * LANES * BLOCK / 2,
+            Values::Q8Panel(q) => q.len() * Q8_PANEL_BYTES,
+            Values::Q4Panel(q) => q.len() * Q4_PANEL_BYTES,
         };
-        values + 4 * LANES * (self.scales.len() + self.mins.len())
+        values + 4 * (self.scales.len() + self.mins.len())
+    }
+
+    /// Input block `b` of output `o` (`o` may be a padding output of the last unit).
+    fn block(&self, o: usize, b: usize) -> QBlock {
+        let width = self.layout.width();
+        let (k, j) = ((o / width) * (self.d_in / BLOCK) + b, o % width);
+        QBlock {
+            d: self.scales[k * width + j],
+            m: self.mins.get(k * width + j).copied().unwrap_or(0.0),
+            q: self.values.load(k, j),
+        }
     }
 
     /// The weight the blocks stand for, row-major `[d_in, d_out]`.
     pub fn dequantize(&self) -> Vec<f32> {
-        let blocks = self.d_in / BLOCK;
         let mut w = vec![0f32; self.d_in * self.d_out];
         for o in 0..self.d_out {
-            let lane = o % LANES;
-            for b in 0..blocks {
-                let k = (o / LANES) * blocks + b;
-                let d = self.scales[k][lane];
-                for i in 0..BLOCK {
-                    w[(b * BLOCK + i) * self.d_out + o] = match &self.values {
-                        Values::Q8(q) => d * f32::from(q[k][lane][i]),
-                        Values::Q4(q) => {
-                            let byte = q[k][lane][i % 16];
-                            let v = if i < 16 { byte & 15 } else { byte >> 4 };
-                            self.mins[k][lane] + d * f32::from(v)
-                        }
-                    };
+            for b in 0..self.d_in / BLOCK {
+                let QBlock { d, m, q } = self.block(o, b);
+                for (i, q) in q.into_iter().enumerate() {
+                    w[(b * BLOCK + i) * self.d_out + o] = m + d * q as f32;
                 }
             }
         }
@@ -259,41 +334,161 @@ impl PackedWeight {
     ///
     /// When `x.len() != rows * d_in`: the callers derive both from one tensor shape.
     pub fn matmul(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        self.matmul_with(x, rows, Kernel::best())
+        matmul_with(&[self], x, rows, false)
     }
 
     /// [`PackedWeight::matmul`] with the portable kernel: the reference the SIMD kernels are
     /// checked against (same quantized activations, same blocks, scalar arithmetic).
     pub fn matmul_portable(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        self.matmul_with(x, rows, Kernel::Portable)
+        matmul_with(&[self], x, rows, true)
     }
 
-    fn matmul_with(&self, x: &[f32], rows: usize, kernel: Kernel) -> Vec<f32> {
-        assert_eq!(x.len(), rows * self.d_in, "x is not [rows, d_in]");
-        let qx = QuantizedRows::new(x, rows, self.d_in);
-        // Output-major result, `[groups * LANES, rows]`: each task owns a run of groups.
-        let groups = self.d_out.div_ceil(LANES);
-        let mut yt = vec![0f32; groups * LANES * rows];
-        let tasks = 4 * rayon::current_num_threads();
-        let per_task = groups.div_ceil(tasks).max(4);
-        yt.par_chunks_mut(per_task * LANES * rows)
-            .enumerate()
-            .for_each(|(t, out)| {
-                let g0 = t * per_task;
-                let groups = g0..g0 + out.len() / (LANES * rows);
-                kernel.run(self, &qx, groups, out);
-            });
-        if rows == 1 {
-            yt.truncate(self.d_out);
-            return yt;
-        }
-        let mut y = vec![0f32; rows * self.d_out];
-        for (o, col) in yt.chunks_exact(rows).take(self.d_out).enumerate() {
-            for (r, v) in col.iter().enumerate() {
-                y[r * self.d_out + o] = *v;
+    /// The kernel [`PackedWeight::matmul`] runs for this weight on this CPU.
+    pub fn kernel_name(&self) -> &'static str {
+        Kernel::best(self.layout).name()
+    }
+
+    /// Copies this weight's outputs, as [`Kernel::run`] left them in `yt` (chunks of
+    /// `per_task` units), into columns `col0..col0 + d_out` of the row-major `y`.
+    fn gather(&self, yt: &[f32], kernel: Kernel, per_task: usize, y: &mut [f32], col0: usize) {
+        let rows = yt.len() / self.d_out.next_multiple_of(self.layout.width());
+        let stride = y.len() / rows;
+        match kernel.order() {
+            Order::OutputMajor => {
+                for (o, col) in yt.chunks_exact(rows).take(self.d_out).enumerate() {
+                    for (r, v) in col.iter().enumerate() {
+                        y[r * stride + col0 + o] = *v;
+                    }
+                }
+            }
+            Order::RowMajor => {
+                let chunk = per_task * self.layout.width() * rows;
+                for (t, out) in yt.chunks(chunk).enumerate() {
+                    let (o0, n) = (t * per_task * self.layout.width(), out.len() / rows);
+                    let cols = n.min(self.d_out - o0);
+                    for (r, src) in out.chunks_exact(n).enumerate() {
+                        y[r * stride + col0 + o0..][..cols].copy_from_slice(&src[..cols]);
+                    }
+                }
             }
         }
-        y
+    }
+}
+
+/// `x [W_0 W_1 …]` for packed weights that share `d_in` (a layer's query, key and value
+/// projections; its gate and up projections), as row-major `[rows, Σ d_out]`: the activations
+/// are quantized once and one parallel loop covers every weight's outputs, so the pool wakes
+/// once instead of once per weight.
+///
+/// # Panics
+///
+/// When `weights` is empty, their `d_in` differ, or `x.len() != rows * d_in`: the callers
+/// derive all of them from one layer's shapes.
+pub fn matmul_concat(weights: &[&PackedWeight], x: &[f32], rows: usize) -> Vec<f32> {
+    matmul_with(weights, x, rows, false)
+}
+
+fn matmul_with(weights: &[&PackedWeight], x: &[f32], rows: usize, portable: bool) -> Vec<f32> {
+    let d_in = weights.first().expect("at least one weight").d_in;
+    assert!(
+        weights.iter().all(|w| w.d_in == d_in),
+        "weights of different d_in"
+    );
+    assert_eq!(x.len(), rows * d_in, "x is not [rows, d_in]");
+    let kernel = |w: &PackedWeight| {
+        if portable {
+            Kernel::Portable
+        } else {
+            Kernel::best(w.layout)
+        }
+    };
+    let qx = QuantizedRows::new(x, rows, d_in);
+    // Each task owns a run of one weight's units and writes their outputs for every row into
+    // its chunk of that weight's `yt`, in the kernel's `Order`.
+    let units = |w: &PackedWeight| w.d_out.div_ceil(w.layout.width());
+    let all_units: usize = weights.iter().map(|w| units(w)).sum();
+    let tasks = 4 * rayon::current_num_threads();
+    // An even number of units per task: the VNNI kernel runs panels in pairs.
+    let per_task = all_units.div_ceil(tasks).max(4).next_multiple_of(2);
+    let mut yts: Vec<Vec<f32>> = weights
+        .iter()
+        .map(|w| vec![0f32; units(w) * w.layout.width() * rows])
+        .collect();
+    let mut jobs = Vec::new();
+    for (w, yt) in weights.iter().zip(&mut yts) {
+        let chunk = per_task * w.layout.width() * rows;
+        for (t, out) in yt.chunks_mut(chunk).enumerate() {
+            jobs.push((*w, t * per_task, out));
+        }
+    }
+    jobs.into_par_iter().for_each(|(w, u0, out)| {
+        let units = u0..u0 + out.len() / (w.layout.width() * rows);
+        kernel(w).run(w, &qx, units, out);
+    });
+    if let ([w], 1) = (weights, rows) {
+        // One row in either order is the outputs in order.
+        let mut y = yts.pop().unwrap_or_default();
+        y.truncate(w.d_out);
+        return y;
+    }
+    let d_out: usize = weights.iter().map(|w| w.d_out).sum();
+    let mut y = vec![0f32; rows * d_out];
+    let mut col0 = 0;
+    for (w, yt) in weights.iter().zip(&yts) {
+        w.gather(yt, kernel(w), per_task, &mut y, col0);
+        col0 += w.d_out;
+    }
+    y
+}
+
+/// How a kernel lays out a task's chunk of outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// `[units * width, rows]`: output `o` of every row together.
+    OutputMajor,
+    /// `[rows, units * width]`: each row's outputs together.
+    RowMajor,
+}
+
+impl Values {
+    /// Writes the integer values of block `k`, output `j` of its unit.
+    fn store(&mut self, k: usize, j: usize, q: &[i32; BLOCK]) {
+        // Every value is in range by construction (`quantize_q8`, `quantize_q4_1`).
+        let byte = |v: i32| u8::try_from(v).unwrap_or(0);
+        match self {
+            Self::Q8(v) => v[k][j] = q.map(|v| i8::try_from(v).unwrap_or(0)),
+            Self::Q4(v) => v[k][j] = std::array::from_fn(|i| byte(q[i]) | (byte(q[i + 16]) << 4)),
+            Self::Q8Panel(v) => {
+                for (i, &q) in q.iter().enumerate() {
+                    v[k][(i / 4) * 64 + j * 4 + i % 4] = byte(q + 128);
+                }
+            }
+            Self::Q4Panel(v) => {
+                for c in 0..BLOCK / 8 {
+                    for t in 0..4 {
+                        v[k][c * 64 + j * 4 + t] =
+                            byte(q[8 * c + t]) | (byte(q[8 * c + 4 + t]) << 4);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The integer values of block `k`, output `j` of its unit.
+    fn load(&self, k: usize, j: usize) -> [i32; BLOCK] {
+        std::array::from_fn(|i| match self {
+            Self::Q8(v) => i32::from(v[k][j][i]),
+            Self::Q4(v) => {
+                let byte = v[k][j][i % 16];
+                i32::from(if i < 16 { byte & 15 } else { byte >> 4 })
+            }
+            Self::Q8Panel(v) => i32::from(v[k][(i / 4) * 64 + j * 4 + i % 4]) - 128,
+            Self::Q4Panel(v) => {
+                let (c, r) = (i / 8, i % 8);
+                let byte = v[k][c * 64 + j * 4 + r % 4];
+                i32::from(if r < 4 { byte & 15 } else { byte >> 4 })
+            }
+        })
     }
 }
 
@@ -307,6 +502,8 @@ pub(crate) struct QuantizedRows {
     scales: Vec<f32>,
     /// Exact float sum of each block (Q4_1's minimum term).
     sums: Vec<f32>,
+    /// Sum of each block's quantized values (the VNNI kernel's `+128` offset term).
+    qsums: Vec<i32>,
 }
 
 impl QuantizedRows {
@@ -315,9 +512,11 @@ impl QuantizedRows {
         let mut values = Vec::with_capacity(rows * blocks);
         let mut scales = Vec::with_capacity(rows * blocks);
         let mut sums = Vec::with_capacity(rows * blocks);
+        let mut qsums = Vec::with_capacity(rows * blocks);
         for chunk in x.chunks_exact(BLOCK) {
             let block: &[f32; BLOCK] = chunk.try_into().unwrap_or(&[0.0; BLOCK]);
             let (d, q) = quantize_q8(block);
+            qsums.push(q.iter().map(|&v| i32::from(v)).sum());
             values.push(q);
             scales.push(d);
             sums.push(block.iter().sum());
@@ -328,6 +527,7 @@ impl QuantizedRows {
             values,
             scales,
             sums,
+            qsums,
         }
     }
 }
@@ -339,8 +539,31 @@ fn quantize_q8(x: &[f32; BLOCK]) -> (f32, [i8; BLOCK]) {
     let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
     (
         d,
-        std::array::from_fn(|i| (x[i] * inv).round().clamp(-127.0, 127.0) as i8),
+        std::array::from_fn(|i| round(x[i] * inv).clamp(-127, 127) as i8),
     )
+}
+
+/// `v` rounded half away from zero, for `|v|` far below `2^31`, without `f32::round`'s libm
+/// call (which dominated packing the model and quantizing activations). Differs from it only
+/// for the float just below one half, which this rounds up.
+fn round(v: f32) -> i32 {
+    (v + 0.5f32.copysign(v)) as i32
+}
+
+/// Asymmetric 4-bit quantization of one block: the minimum and maximum on the ends of the grid.
+fn quantize_q4_1(x: &[f32; BLOCK]) -> QBlock {
+    let (lo, hi) = x
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let d = (hi - lo) / 15.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    QBlock {
+        d,
+        m: lo,
+        q: x.map(|v| round((v - lo) * inv).clamp(0, 15)),
+    }
 }
 
 /// Which inner loops run a product.
@@ -349,69 +572,76 @@ enum Kernel {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
 }
 
 impl Kernel {
-    fn best() -> Self {
+    /// The fastest kernel this CPU has for `layout`.
+    fn best(layout: Layout) -> Self {
         #[cfg(target_arch = "x86_64")]
-        if x86::available() {
-            return Self::Avx2;
+        match layout {
+            Layout::Lanes if x86::available() => return Self::Avx2,
+            Layout::Panels if x86::vnni_available() => return Self::Vnni,
+            _ => {}
         }
+        let _ = layout;
         Self::Portable
     }
 
-    /// Computes the outputs of `groups` for every row into `out` (`[groups * LANES, rows]`).
-    fn run(self, w: &PackedWeight, x: &QuantizedRows, groups: Range<usize>, out: &mut [f32]) {
+    /// How [`Kernel::run`] fills its chunk of outputs.
+    fn order(self) -> Order {
         match self {
-            Self::Portable => portable(w, x, groups, out),
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => x86::run(w, x, groups, out),
+            Self::Vnni => Order::RowMajor,
+            _ => Order::OutputMajor,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Self::Vnni => "avx512-vnni",
+        }
+    }
+
+    /// Computes the outputs of `units` for every row into `out`, in [`Kernel::order`].
+    fn run(self, w: &PackedWeight, x: &QuantizedRows, units: Range<usize>, out: &mut [f32]) {
+        match self {
+            Self::Portable => portable(w, x, units, out),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => x86::run(w, x, units, out),
+            #[cfg(target_arch = "x86_64")]
+            Self::Vnni => x86::run_vnni(w, x, units, out),
         }
     }
 }
 
 /// The instruction set the quantized kernels use on this CPU, for reports and logs.
 pub fn kernel_name() -> &'static str {
-    match Kernel::best() {
-        Kernel::Portable => "portable",
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => "avx2",
-    }
+    Kernel::best(Layout::best()).name()
 }
 
-fn portable(w: &PackedWeight, x: &QuantizedRows, groups: Range<usize>, out: &mut [f32]) {
-    let nb = x.blocks;
-    for (i, g) in groups.enumerate() {
-        let ws = &w.scales[g * nb..(g + 1) * nb];
-        for lane in 0..LANES {
-            for r in 0..x.rows {
-                let xq = &x.values[r * nb..(r + 1) * nb];
-                let xs = &x.scales[r * nb..(r + 1) * nb];
-                let mut acc = 0f32;
-                match &w.values {
-                    Values::Q8(q) => {
-                        for (b, wq) in q[g * nb..(g + 1) * nb].iter().enumerate() {
-                            let dot: i32 = (0..BLOCK)
-                                .map(|k| i32::from(wq[lane][k]) * i32::from(xq[b][k]))
-                                .sum();
-                            acc += ws[b][lane] * xs[b] * dot as f32;
-                        }
-                    }
-                    Values::Q4(q) => {
-                        let mins = &w.mins[g * nb..(g + 1) * nb];
-                        let sums = &x.sums[r * nb..(r + 1) * nb];
-                        for (b, wq) in q[g * nb..(g + 1) * nb].iter().enumerate() {
-                            let dot: i32 = (0..BLOCK / 2)
-                                .map(|k| {
-                                    i32::from(wq[lane][k] & 15) * i32::from(xq[b][k])
-                                        + i32::from(wq[lane][k] >> 4) * i32::from(xq[b][k + 16])
-                                })
-                                .sum();
-                            acc += ws[b][lane] * xs[b] * dot as f32 + mins[b][lane] * sums[b];
-                        }
-                    }
+/// Any layout, scalar arithmetic: `Σ_b d_b s_b Σ q·qx + m_b Σ x_b` per row and output.
+fn portable(w: &PackedWeight, x: &QuantizedRows, units: Range<usize>, out: &mut [f32]) {
+    let (nb, rows, width) = (x.blocks, x.rows, w.layout.width());
+    for (i, u) in units.enumerate() {
+        for j in 0..width {
+            let col = &mut out[(i * width + j) * rows..][..rows];
+            for b in 0..nb {
+                let QBlock { d, m, q } = w.block(u * width + j, b);
+                for (r, y) in col.iter_mut().enumerate() {
+                    let k = r * nb + b;
+                    let dot: i32 = q
+                        .iter()
+                        .zip(&x.values[k])
+                        .map(|(&q, &v)| q * i32::from(v))
+                        .sum();
+                    *y += d * x.scales[k] * dot as f32 + m * x.sums[k];
                 }
-                out[(i * LANES + lane) * x.rows + r] = acc;
             }
         }
     }

@@ -50,55 +50,100 @@ fn max_abs(a: &[f32]) -> f32 {
     a.iter().fold(0.0, |m, v| m.max(v.abs()))
 }
 
+const LAYOUTS: [Layout; 2] = [Layout::Lanes, Layout::Panels];
+
 #[test]
 fn q4_1_weights_from_a_q4_1_file_come_back_exactly() {
-    let (d_in, d_out) = (96, 40);
+    // 48 outputs fill whole units of both layouts (4 and 16).
+    let (d_in, d_out) = (96, 48);
     let w = q4_1_weight(d_in, d_out);
-    let packed = PackedWeight::quantize(BlockFormat::Q4_1, &w, d_in, d_out).expect("packs");
-    let back = packed.dequantize();
-    // ggml stores d and m in f16; recomputing them in f32 from the decoded values is exact to
-    // f32 rounding.
-    assert!(
-        max_abs_diff(&back, &w) < 1e-6,
-        "{}",
-        max_abs_diff(&back, &w)
-    );
-    assert_eq!(
-        packed.stored_bytes(),
-        d_in * d_out / 2 + 8 * d_in * d_out / BLOCK
-    );
+    for layout in LAYOUTS {
+        let packed =
+            PackedWeight::quantize_in(BlockFormat::Q4_1, layout, &w, d_in, d_out).expect("packs");
+        let back = packed.dequantize();
+        // ggml stores d and m in f16; recomputing them in f32 from the decoded values is exact
+        // to f32 rounding.
+        let err = max_abs_diff(&back, &w);
+        assert!(err < 1e-6, "{layout:?}: {err}");
+        assert_eq!(
+            packed.stored_bytes(),
+            d_in * d_out / 2 + 8 * d_in * d_out / BLOCK
+        );
+    }
 }
 
 #[test]
 fn q8_0_rounds_each_weight_to_half_a_step() {
-    let (d_in, d_out) = (64, 24);
+    let (d_in, d_out) = (64, 32);
     let w = random(d_in * d_out, 9);
-    let packed = PackedWeight::quantize(BlockFormat::Q8_0, &w, d_in, d_out).expect("packs");
-    let back = packed.dequantize();
-    // Every block's step is max|w| / 127 <= 1 / 127.
-    let err = max_abs_diff(&back, &w);
-    assert!(err <= 0.5 / 127.0 + 1e-7, "{err}");
-    assert!(err > 0.0, "q8 of random weights cannot be exact");
-    assert_eq!(
-        packed.stored_bytes(),
-        d_in * d_out + 4 * d_in * d_out / BLOCK
-    );
+    for layout in LAYOUTS {
+        let packed =
+            PackedWeight::quantize_in(BlockFormat::Q8_0, layout, &w, d_in, d_out).expect("packs");
+        let back = packed.dequantize();
+        // Every block's step is max|w| / 127 <= 1 / 127.
+        let err = max_abs_diff(&back, &w);
+        assert!(err <= 0.5 / 127.0 + 1e-7, "{layout:?}: {err}");
+        assert!(err > 0.0, "q8 of random weights cannot be exact");
+        assert_eq!(
+            packed.stored_bytes(),
+            d_in * d_out + 4 * d_in * d_out / BLOCK
+        );
+    }
+}
+
+#[test]
+fn both_layouts_hold_the_same_blocks() {
+    // 70 outputs: a partial last unit in both layouts.
+    let (d_in, d_out) = (64, 70);
+    let w = random(d_in * d_out, 21);
+    for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+        let [lanes, panels] = LAYOUTS.map(|layout| {
+            PackedWeight::quantize_in(format, layout, &w, d_in, d_out).expect("packs")
+        });
+        assert_eq!(panels.layout(), Layout::Panels);
+        assert_eq!(lanes.dequantize(), panels.dequantize(), "{format}");
+        // The padding: 72 outputs in units of 4, 80 in units of 16.
+        let per_output = lanes.stored_bytes() / 72;
+        assert_eq!(panels.stored_bytes(), 80 * per_output, "{format}");
+    }
 }
 
 #[test]
 fn simd_and_portable_kernels_agree_for_every_row_count() {
     let (d_in, d_out) = (128, 70);
     for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
-        let w =
-            PackedWeight::quantize(format, &random(d_in * d_out, 2), d_in, d_out).expect("packs");
-        // 1 is decode; 4 and 8 are whole tiles; the others leave a remainder.
-        for rows in [1, 3, 4, 5, 8, 13] {
-            let x = random(rows * d_in, 40 + rows as u64);
-            let fast = w.matmul(&x, rows);
+        for layout in LAYOUTS {
+            let w =
+                PackedWeight::quantize_in(format, layout, &random(d_in * d_out, 2), d_in, d_out)
+                    .expect("packs");
+            eprintln!("{format} {layout:?}: {} kernel", w.kernel_name());
+            // 1 is decode; 4 and 8 are whole tiles; the others leave a remainder.
+            for rows in [1, 3, 4, 5, 8, 13] {
+                let x = random(rows * d_in, 40 + rows as u64);
+                let fast = w.matmul(&x, rows);
+                let reference = w.matmul_portable(&x, rows);
+                let tol = 1e-5 * max_abs(&reference).max(1.0);
+                let err = max_abs_diff(&fast, &reference);
+                assert!(err <= tol, "{format} {layout:?} rows {rows}: {err} > {tol}");
+            }
+        }
+    }
+}
+
+/// Many units and rows, so that tasks split the panels in pairs and leave an odd one over.
+#[test]
+fn kernels_agree_at_model_shapes_split_over_tasks() {
+    let (d_in, d_out, rows) = (576, 208, 7);
+    let x = random(rows * d_in, 77);
+    for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+        for layout in LAYOUTS {
+            let w =
+                PackedWeight::quantize_in(format, layout, &random(d_in * d_out, 78), d_in, d_out)
+                    .expect("packs");
             let reference = w.matmul_portable(&x, rows);
             let tol = 1e-5 * max_abs(&reference).max(1.0);
-            let err = max_abs_diff(&fast, &reference);
-            assert!(err <= tol, "{format} rows {rows}: {err} > {tol}");
+            let err = max_abs_diff(&w.matmul(&x, rows), &reference);
+            assert!(err <= tol, "{format} {layout:?}: {err} > {tol}");
         }
     }
 }
@@ -107,11 +152,13 @@ fn simd_and_portable_kernels_agree_for_every_row_count() {
 fn products_match_the_dequantized_weight_within_activation_rounding() {
     let (d_in, d_out, rows) = (576, 48, 3);
     let x = random(rows * d_in, 11);
-    for (format, w) in [
-        (BlockFormat::Q8_0, random(d_in * d_out, 12)),
-        (BlockFormat::Q4_1, q4_1_weight(d_in, d_out)),
+    for (format, w, layout) in [
+        (BlockFormat::Q8_0, random(d_in * d_out, 12), Layout::Lanes),
+        (BlockFormat::Q8_0, random(d_in * d_out, 12), Layout::Panels),
+        (BlockFormat::Q4_1, q4_1_weight(d_in, d_out), Layout::Lanes),
+        (BlockFormat::Q4_1, q4_1_weight(d_in, d_out), Layout::Panels),
     ] {
-        let packed = PackedWeight::quantize(format, &w, d_in, d_out).expect("packs");
+        let packed = PackedWeight::quantize_in(format, layout, &w, d_in, d_out).expect("packs");
         let want = exact(&x, &packed.dequantize(), rows, d_in, d_out);
         let got = packed.matmul(&x, rows);
         // 8-bit activations: each product is off by at most half a step of |x| <= 1 times
@@ -151,5 +198,43 @@ fn burn_extension_runs_the_kernel_on_both_cpu_backends() {
         assert_eq!(y.dims(), [2, 3, d_out]);
         let got: Vec<f32> = y.into_data().try_to_vec().expect("f32 output");
         assert_eq!(got, want, "{backend}");
+    }
+}
+
+#[test]
+fn concatenated_products_equal_the_separate_ones_side_by_side() {
+    // A layer's q, k, v shapes in small: different widths, one not a whole unit.
+    let d_in = 96;
+    let widths = [48, 16, 20];
+    for layout in LAYOUTS {
+        for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+            let weights: Vec<PackedWeight> = widths
+                .iter()
+                .enumerate()
+                .map(|(i, &d_out)| {
+                    let w = random(d_in * d_out, 60 + i as u64);
+                    PackedWeight::quantize_in(format, layout, &w, d_in, d_out).expect("packs")
+                })
+                .collect();
+            let refs: Vec<&PackedWeight> = weights.iter().collect();
+            for rows in [1, 5] {
+                let x = random(rows * d_in, 70 + rows as u64);
+                let got = matmul_concat(&refs, &x, rows);
+                let total: usize = widths.iter().sum();
+                assert_eq!(got.len(), rows * total);
+                let mut col0 = 0;
+                for (w, &d_out) in weights.iter().zip(&widths) {
+                    let alone = w.matmul(&x, rows);
+                    for r in 0..rows {
+                        assert_eq!(
+                            &got[r * total + col0..][..d_out],
+                            &alone[r * d_out..][..d_out],
+                            "{format} {layout:?} rows {rows} row {r} from column {col0}"
+                        );
+                    }
+                    col0 += d_out;
+                }
+            }
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! AVX2 inner loops for [`super::PackedWeight::matmul`].
+//! AVX2 and AVX-512 VNNI inner loops for [`super::PackedWeight::matmul`].
 //!
 //! The workspace denies `unsafe`; this module is the one exception, for two reasons only:
 //! calling a `#[target_feature]` function, which is sound once the feature was detected at run
@@ -7,7 +7,7 @@
 //! the matching target features).
 #![allow(unsafe_code)]
 
-use super::{BLOCK, Group, LANES, PackedWeight, QuantizedRows, Values};
+use super::{BLOCK, Group, LANES, PANEL, PackedWeight, QuantizedRows, Values};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -34,7 +34,7 @@ fn run_avx2(w: &PackedWeight, x: &QuantizedRows, groups: Range<usize>, out: &mut
     let (nb, rows) = (x.blocks, x.rows);
     for (i, g) in groups.enumerate() {
         let blocks = g * nb..(g + 1) * nb;
-        let ws = &w.scales[blocks.clone()];
+        let (ws, _) = w.scales[blocks.start * LANES..blocks.end * LANES].as_chunks::<LANES>();
         // Rows innermost: the group's weights stay in L1 while every row reads them.
         for r in 0..rows {
             let row = r * nb..(r + 1) * nb;
@@ -42,8 +42,12 @@ fn run_avx2(w: &PackedWeight, x: &QuantizedRows, groups: Range<usize>, out: &mut
             let y = match &w.values {
                 Values::Q8(q) => q8_group(&q[blocks.clone()], ws, xq, xs),
                 Values::Q4(q) => {
-                    let mins = &w.mins[blocks.clone()];
+                    let (mins, _) =
+                        w.mins[blocks.start * LANES..blocks.end * LANES].as_chunks::<LANES>();
                     q4_group(&q[blocks.clone()], ws, mins, xq, xs, &x.sums[row])
+                }
+                Values::Q8Panel(_) | Values::Q4Panel(_) => {
+                    unreachable!("the AVX2 kernel runs only `Layout::Lanes` weights")
                 }
             };
             for (lane, v) in y.into_iter().enumerate() {
@@ -159,4 +163,204 @@ fn q4_group(
 fn store4(dst: &mut Group<f32>, v: __m128) {
     // SAFETY: `dst` is four writable `f32`; `storeu` has no alignment requirement.
     unsafe { _mm_storeu_ps(dst.as_mut_ptr(), v) }
+}
+
+/// Whether this CPU runs the AVX-512 VNNI kernels.
+pub(super) fn vnni_available() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vnni")
+}
+
+/// [`run`] for [`super::Layout::Panels`] weights, with AVX-512 VNNI.
+pub(super) fn run_vnni(w: &PackedWeight, x: &QuantizedRows, units: Range<usize>, out: &mut [f32]) {
+    assert!(
+        vnni_available(),
+        "the AVX-512 VNNI kernel was chosen on a CPU without it"
+    );
+    // SAFETY: the assertion above found AVX-512F/BW/VNNI on this CPU, all `run_panels` requires.
+    unsafe { run_panels(w, x, units, out) }
+}
+
+/// Tiles of up to 4 rows × 2 panels (32 outputs): each 64-byte load of weights feeds one
+/// `vpdpbusd` per row, each activation broadcast one per panel.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn run_panels(w: &PackedWeight, x: &QuantizedRows, units: Range<usize>, out: &mut [f32]) {
+    let rows = x.rows;
+    let mut p = units.start;
+    while p < units.end {
+        let pair = x.rows > 1 && units.end - p >= 2;
+        let mut r = 0;
+        while r < rows {
+            let tile = Tile {
+                panel: p,
+                row: r,
+                first: units.start,
+            };
+            match (pair, rows - r) {
+                (true, 4..) => panel_tile::<4, 2>(w, x, tile, out),
+                (true, 3) => panel_tile::<3, 2>(w, x, tile, out),
+                (true, 2) => panel_tile::<2, 2>(w, x, tile, out),
+                (true, _) => panel_tile::<1, 2>(w, x, tile, out),
+                (false, 4..) => panel_tile::<4, 1>(w, x, tile, out),
+                (false, 3) => panel_tile::<3, 1>(w, x, tile, out),
+                (false, 2) => panel_tile::<2, 1>(w, x, tile, out),
+                (false, _) => panel_tile::<1, 1>(w, x, tile, out),
+            }
+            r += (rows - r).min(4);
+        }
+        p += if pair { 2 } else { 1 };
+    }
+}
+
+/// Where a tile starts: its first panel and row, and the first panel of the task's output.
+#[derive(Clone, Copy)]
+struct Tile {
+    panel: usize,
+    row: usize,
+    first: usize,
+}
+
+/// `R` rows × `C` panels into `out` (`[rows, panels * PANEL]`, from panel `tile.first`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn panel_tile<const R: usize, const C: usize>(
+    w: &PackedWeight,
+    x: &QuantizedRows,
+    tile: Tile,
+    out: &mut [f32],
+) {
+    let (scales, _) = w.scales.as_chunks::<PANEL>();
+    let acc = match &w.values {
+        Values::Q8Panel(q) => q8_tile::<R, C>(q, scales, x, tile),
+        Values::Q4Panel(q) => {
+            let (mins, _) = w.mins.as_chunks::<PANEL>();
+            q4_tile::<R, C>(q, scales, mins, x, tile)
+        }
+        Values::Q8(_) | Values::Q4(_) => {
+            unreachable!("the VNNI kernel runs only `Layout::Panels` weights")
+        }
+    };
+    // Row-major within the task's chunk: `[rows, panels * PANEL]`.
+    let n = out.len() / x.rows;
+    for (r, acc) in acc.iter().enumerate() {
+        let row = &mut out[(tile.row + r) * n..][..n];
+        let (panels, _) = row.as_chunks_mut::<PANEL>();
+        for (c, &v) in acc.iter().enumerate() {
+            store16(&mut panels[tile.panel + c - tile.first], v);
+        }
+    }
+}
+
+/// Q8_0 panels: `Σ_b d_b s_b (Σ (q + 128) qx - 128 Σ qx)`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn q8_tile<const R: usize, const C: usize>(
+    q: &[[u8; PANEL * BLOCK]],
+    scales: &[[f32; PANEL]],
+    x: &QuantizedRows,
+    tile: Tile,
+) -> [[__m512; C]; R] {
+    let nb = x.blocks;
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    for b in 0..nb {
+        let mut dot = [[_mm512_setzero_si512(); C]; R];
+        for (r, dot) in dot.iter_mut().enumerate() {
+            // The weights are stored `+ 128`: start at `-128 Σ qx` to take that back.
+            *dot = [_mm512_set1_epi32(-128 * x.qsums[(tile.row + r) * nb + b]); C];
+        }
+        for k in 0..BLOCK / 4 {
+            let mut xv = [_mm512_setzero_si512(); R];
+            for (r, xv) in xv.iter_mut().enumerate() {
+                *xv = _mm512_set1_epi32(dword(&x.values[(tile.row + r) * nb + b], k));
+            }
+            for c in 0..C {
+                let (chunks, _) = q[(tile.panel + c) * nb + b].as_chunks::<64>();
+                let wv = load64(&chunks[k]);
+                for r in 0..R {
+                    dot[r][c] = _mm512_dpbusd_epi32(dot[r][c], wv, xv[r]);
+                }
+            }
+        }
+        for c in 0..C {
+            let d = load16f(&scales[(tile.panel + c) * nb + b]);
+            for r in 0..R {
+                let s = _mm512_set1_ps(x.scales[(tile.row + r) * nb + b]);
+                let dot = _mm512_cvtepi32_ps(dot[r][c]);
+                acc[r][c] = _mm512_fmadd_ps(dot, _mm512_mul_ps(d, s), acc[r][c]);
+            }
+        }
+    }
+    acc
+}
+
+/// Q4_1 panels: `Σ_b (d_b s_b Σ q·qx + m_b Σ x_b)`; the nibbles are `vpdpbusd`'s unsigned
+/// operand as they are.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn q4_tile<const R: usize, const C: usize>(
+    q: &[[u8; PANEL * BLOCK / 2]],
+    scales: &[[f32; PANEL]],
+    mins: &[[f32; PANEL]],
+    x: &QuantizedRows,
+    tile: Tile,
+) -> [[__m512; C]; R] {
+    let nb = x.blocks;
+    let nibble = _mm512_set1_epi8(15);
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    for b in 0..nb {
+        let mut dot = [[_mm512_setzero_si512(); C]; R];
+        for k in 0..BLOCK / 8 {
+            let mut lo = [_mm512_setzero_si512(); R];
+            let mut hi = [_mm512_setzero_si512(); R];
+            for r in 0..R {
+                let xb = &x.values[(tile.row + r) * nb + b];
+                lo[r] = _mm512_set1_epi32(dword(xb, 2 * k));
+                hi[r] = _mm512_set1_epi32(dword(xb, 2 * k + 1));
+            }
+            for c in 0..C {
+                let (chunks, _) = q[(tile.panel + c) * nb + b].as_chunks::<64>();
+                let v = load64(&chunks[k]);
+                let wlo = _mm512_and_si512(v, nibble);
+                let whi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
+                for r in 0..R {
+                    dot[r][c] = _mm512_dpbusd_epi32(dot[r][c], wlo, lo[r]);
+                    dot[r][c] = _mm512_dpbusd_epi32(dot[r][c], whi, hi[r]);
+                }
+            }
+        }
+        for c in 0..C {
+            let k = (tile.panel + c) * nb + b;
+            let (d, m) = (load16f(&scales[k]), load16f(&mins[k]));
+            for r in 0..R {
+                let i = (tile.row + r) * nb + b;
+                let s = _mm512_set1_ps(x.scales[i]);
+                let dot = _mm512_cvtepi32_ps(dot[r][c]);
+                acc[r][c] = _mm512_fmadd_ps(dot, _mm512_mul_ps(d, s), acc[r][c]);
+                acc[r][c] = _mm512_fmadd_ps(m, _mm512_set1_ps(x.sums[i]), acc[r][c]);
+            }
+        }
+    }
+    acc
+}
+
+/// Inputs `4k..4k + 4` of a block of activations as one little-endian `i32`.
+fn dword(v: &[i8; BLOCK], k: usize) -> i32 {
+    let b = |i: usize| v[4 * k + i].to_le_bytes()[0];
+    i32::from_le_bytes([b(0), b(1), b(2), b(3)])
+}
+
+#[target_feature(enable = "avx512f")]
+fn load64(v: &[u8; 64]) -> __m512i {
+    // SAFETY: `v` is 64 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn load16f(v: &[f32; PANEL]) -> __m512 {
+    // SAFETY: `v` is sixteen readable `f32`; `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_ps(v.as_ptr()) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn store16(dst: &mut [f32; PANEL], v: __m512) {
+    // SAFETY: `dst` is sixteen writable `f32`; `storeu` has no alignment requirement.
+    unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), v) }
 }
