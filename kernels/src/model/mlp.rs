@@ -1,4 +1,5 @@
 use super::proj::Proj;
+use crate::qmatmul::packed_swiglu;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
@@ -21,6 +22,9 @@ impl Mlp {
     /// - x: `[batch, seq, d_model]`
     /// - output: `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        if let (Some(gate), Some(up)) = (&self.gate.packed, &self.up.packed) {
+            return self.down.forward(packed_swiglu(x, gate, up));
+        }
         let [gate, up] = Proj::forward_many([&self.gate, &self.up], x);
         self.down.forward(silu(gate) * up)
     }

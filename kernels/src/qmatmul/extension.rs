@@ -1,7 +1,7 @@
 //! [`PackedWeight::matmul`] registered with Burn as a backend extension for its CPU backends.
 #![allow(deprecated)] // burn-ndarray is deprecated upstream; socbench still measures it.
 
-use super::{SharedWeight, matmul_concat};
+use super::{PackedWeight, SharedWeight, matmul_concat, matmul_swiglu};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, NdArray, TensorMetadata, backend_extension};
 use burn::prelude::*;
@@ -20,34 +20,61 @@ use std::task::{Context, Poll, Waker};
 pub trait PackedMatmulOps: Backend {
     /// `x [W_0 W_1 …]` for packed weights sharing `d_in`.
     fn packed_matmul(x: FloatTensor<Self>, weights: Vec<SharedWeight>) -> FloatTensor<Self>;
+
+    /// `silu(x G) ⊙ (x U)` for packed `[G, U]` (see [`super::matmul_swiglu`]).
+    fn packed_swiglu(x: FloatTensor<Self>, weights: Vec<SharedWeight>) -> FloatTensor<Self>;
 }
 
 impl PackedMatmulOps for Flex {
     fn packed_matmul(x: FloatTensor<Self>, weights: Vec<SharedWeight>) -> FloatTensor<Self> {
-        on_host::<Self>(x, &weights)
+        on_host::<Self>(x, &weights, Epilogue::Concat)
+    }
+
+    fn packed_swiglu(x: FloatTensor<Self>, weights: Vec<SharedWeight>) -> FloatTensor<Self> {
+        on_host::<Self>(x, &weights, Epilogue::SwiGlu)
     }
 }
 
 impl PackedMatmulOps for NdArray {
     fn packed_matmul(x: FloatTensor<Self>, weights: Vec<SharedWeight>) -> FloatTensor<Self> {
-        on_host::<Self>(x, &weights)
+        on_host::<Self>(x, &weights, Epilogue::Concat)
+    }
+
+    fn packed_swiglu(x: FloatTensor<Self>, weights: Vec<SharedWeight>) -> FloatTensor<Self> {
+        on_host::<Self>(x, &weights, Epilogue::SwiGlu)
     }
 }
 
+/// What [`on_host`] makes of the products.
+#[derive(Clone, Copy)]
+enum Epilogue {
+    /// Every weight's outputs side by side.
+    Concat,
+    /// `silu(first) ⊙ second`.
+    SwiGlu,
+}
+
 /// Runs the products on the activations of a host-memory backend.
-fn on_host<B: Backend>(x: FloatTensor<B>, weights: &[SharedWeight]) -> FloatTensor<B> {
+fn on_host<B: Backend>(
+    x: FloatTensor<B>,
+    weights: &[SharedWeight],
+    epilogue: Epilogue,
+) -> FloatTensor<B> {
     let device = x.device();
     let data = completed(B::float_into_data(x))
         .expect("a CPU backend hands over its host-memory tensor")
         .convert::<f32>();
-    let weights: Vec<&super::PackedWeight> = weights.iter().map(|w| &**w).collect();
+    let weights: Vec<&PackedWeight> = weights.iter().map(|w| &**w).collect();
     let d_in = weights.first().map_or(1, |w| w.dims()[0]);
-    let d_out = weights.iter().map(|w| w.dims()[1]).sum::<usize>();
     let values = data
         .try_into_vec::<f32>()
         .expect("converted to f32 just above");
     let rows = values.len() / d_in;
-    let y = matmul_concat(&weights, &values, rows);
+    let y = match (epilogue, weights.as_slice()) {
+        (Epilogue::SwiGlu, [gate, up]) => matmul_swiglu(gate, up, &values, rows),
+        _ => matmul_concat(&weights, &values, rows),
+    };
+    let d_out = y.len() / rows.max(1);
     B::float_from_data(TensorData::new(y, [rows, d_out]), &device)
 }
 
@@ -72,6 +99,30 @@ fn completed<F: Future>(future: F) -> F::Output {
 /// - output: `[..., d_out]`
 pub fn packed_matmul<const D: usize>(x: Tensor<D>, weight: &SharedWeight) -> Tensor<D> {
     packed_matmul_concat(x, std::slice::from_ref(weight))
+}
+
+/// `silu(x G) ⊙ (x U)`, a SwiGLU block's hidden activations, in one call: both products in
+/// one parallel loop, the gating on the host (see [`super::matmul_swiglu`]).
+///
+/// # Shapes
+///
+/// - x: `[..., d_in]` on a CPU backend
+/// - output: `[..., d_ff]`
+pub fn packed_swiglu<const D: usize>(
+    x: Tensor<D>,
+    gate: &SharedWeight,
+    up: &SharedWeight,
+) -> Tensor<D> {
+    let mut dims = x.dims();
+    let d_in = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let x = x.reshape([rows, d_in]).into_dispatch();
+    let y = Tensor::<2>::from_dispatch(<Dispatch as PackedMatmulOps>::packed_swiglu(
+        x,
+        vec![gate.clone(), up.clone()],
+    ));
+    dims[D - 1] = gate.dims()[1];
+    y.reshape(dims)
 }
 
 /// `x [W_0 W_1 …]` for packed weights sharing `d_in`, in one call (see

@@ -32,7 +32,7 @@ mod extension;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use extension::{PackedMatmulOps, packed_matmul, packed_matmul_concat};
+pub use extension::{PackedMatmulOps, packed_matmul, packed_matmul_concat, packed_swiglu};
 
 /// Inputs per quantization block.
 pub const BLOCK: usize = 32;
@@ -388,6 +388,35 @@ pub fn matmul_concat(weights: &[&PackedWeight], x: &[f32], rows: usize) -> Vec<f
     matmul_with(weights, x, rows, false)
 }
 
+/// `silu(x G) ⊙ (x U)` (SwiGLU's hidden activations, `silu(v) = v / (1 + e^-v)`), row-major
+/// `[rows, d_ff]`: both products as one [`matmul_concat`], the gating in parallel over rows.
+///
+/// # Panics
+///
+/// As [`matmul_concat`], and when `gate` and `up` differ in `d_out`.
+pub fn matmul_swiglu(gate: &PackedWeight, up: &PackedWeight, x: &[f32], rows: usize) -> Vec<f32> {
+    assert_eq!(gate.d_out, up.d_out, "gate and up differ in width");
+    let d_ff = gate.d_out;
+    let both = matmul_concat(&[gate, up], x, rows);
+    let mut y = vec![0f32; rows * d_ff];
+    let gating = |(out, row): (&mut [f32], &[f32])| {
+        let (g, u) = row.split_at(d_ff);
+        for ((y, &g), &u) in out.iter_mut().zip(g).zip(u) {
+            *y = g / (1.0 + (-g).exp()) * u;
+        }
+    };
+    if rows >= PARALLEL_ROWS {
+        y.par_chunks_mut(d_ff)
+            .zip(both.par_chunks(2 * d_ff))
+            .for_each(gating);
+    } else {
+        y.chunks_mut(d_ff)
+            .zip(both.chunks(2 * d_ff))
+            .for_each(gating);
+    }
+    y
+}
+
 fn matmul_with(weights: &[&PackedWeight], x: &[f32], rows: usize, portable: bool) -> Vec<f32> {
     let d_in = weights.first().expect("at least one weight").d_in;
     assert!(
@@ -506,20 +535,55 @@ pub(crate) struct QuantizedRows {
     qsums: Vec<i32>,
 }
 
+/// One block of activations, quantized: `x ≈ d q`, with the exact float sum and the sum of `q`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ActBlock {
+    pub(crate) q: [i8; BLOCK],
+    pub(crate) d: f32,
+    pub(crate) sum: f32,
+    pub(crate) qsum: i32,
+}
+
+impl ActBlock {
+    /// The portable quantizer (and the reference for the SIMD one).
+    fn new(x: &[f32; BLOCK]) -> Self {
+        let (d, q) = quantize_q8(x);
+        Self {
+            q,
+            d,
+            sum: x.iter().sum(),
+            qsum: q.iter().map(|&v| i32::from(v)).sum(),
+        }
+    }
+}
+
+/// Rows at or above which activations are quantized in parallel.
+const PARALLEL_ROWS: usize = 16;
+
 impl QuantizedRows {
     fn new(x: &[f32], rows: usize, d_in: usize) -> Self {
         let blocks = d_in / BLOCK;
-        let mut values = Vec::with_capacity(rows * blocks);
-        let mut scales = Vec::with_capacity(rows * blocks);
-        let mut sums = Vec::with_capacity(rows * blocks);
-        let mut qsums = Vec::with_capacity(rows * blocks);
-        for chunk in x.chunks_exact(BLOCK) {
-            let block: &[f32; BLOCK] = chunk.try_into().unwrap_or(&[0.0; BLOCK]);
-            let (d, q) = quantize_q8(block);
-            qsums.push(q.iter().map(|&v| i32::from(v)).sum());
-            values.push(q);
-            scales.push(d);
-            sums.push(block.iter().sum());
+        let quantize_row = |row: &[f32]| -> Vec<ActBlock> {
+            let (chunks, _) = row.as_chunks::<BLOCK>();
+            #[cfg(target_arch = "x86_64")]
+            if x86::avx512_available() {
+                return x86::quantize_blocks(chunks);
+            }
+            chunks.iter().map(ActBlock::new).collect()
+        };
+        let per_row: Vec<Vec<ActBlock>> = if rows >= PARALLEL_ROWS {
+            x.par_chunks(d_in).map(quantize_row).collect()
+        } else {
+            x.chunks(d_in).map(quantize_row).collect()
+        };
+        let n = rows * blocks;
+        let (mut values, mut scales) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut sums, mut qsums) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for b in per_row.into_iter().flatten() {
+            values.push(b.q);
+            scales.push(b.d);
+            sums.push(b.sum);
+            qsums.push(b.qsum);
         }
         Self {
             rows,
@@ -543,11 +607,13 @@ fn quantize_q8(x: &[f32; BLOCK]) -> (f32, [i8; BLOCK]) {
     )
 }
 
-/// `v` rounded half away from zero, for `|v|` far below `2^31`, without `f32::round`'s libm
-/// call (which dominated packing the model and quantizing activations). Differs from it only
-/// for the float just below one half, which this rounds up.
+/// `v` rounded to the nearest integer, ties to even, for `|v| < 2^22`: adding and taking back
+/// `1.5 · 2^23` leaves no fraction bits, so the addition rounds in the FPU's default mode (the
+/// mode SIMD conversions use, so both quantizers agree). No libm call (`f32::round`'s dominated
+/// packing the model and quantizing activations).
 fn round(v: f32) -> i32 {
-    (v + 0.5f32.copysign(v)) as i32
+    const SHIFT: f32 = 12_582_912.0;
+    ((v + SHIFT) - SHIFT) as i32
 }
 
 /// Asymmetric 4-bit quantization of one block: the minimum and maximum on the ends of the grid.

@@ -238,3 +238,48 @@ fn concatenated_products_equal_the_separate_ones_side_by_side() {
         }
     }
 }
+
+#[test]
+fn simd_activation_quantizer_matches_the_portable_one() {
+    // Ties of the rounding (max 127, so d = 1 and x / d = k + 1/2), zeros, random blocks.
+    let mut blocks: Vec<[f32; BLOCK]> = vec![
+        std::array::from_fn(|i| if i == 0 { 127.0 } else { i as f32 - 15.5 }),
+        [0.0; BLOCK],
+    ];
+    let x = random(64 * BLOCK, 90);
+    blocks.extend(x.as_chunks::<BLOCK>().0.iter().copied());
+    let flat: Vec<f32> = blocks.iter().flatten().copied().collect();
+    let got = QuantizedRows::new(&flat, blocks.len(), BLOCK);
+    for (k, block) in blocks.iter().enumerate() {
+        let want = ActBlock::new(block);
+        assert_eq!(got.values[k], want.q, "block {k}");
+        assert_eq!(got.scales[k], want.d, "block {k}");
+        assert_eq!(got.qsums[k], want.qsum, "block {k}");
+        let magnitude: f32 = block.iter().map(|v| v.abs()).sum();
+        assert!(
+            (got.sums[k] - want.sum).abs() <= 1e-6 * magnitude,
+            "block {k}"
+        );
+    }
+}
+
+#[test]
+fn swiglu_equals_burns_silu_of_the_gate_times_up() {
+    let (d_in, d_ff) = (64, 48);
+    let [gate, up] = [80, 81].map(|seed| {
+        PackedWeight::quantize(BlockFormat::Q8_0, &random(d_in * d_ff, seed), d_in, d_ff)
+            .expect("packs")
+    });
+    let device = BackendKind::Flex.device().expect("cpu backend");
+    // 1 row runs the gating serially, 20 in parallel.
+    for rows in [1, 20] {
+        let x = random(rows * d_in, 82);
+        let got = matmul_swiglu(&gate, &up, &x, rows);
+        let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [rows, d_ff]), &device);
+        let want =
+            burn::tensor::activation::silu(t(gate.matmul(&x, rows))) * t(up.matmul(&x, rows));
+        let want: Vec<f32> = want.into_data().try_to_vec().expect("f32 output");
+        let err = max_abs_diff(&got, &want);
+        assert!(err <= 1e-5 * max_abs(&want).max(1.0), "rows {rows}: {err}");
+    }
+}

@@ -7,7 +7,7 @@
 //! the matching target features).
 #![allow(unsafe_code)]
 
-use super::{BLOCK, Group, LANES, PANEL, PackedWeight, QuantizedRows, Values};
+use super::{ActBlock, BLOCK, Group, LANES, PANEL, PackedWeight, QuantizedRows, Values};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -198,16 +198,20 @@ fn run_panels(w: &PackedWeight, x: &QuantizedRows, units: Range<usize>, out: &mu
                 first: units.start,
             };
             match (pair, rows - r) {
-                (true, 4..) => panel_tile::<4, 2>(w, x, tile, out),
+                (true, 6..) => panel_tile::<6, 2>(w, x, tile, out),
+                (true, 5) => panel_tile::<5, 2>(w, x, tile, out),
+                (true, 4) => panel_tile::<4, 2>(w, x, tile, out),
                 (true, 3) => panel_tile::<3, 2>(w, x, tile, out),
                 (true, 2) => panel_tile::<2, 2>(w, x, tile, out),
                 (true, _) => panel_tile::<1, 2>(w, x, tile, out),
-                (false, 4..) => panel_tile::<4, 1>(w, x, tile, out),
+                (false, 6..) => panel_tile::<6, 1>(w, x, tile, out),
+                (false, 5) => panel_tile::<5, 1>(w, x, tile, out),
+                (false, 4) => panel_tile::<4, 1>(w, x, tile, out),
                 (false, 3) => panel_tile::<3, 1>(w, x, tile, out),
                 (false, 2) => panel_tile::<2, 1>(w, x, tile, out),
                 (false, _) => panel_tile::<1, 1>(w, x, tile, out),
             }
-            r += (rows - r).min(4);
+            r += (rows - r).min(6);
         }
         p += if pair { 2 } else { 1 };
     }
@@ -363,4 +367,60 @@ fn load16f(v: &[f32; PANEL]) -> __m512 {
 fn store16(dst: &mut [f32; PANEL], v: __m512) {
     // SAFETY: `dst` is sixteen writable `f32`; `storeu` has no alignment requirement.
     unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), v) }
+}
+
+/// Whether this CPU runs the AVX-512 activation quantizer.
+pub(super) fn avx512_available() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+}
+
+/// [`ActBlock::new`] for every block, with AVX-512: the same values and scales (the rounding
+/// is the same round-to-nearest-even), the float sums in another order.
+pub(super) fn quantize_blocks(blocks: &[[f32; BLOCK]]) -> Vec<ActBlock> {
+    assert!(
+        avx512_available(),
+        "the AVX-512 quantizer was chosen on a CPU without it"
+    );
+    // SAFETY: the assertion above found AVX-512F on this CPU, all `quantize_avx512` requires.
+    unsafe { quantize_avx512(blocks) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn quantize_avx512(blocks: &[[f32; BLOCK]]) -> Vec<ActBlock> {
+    let mut out = Vec::with_capacity(blocks.len());
+    for x in blocks {
+        let (halves, _) = x.as_chunks::<PANEL>();
+        let (a, b) = (load16f(&halves[0]), load16f(&halves[1]));
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+        let d = amax / 127.0;
+        let inv = _mm512_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+        let (min, max) = (_mm512_set1_epi32(-127), _mm512_set1_epi32(127));
+        let qa = _mm512_max_epi32(
+            min,
+            _mm512_min_epi32(max, _mm512_cvtps_epi32(_mm512_mul_ps(a, inv))),
+        );
+        let qb = _mm512_max_epi32(
+            min,
+            _mm512_min_epi32(max, _mm512_cvtps_epi32(_mm512_mul_ps(b, inv))),
+        );
+        let mut q = [0i8; BLOCK];
+        let (qlo, qhi) = q.split_at_mut(BLOCK / 2);
+        store16i8(qlo, _mm512_cvtepi32_epi8(qa));
+        store16i8(qhi, _mm512_cvtepi32_epi8(qb));
+        out.push(ActBlock {
+            q,
+            d,
+            sum: _mm512_reduce_add_ps(_mm512_add_ps(a, b)),
+            qsum: _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb)),
+        });
+    }
+    out
+}
+
+#[target_feature(enable = "avx512f")]
+fn store16i8(dst: &mut [i8], v: __m128i) {
+    assert!(dst.len() >= 16, "16 bytes to store");
+    // SAFETY: `dst` holds at least sixteen writable bytes (checked above); `storeu` has no
+    // alignment requirement.
+    unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), v) }
 }
