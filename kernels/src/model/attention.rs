@@ -52,7 +52,14 @@ impl Attention {
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh) = (self.n_heads, self.n_kv_heads);
-        let [q, k, v] = Proj::forward_many([&self.q, &self.k, &self.v], x);
+        let [q, k, v] = match Proj::forward_packed([&self.q, &self.k, &self.v], &x) {
+            Some(qkv) => qkv,
+            None => [
+                self.q.forward(x.clone()),
+                self.k.forward(x.clone()),
+                self.v.forward(x),
+            ],
+        };
         let hd = q.dims()[2] / h;
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
         let q = rope.apply(heads(q, h), at.pos0);

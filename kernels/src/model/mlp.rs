@@ -25,7 +25,7 @@ impl Mlp {
         if let (Some(gate), Some(up)) = (&self.gate.packed, &self.up.packed) {
             return self.down.forward(packed_swiglu(x, gate, up));
         }
-        let [gate, up] = Proj::forward_many([&self.gate, &self.up], x);
-        self.down.forward(silu(gate) * up)
+        let gate = silu(self.gate.forward(x.clone()));
+        self.down.forward(gate * self.up.forward(x))
     }
 }

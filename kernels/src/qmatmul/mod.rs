@@ -7,21 +7,30 @@
 //!
 //! # Layout
 //!
-//! Weights are stored in GGUF's blocks of [`BLOCK`] inputs, with the blocks of [`LANES`]
-//! consecutive outputs interleaved (block `b` of outputs `4g..4g + 4`, then block `b + 1`, …),
-//! so a decode step streams each weight once, front to back, in a single stream, and four
-//! independent sums hide the arithmetic's latency:
-//! - [`BlockFormat::Q8_0`]: 32 signed bytes and one `f32` scale per block, `w = d q`.
-//! - [`BlockFormat::Q4_1`]: 32 four-bit values (16 bytes: inputs `0..16` in the low nibbles,
-//!   `16..32` in the high ones), an `f32` scale and an `f32` minimum, `w = m + d q`.
+//! Weights are stored in GGUF's blocks of [`BLOCK`] inputs — [`BlockFormat::Q8_0`] (signed
+//! bytes and an `f32` scale, `w = d q`) or [`BlockFormat::Q4_1`] (four-bit values, an `f32`
+//! scale and an `f32` minimum, `w = m + d q`) — grouped by outputs so that a decode step streams
+//! each weight once, front to back. The grouping ([`Layout`]) follows the kernel:
+//! - [`Layout::Panels`] (AVX-512 VNNI): 16 outputs per panel, each block storing 4 consecutive
+//!   inputs of all 16 outputs side by side, so one 64-byte load is the unsigned operand of one
+//!   `vpdpbusd` against 4 broadcast activations. Tiles of up to 6 rows × 2 panels reuse each
+//!   load 6 times in prefill.
+//! - [`Layout::Lanes`] (AVX2, portable): the blocks of [`LANES`] outputs one after the other.
 //!
 //! # Arithmetic
 //!
 //! Each row of activations is quantized to 8-bit blocks (`s = max|x| / 127`), so the inner
 //! product of a block is an integer one; the result is `Σ d s Σ q·qx`, plus for Q4_1 `m Σ x` over
-//! the block with the exact float sum. Integer dot products run with AVX2 when the CPU has it
-//! (detected at run time, see `x86`), otherwise with the portable code below, which also
-//! serves as the reference the SIMD path is tested against.
+//! the block with the exact float sum. `vpdpbusd` multiplies unsigned by signed bytes, so Q8_0
+//! panels store `q + 128` and each sum starts at `-128 Σ qx`. The SIMD paths are chosen at run
+//! time (see `x86`); the portable code below reads either layout and is the reference the SIMD
+//! kernels are tested against.
+//!
+//! # Calls
+//!
+//! [`matmul_concat`] runs several weights that share their input (a layer's query, key and
+//! value; its gate and up) as one parallel loop, and [`matmul_swiglu`] adds SwiGLU's gating, so
+//! that a decoder block wakes the thread pool four times per token, not seven.
 
 use rayon::prelude::*;
 use std::fmt;
@@ -476,6 +485,7 @@ enum Order {
     /// `[units * width, rows]`: output `o` of every row together.
     OutputMajor,
     /// `[rows, units * width]`: each row's outputs together.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the VNNI kernel's
     RowMajor,
 }
 
@@ -532,6 +542,7 @@ pub(crate) struct QuantizedRows {
     /// Exact float sum of each block (Q4_1's minimum term).
     sums: Vec<f32>,
     /// Sum of each block's quantized values (the VNNI kernel's `+128` offset term).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the VNNI kernel's
     qsums: Vec<i32>,
 }
 
