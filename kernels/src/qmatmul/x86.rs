@@ -1,8 +1,10 @@
-//! AVX2 and AVX-512 VNNI inner loops for [`super::PackedWeight::matmul`].
+//! AVX2 and AVX-512 VNNI inner loops for [`super::PackedWeight::matmul`], and the AVX-512
+//! activation quantizer.
 //!
 //! The workspace denies `unsafe`; this module is the one exception, for two reasons only:
 //! calling a `#[target_feature]` function, which is sound once the feature was detected at run
-//! time, and unaligned vector loads from references to 16 or 32 bytes. Everything else is safe
+//! time, and unaligned vector loads and stores through references to arrays of exactly the
+//! vector's size (16 to 64 bytes, or a length checked just before). Everything else is safe
 //! intrinsics (Rust 1.87+ lets value-only intrinsics be called safely inside a function with
 //! the matching target features).
 #![allow(unsafe_code)]
