@@ -416,5 +416,23 @@ fn quality_scores_each_variant_and_the_report_sets_it_beside_speed() {
         html.contains("<table class=\"quality\">"),
         "no quality table"
     );
+    // And the chart beside it, with both levels in its legend.
+    let chart = html
+        .split("<figure class=\"chart\" id=\"quality-vs-speed\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</figure>").next())
+        .expect("no quality-vs-speed chart");
+    assert!(chart.contains("<svg"), "{chart:.300}");
+    let texts: Vec<&str> = chart
+        .split("</text>")
+        .filter_map(|t| t.rsplit('>').next())
+        .map(str::trim)
+        .collect();
+    for quant in ["f32", "q8"] {
+        assert!(
+            texts.contains(&quant),
+            "{quant} not in the legend: {texts:?}"
+        );
+    }
     assert!(html.contains("no device was probed"));
 }

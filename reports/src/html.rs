@@ -669,20 +669,7 @@ fn quality_vs_speed(page: &mut Page, a: &Analysis) {
     page.body.push_str("<table class=\"quality\"><thead><tr><th>Device</th><th>Configuration</th><th>Perplexity</th><th>vs f32</th><th>Decode tok/s</th><th>Weights/step</th></tr></thead><tbody>\n");
     for c in &scored {
         let ppl = c.metric(Metric::Perplexity).map_or(f64::NAN, |s| s.median);
-        // The f32 cell of the same device, model and backend (any other axes).
-        let base = scored
-            .iter()
-            .find(|b| {
-                b.key.quant == "f32"
-                    && b.key.device == c.key.device
-                    && b.key.model == c.key.model
-                    && b.key.backend == c.key.backend
-            })
-            .and_then(|b| b.metric(Metric::Perplexity))
-            .map(|s| s.median);
-        let rel = base.map_or("–".to_owned(), |b| {
-            format!("{:+.2} %", (ppl / b - 1.0) * 100.0)
-        });
+        let rel = f32_change(&scored, c).map_or("–".to_owned(), |r| format!("{r:+.2} %"));
         let _ = write!(
             page.body,
             "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td>",
@@ -697,6 +684,72 @@ fn quality_vs_speed(page: &mut Page, a: &Analysis) {
         page.body.push_str("</tr>\n");
     }
     page.body.push_str("</tbody></table>\n<p>Perplexity of the built-in English text (about 750 tokens, in independent chunks of 128), measured once per model variant on the device.</p>\n");
+    // The same as a chart: one point per configuration, one colour per quantization level.
+    let mut by_quant: BTreeMap<&str, Vec<Point>> = BTreeMap::new();
+    for c in &scored {
+        if let (Some(rel), Some(decode)) = (f32_change(&scored, c), c.metric(Metric::DecodeTokPerS))
+        {
+            by_quant.entry(&c.key.quant).or_default().push(Point {
+                x: decode.median,
+                y: rel,
+                lo: rel,
+                hi: rel,
+            });
+        }
+    }
+    let title = "Quality vs speed";
+    if by_quant.is_empty() {
+        page.na(
+            title,
+            "not drawn: no configuration has both a decode figure and an f32 perplexity to compare with",
+        );
+        return;
+    }
+    let total = by_quant.len();
+    let chart = XyChart {
+        x_label: "decode (tok/s, median)".into(),
+        y_label: "perplexity vs f32 (%)".into(),
+        series: by_quant
+            .into_iter()
+            .map(|(quant, mut points)| {
+                points.sort_by(|a, b| a.x.total_cmp(&b.x));
+                Series {
+                    name: quant.to_owned(),
+                    points,
+                }
+            })
+            .collect(),
+        join: false,
+        y_from_zero: true,
+        categories: None,
+    };
+    let caption = format!(
+        "Each point is one configuration: across, its median decode throughput; up, its perplexity change from f32 on the same device and backend (lower is better; perplexity is measured once per variant, so it has no interval).{}",
+        omitted(total)
+    );
+    page.figure(
+        "quality-vs-speed",
+        title,
+        charts::xy_chart(&chart),
+        &xml(&caption),
+    );
+}
+
+/// Perplexity change of `c` from the f32 cell of the same device, model and backend (any other
+/// axes), in percent.
+fn f32_change(scored: &[&CellSummary], c: &CellSummary) -> Option<f64> {
+    let ppl = c.metric(Metric::Perplexity)?.median;
+    let base = scored
+        .iter()
+        .find(|b| {
+            b.key.quant == "f32"
+                && b.key.device == c.key.device
+                && b.key.model == c.key.model
+                && b.key.backend == c.key.backend
+        })?
+        .metric(Metric::Perplexity)?
+        .median;
+    Some((ppl / base - 1.0) * 100.0)
 }
 
 /// The measured roofs per device, and how close each cell came to them.
