@@ -113,16 +113,10 @@ pub fn packed_swiglu<const D: usize>(
     gate: &SharedWeight,
     up: &SharedWeight,
 ) -> Tensor<D> {
-    let mut dims = x.dims();
-    let d_in = dims[D - 1];
-    let rows = dims[..D - 1].iter().product::<usize>();
-    let x = x.reshape([rows, d_in]).into_dispatch();
-    let y = Tensor::<2>::from_dispatch(<Dispatch as PackedMatmulOps>::packed_swiglu(
-        x,
-        vec![gate.clone(), up.clone()],
-    ));
-    dims[D - 1] = gate.dims()[1];
-    y.reshape(dims)
+    let weights = vec![gate.clone(), up.clone()];
+    as_rows(x, gate.dims()[1], |x| {
+        <Dispatch as PackedMatmulOps>::packed_swiglu(x, weights)
+    })
 }
 
 /// `x [W_0 W_1 …]` for packed weights sharing `d_in`, in one call (see
@@ -133,14 +127,22 @@ pub fn packed_swiglu<const D: usize>(
 /// - x: `[..., d_in]` on a CPU backend
 /// - output: `[..., Σ d_out]`
 pub fn packed_matmul_concat<const D: usize>(x: Tensor<D>, weights: &[SharedWeight]) -> Tensor<D> {
+    let d_out = weights.iter().map(|w| w.dims()[1]).sum();
+    as_rows(x, d_out, |x| {
+        <Dispatch as PackedMatmulOps>::packed_matmul(x, weights.to_vec())
+    })
+}
+
+/// Runs `op` on `x` flattened to `[rows, d_in]` and gives its `[rows, d_out]` result `x`'s
+/// leading dimensions back.
+fn as_rows<const D: usize>(
+    x: Tensor<D>,
+    d_out: usize,
+    op: impl FnOnce(FloatTensor<Dispatch>) -> FloatTensor<Dispatch>,
+) -> Tensor<D> {
     let mut dims = x.dims();
-    let d_in = dims[D - 1];
     let rows = dims[..D - 1].iter().product::<usize>();
-    let x = x.reshape([rows, d_in]).into_dispatch();
-    let y = Tensor::<2>::from_dispatch(<Dispatch as PackedMatmulOps>::packed_matmul(
-        x,
-        weights.to_vec(),
-    ));
-    dims[D - 1] = weights.iter().map(|w| w.dims()[1]).sum();
+    let y = Tensor::<2>::from_dispatch(op(x.reshape([rows, dims[D - 1]]).into_dispatch()));
+    dims[D - 1] = d_out;
     y.reshape(dims)
 }

@@ -582,15 +582,17 @@ impl QuantizedRows {
             }
             chunks.iter().map(ActBlock::new).collect()
         };
-        let per_row: Vec<Vec<ActBlock>> = if rows >= PARALLEL_ROWS {
-            x.par_chunks(d_in).map(quantize_row).collect()
+        // Few rows (decode): the rows are contiguous, so quantize them as one run of blocks.
+        let quantized: Vec<ActBlock> = if rows >= PARALLEL_ROWS {
+            let per_row: Vec<Vec<ActBlock>> = x.par_chunks(d_in).map(quantize_row).collect();
+            per_row.into_iter().flatten().collect()
         } else {
-            x.chunks(d_in).map(quantize_row).collect()
+            quantize_row(x)
         };
         let n = rows * blocks;
         let (mut values, mut scales) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut sums, mut qsums) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for b in per_row.into_iter().flatten() {
+        for b in quantized {
             values.push(b.q);
             scales.push(b.d);
             sums.push(b.sum);
