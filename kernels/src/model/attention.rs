@@ -1,6 +1,8 @@
+use super::host_attention::{HeadShape, rope_rows};
 use super::kv_cache::{LayerCache, StepPositions};
 use super::proj::Proj;
 use super::rope::Rope;
+use crate::qmatmul::{PackedWeight, matmul_concat};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
@@ -35,7 +37,9 @@ impl Attention {
     /// and the cached ones, then appends this step's keys and values to `cache`.
     ///
     /// `mask`, when given, is added to the scores of every head: `0` where a query may see a
-    /// key and `-inf` where it may not. It is needed whenever `seq > 1`.
+    /// key and `-inf` where it may not. It is needed whenever `seq > 1`. When all four
+    /// projections are packed, the whole step runs on the host ([`forward_host`]), which
+    /// applies the same causal and window rule itself.
     ///
     /// # Shapes
     ///
@@ -50,16 +54,14 @@ impl Attention {
         at: StepPositions,
         mask: Option<Tensor<2>>,
     ) -> Tensor<3> {
+        if let Some(weights) = self.packed_weights() {
+            return forward_host(x, weights, (self.n_heads, self.n_kv_heads), rope, cache, at);
+        }
         let [b, s, _] = x.dims();
         let (h, kvh) = (self.n_heads, self.n_kv_heads);
-        let [q, k, v] = match Proj::forward_packed([&self.q, &self.k, &self.v], &x) {
-            Some(qkv) => qkv,
-            None => [
-                self.q.forward(x.clone()),
-                self.k.forward(x.clone()),
-                self.v.forward(x),
-            ],
-        };
+        let q = self.q.forward(x.clone());
+        let k = self.k.forward(x.clone());
+        let v = self.v.forward(x);
         let hd = q.dims()[2] / h;
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
         let q = rope.apply(heads(q, h), at.pos0);
@@ -92,4 +94,49 @@ impl Attention {
             .reshape([b, s, h * hd]);
         self.o.forward(out)
     }
+
+    /// The four projections' packed weights `[q, k, v, o]`, when all of them are packed
+    /// (the CPU backends at q8/q4), which sends the step to [`forward_host`].
+    fn packed_weights(&self) -> Option<[&PackedWeight; 4]> {
+        let [Some(q), Some(k), Some(v), Some(o)] =
+            [&self.q, &self.k, &self.v, &self.o].map(|p| p.packed.as_deref())
+        else {
+            return None;
+        };
+        Some([q, k, v, o])
+    }
+}
+
+/// An attention step on the host: the projections by [`crate::qmatmul`]'s kernels, rotation,
+/// cache and attention by [`super::host_attention`]; one copy of `x` out of the backend and one
+/// of the result back.
+fn forward_host(
+    x: Tensor<3>,
+    [wq, wk, wv, wo]: [&PackedWeight; 4],
+    (heads, kv_heads): (usize, usize),
+    rope: &Rope,
+    cache: &mut LayerCache,
+    at: StepPositions,
+) -> Tensor<3> {
+    let [b, s, _] = x.dims();
+    let device = x.device();
+    let rows = x
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("converted to f32 just above");
+    let mut qkv = matmul_concat(&[wq, wk, wv], &rows, b * s);
+    let shape = HeadShape {
+        batch: b,
+        seq: s,
+        heads,
+        kv_heads,
+        head_dim: wq.dims()[1] / heads,
+    };
+    let (cos, sin) = rope.host_tables();
+    rope_rows(&mut qkv, shape, at.pos0, cos, sin);
+    let out = cache.host.attend(&qkv, shape, at);
+    let y = matmul_concat(&[wo], &out, b * s);
+    let d_out = wo.dims()[1];
+    Tensor::from_data(TensorData::new(y, [b, s, d_out]), &device)
 }

@@ -1,3 +1,4 @@
+use super::host_attention::HostKv;
 use burn::prelude::*;
 
 /// Where a forward step sits: the absolute position of its first token, of the first cached
@@ -15,8 +16,10 @@ pub(crate) struct StepPositions {
 /// Keys and values of one attention layer for the positions still in the window.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct LayerCache {
-    /// `[batch, kv_heads, kept, head_dim]`, or `None` before the first step.
+    /// `[batch, kv_heads, kept, head_dim]`, or `None` before the first step (Burn's path).
     kv: Option<(Tensor<4>, Tensor<4>)>,
+    /// The same in host memory, for the packed CPU path (see [`super::host_attention`]).
+    pub(crate) host: HostKv,
 }
 
 impl LayerCache {
@@ -57,7 +60,9 @@ impl LayerCache {
 
     /// Number of positions held.
     pub(crate) fn len(&self) -> usize {
-        self.kv.as_ref().map_or(0, |(k, _)| k.dims()[2])
+        self.kv
+            .as_ref()
+            .map_or(self.host.len(), |(k, _)| k.dims()[2])
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod attention;
 mod config;
+mod host_attention;
 mod kv_cache;
 mod mlp;
 mod proj;

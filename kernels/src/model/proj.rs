@@ -1,4 +1,4 @@
-use crate::qmatmul::{SharedWeight, packed_matmul, packed_matmul_concat};
+use crate::qmatmul::{SharedWeight, packed_matmul};
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::module::linear;
@@ -69,33 +69,5 @@ impl Proj {
             .reshape([rows, d_in / self.block]);
         let shift = linear(sums, offset.val(), None);
         y.clone() + shift.reshape(y.shape())
-    }
-
-    /// Applies several packed projections of the same input as one product (one quantization
-    /// of `x`, one parallel loop; see [`crate::qmatmul::matmul_concat`]), or `None` unless all
-    /// of them are packed.
-    ///
-    /// (Callers keep Burn's own sequence otherwise: measured on Flex at f32, computing the
-    /// projections first and combining them after made a 128-token prefill 30 % slower.)
-    ///
-    /// # Shapes
-    ///
-    /// - x: `[..., d_in]`
-    /// - output: `[..., d_out]` of each projection, in order
-    pub fn forward_packed<const D: usize, const N: usize>(
-        projs: [&Proj; N],
-        x: &Tensor<D>,
-    ) -> Option<[Tensor<D>; N]> {
-        let weights: Vec<SharedWeight> = projs
-            .iter()
-            .map(|p| p.packed.clone())
-            .collect::<Option<_>>()?;
-        let y = packed_matmul_concat(x.clone(), &weights);
-        let mut start = 0;
-        Some(projs.map(|p| {
-            let width = p.dims()[1];
-            start += width;
-            y.clone().narrow(D - 1, start - width, width)
-        }))
     }
 }

@@ -1,4 +1,5 @@
 use burn::prelude::*;
+use std::sync::Arc;
 
 /// Rotary position embedding in GGUF's LLaMA convention: the pairs `(x[2i], x[2i+1])` of each
 /// head are rotated by `pos * theta^(-2i/d)`. (GGUF converters permute the Q/K weights so that
@@ -9,6 +10,9 @@ pub struct Rope {
     cos: Tensor<2>,
     /// `sin(pos * freq_i)`, `[max_seq_len, head_dim / 2]`.
     sin: Tensor<2>,
+    /// The same tables in host memory, `(cos, sin)`, for [`super::host_attention`].
+    #[module(skip)]
+    host: Arc<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Rope {
@@ -28,8 +32,9 @@ impl Rope {
         }
         let shape = [max_seq_len, half];
         Self {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            cos: Tensor::from_data(TensorData::new(cos.clone(), shape), device),
+            sin: Tensor::from_data(TensorData::new(sin.clone(), shape), device),
+            host: Arc::new((cos, sin)),
         }
     }
 
@@ -37,6 +42,12 @@ impl Rope {
     pub(crate) fn cast(&mut self, dtype: burn::tensor::DType) {
         self.cos = self.cos.clone().cast(dtype);
         self.sin = self.sin.clone().cast(dtype);
+    }
+
+    /// `(cos, sin)` in host memory, each `[max_seq_len, head_dim / 2]` row-major (`f32`
+    /// whatever [`Rope::cast`] made of the tensors).
+    pub(crate) fn host_tables(&self) -> (&[f32], &[f32]) {
+        (&self.host.0, &self.host.1)
     }
 
     /// Longest sequence the tables cover.

@@ -263,3 +263,162 @@ fn sliding_window_matches_naive_window_in_prefill_and_decode() {
     );
     assert_close(&want[..w * d], &full[..w * d], 1e-6, "before the window");
 }
+
+/// Attention from scratch over one sequence's `[q | k | v]` rows (before rotation), with the
+/// rows' absolute positions starting at 0.
+fn naive_qkv_attention(
+    qkv: &[f32],
+    seq: usize,
+    (h, kvh, hd): (usize, usize, usize),
+    window: Option<usize>,
+) -> Vec<f32> {
+    let width = (h + 2 * kvh) * hd;
+    let head = |at: usize| -> Vec<f32> {
+        let rows: Vec<f32> = (0..seq)
+            .flat_map(|s| qkv[s * width + at..s * width + at + hd].to_vec())
+            .collect();
+        rows
+    };
+    let mut out = vec![0f32; seq * h * hd];
+    for hi in 0..h {
+        let kv = hi / (h / kvh);
+        let q = naive_rope(&head(hi * hd), seq, hd, 0, 10000.0);
+        let k = naive_rope(&head((h + kv) * hd), seq, hd, 0, 10000.0);
+        let v = head((h + kvh + kv) * hd);
+        for s in 0..seq {
+            let visible: Vec<usize> = (0..=s)
+                .filter(|&t| window.is_none_or(|w| s - t < w))
+                .collect();
+            let scores: Vec<f32> = visible
+                .iter()
+                .map(|&t| {
+                    (0..hd).map(|i| q[s * hd + i] * k[t * hd + i]).sum::<f32>() / (hd as f32).sqrt()
+                })
+                .collect();
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exps: Vec<f32> = scores.iter().map(|x| (x - max).exp()).collect();
+            let total: f32 = exps.iter().sum();
+            for (&t, e) in visible.iter().zip(&exps) {
+                for i in 0..hd {
+                    out[s * h * hd + hi * hd + i] += e / total * v[t * hd + i];
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn host_attention_matches_naive_over_steps_batches_and_windows() {
+    use super::host_attention::{HeadShape, HostKv, rope_rows};
+    // head_dim 20: one 16-lane chunk and a tail in every dot product. The 40-token first step
+    // is large enough to run in parallel, the later ones run on the calling thread.
+    let (h, kvh, hd, batch, seq) = (4, 2, 20, 2, 46);
+    let width = (h + 2 * kvh) * hd;
+    let rope = Rope::new(hd, 64, 10000.0, &device());
+    let (cos, sin) = rope.host_tables();
+    let sequences: Vec<Vec<f32>> = (0..batch)
+        .map(|b| random(seq * width, 30 + b as u64))
+        .collect();
+    for window in [None, Some(5), Some(40)] {
+        let want: Vec<Vec<f32>> = sequences
+            .iter()
+            .map(|x| naive_qkv_attention(x, seq, (h, kvh, hd), window))
+            .collect();
+        let mut cache = HostKv::default();
+        let mut got = vec![Vec::new(); batch];
+        let mut pos0 = 0;
+        for s in [40, 1, 1, 3, 1] {
+            let shape = HeadShape {
+                batch,
+                seq: s,
+                heads: h,
+                kv_heads: kvh,
+                head_dim: hd,
+            };
+            let mut rows: Vec<f32> = sequences
+                .iter()
+                .flat_map(|x| x[pos0 * width..(pos0 + s) * width].to_vec())
+                .collect();
+            rope_rows(&mut rows, shape, pos0, cos, sin);
+            let at = StepPositions {
+                pos0,
+                first_kept: pos0 - cache.len(),
+                window,
+            };
+            let out = cache.attend(&rows, shape, at);
+            for (b, got) in got.iter_mut().enumerate() {
+                got.extend_from_slice(&out[b * s * h * hd..(b + 1) * s * h * hd]);
+            }
+            pos0 += s;
+            assert_eq!(cache.len(), window.map_or(pos0, |w| w.min(pos0)));
+        }
+        for (b, (got, want)) in got.iter().zip(&want).enumerate() {
+            assert_close(got, want, 1e-4, &format!("sequence {b}, window {window:?}"));
+        }
+    }
+}
+
+#[test]
+fn packed_attention_runs_on_the_host_and_matches_naive() {
+    use crate::qmatmul::{BlockFormat, PackedWeight};
+    use std::sync::Arc;
+    // d_model 64 (two blocks of 32 inputs), 4 query heads over 2 key/value heads.
+    let (d, h, kvh, seq, w) = (64, 4, 2, 7, 4);
+    let (attns, naive) = attention_pair(d, h, kvh);
+    let pack = |p: &Proj| {
+        let [d_in, d_out] = p.dims();
+        let weight = values(p.weight.val());
+        let packed = PackedWeight::quantize(BlockFormat::Q8_0, &weight, d_in, d_out).unwrap();
+        let dequantized = packed.dequantize();
+        let mut p = Proj::new(tensor(&[0.0], [1, 1]));
+        p.packed = Some(Arc::new(packed));
+        (p, dequantized)
+    };
+    let attn = &attns[0];
+    let [(q, wq), (k, wk), (v, wv), (o, wo)] = [&attn.q, &attn.k, &attn.v, &attn.o].map(pack);
+    let packed = Attention {
+        q,
+        k,
+        v,
+        o,
+        ..attn.clone()
+    };
+    // The naive attention with the weights the kernels hold; the kernels also round the
+    // activations to 8 bits (twice: before q/k/v and before the output projection), which
+    // moves the result by about 1 % (relative RMS).
+    let naive = NaiveAttention {
+        wq,
+        wk,
+        wv,
+        wo,
+        ..naive
+    };
+    let x = random(seq * d, 23);
+    let rel_rms = |a: &[f32], b: &[f32]| {
+        let err: f32 = a.iter().zip(b).map(|(a, b)| (a - b) * (a - b)).sum();
+        (err / b.iter().map(|b| b * b).sum::<f32>()).sqrt()
+    };
+    let full = naive.forward(&x, seq, None);
+    let windowed = naive.forward(&x, seq, Some(w));
+    // What the tolerance must tell apart: the window changes the output by far more.
+    assert!(rel_rms(&windowed, &full) > 0.1);
+    for (window, want) in [(None, &full), (Some(w), &windowed)] {
+        let got = run_in_steps(&packed, &x, d, &[3, 1, 1, 2], window);
+        let err = rel_rms(&got, want);
+        assert!(
+            err < 0.02,
+            "packed attention, window {window:?}: rms error {err}"
+        );
+    }
+    // And it is the host path that ran: the keys are in host memory.
+    let rope = Rope::new(d / h, 64, 10000.0, &device());
+    let mut cache = LayerCache::default();
+    let at = StepPositions {
+        pos0: 0,
+        first_kept: 0,
+        window: None,
+    };
+    packed.forward(tensor(&x[..d], [1, 1, d]), &rope, &mut cache, at, None);
+    assert_eq!(cache.host.len(), 1);
+}
