@@ -207,6 +207,9 @@ fn attend_group_body(
     scale: f32,
     out: &mut [f32],
 ) {
+    if hd == 64 {
+        return attend_group_fixed::<64>(q, keys, values, scale, out);
+    }
     let n = keys.len() / hd;
     let mut scores = vec![0f32; n];
     for (q, out) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
@@ -233,6 +236,82 @@ fn attend_group_body(
     }
 }
 
+/// [`attend_group_body`] for a head size known when compiling (the models' 64), which keeps
+/// each query's sums in registers: four keys' scores at a time (four independent sums), and
+/// the weighted sum in one `HD`-wide accumulator.
+#[inline(always)]
+fn attend_group_fixed<const HD: usize>(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    scale: f32,
+    out: &mut [f32],
+) {
+    const LANES: usize = 16;
+    let (keys, _) = keys.as_chunks::<HD>();
+    let (values, _) = values.as_chunks::<HD>();
+    let mut scores = vec![0f32; keys.len()];
+    for (q, out) in q
+        .as_chunks::<HD>()
+        .0
+        .iter()
+        .zip(out.as_chunks_mut::<HD>().0)
+    {
+        let (mut s4, mut k4) = (scores.chunks_exact_mut(4), keys.chunks_exact(4));
+        for (s, k) in (&mut s4).zip(&mut k4) {
+            let mut acc = [[0f32; LANES]; 4];
+            for c in (0..HD).step_by(LANES) {
+                for (acc, k) in acc.iter_mut().zip(k) {
+                    for i in 0..LANES {
+                        acc[i] += q[c + i] * k[c + i];
+                    }
+                }
+            }
+            for (s, acc) in s.iter_mut().zip(acc) {
+                *s = reduce(acc) * scale;
+            }
+        }
+        for (s, k) in s4.into_remainder().iter_mut().zip(k4.remainder()) {
+            let mut acc = [0f32; LANES];
+            for c in (0..HD).step_by(LANES) {
+                for i in 0..LANES {
+                    acc[i] += q[c + i] * k[c + i];
+                }
+            }
+            *s = reduce(acc) * scale;
+        }
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            total += *s;
+        }
+        let mut sum = [0f32; HD];
+        for (&p, v) in scores.iter().zip(values) {
+            for i in 0..HD {
+                sum[i] += p * v[i];
+            }
+        }
+        let inv = 1.0 / total;
+        for (o, s) in out.iter_mut().zip(sum) {
+            *o = s * inv;
+        }
+    }
+}
+
+/// The sum of 16 lanes, pairwise.
+#[inline(always)]
+fn reduce(mut acc: [f32; 16]) -> f32 {
+    let mut width = 8;
+    while width > 0 {
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+        width /= 2;
+    }
+    acc[0]
+}
+
 /// `Σ a_i b_i` in 16 independent lanes, summed pairwise at the end.
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -250,12 +329,5 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[i] += x[i] * y[i];
         }
     }
-    let mut width = LANES / 2;
-    while width > 0 {
-        for i in 0..width {
-            acc[i] += acc[i + width];
-        }
-        width /= 2;
-    }
-    acc[0] + tail
+    reduce(acc) + tail
 }

@@ -311,16 +311,20 @@ fn naive_qkv_attention(
 #[test]
 fn host_attention_matches_naive_over_steps_batches_and_windows() {
     use super::host_attention::{HeadShape, HostKv, rope_rows};
-    // head_dim 20: one 16-lane chunk and a tail in every dot product. The 40-token first step
-    // is large enough to run in parallel, the later ones run on the calling thread.
-    let (h, kvh, hd, batch, seq) = (4, 2, 20, 2, 46);
-    let width = (h + 2 * kvh) * hd;
-    let rope = Rope::new(hd, 64, 10000.0, &device());
-    let (cos, sin) = rope.host_tables();
-    let sequences: Vec<Vec<f32>> = (0..batch)
-        .map(|b| random(seq * width, 30 + b as u64))
-        .collect();
-    for window in [None, Some(5), Some(40)] {
+    // head_dim 20: one 16-lane chunk and a tail in every dot product; 64: the models' size,
+    // with its own loops. The 40-token first step is large enough to run in parallel, the
+    // later ones run on the calling thread; key counts that are not multiples of 4 included.
+    let (h, kvh, batch, seq) = (4, 2, 2, 46);
+    for (hd, window) in [20, 64]
+        .into_iter()
+        .flat_map(|hd| [None, Some(5), Some(40)].map(|w| (hd, w)))
+    {
+        let width = (h + 2 * kvh) * hd;
+        let rope = Rope::new(hd, 64, 10000.0, &device());
+        let (cos, sin) = rope.host_tables();
+        let sequences: Vec<Vec<f32>> = (0..batch)
+            .map(|b| random(seq * width, 30 + b as u64))
+            .collect();
         let want: Vec<Vec<f32>> = sequences
             .iter()
             .map(|x| naive_qkv_attention(x, seq, (h, kvh, hd), window))
@@ -354,7 +358,8 @@ fn host_attention_matches_naive_over_steps_batches_and_windows() {
             assert_eq!(cache.len(), window.map_or(pos0, |w| w.min(pos0)));
         }
         for (b, (got, want)) in got.iter().zip(&want).enumerate() {
-            assert_close(got, want, 1e-4, &format!("sequence {b}, window {window:?}"));
+            let what = format!("sequence {b}, head_dim {hd}, window {window:?}");
+            assert_close(got, want, 1e-4, &what);
         }
     }
 }
