@@ -88,6 +88,26 @@ pub struct DeviceOutcome {
     /// The device's measured roofs (`socbench-agent probe`), measured once per device and
     /// kept across `--resume`.
     pub roofline: Option<Value>,
+    /// What the deployed agent reported of itself (`socbench-agent info`: version, git commit,
+    /// ABI, backends).
+    pub agent: Option<Value>,
+}
+
+/// A warning when the agent `info` describes was built from another commit than this
+/// controller (an agent left from an earlier build measures that build's kernels, while the
+/// manifest names this one); `None` when they match or a side was built outside git.
+pub fn agent_build_mismatch(info: &Value) -> Option<String> {
+    let ours = env!("SOCBENCH_GIT_HASH");
+    let theirs = match info["git_hash"].as_str() {
+        _ if ours == "unknown" => return None,
+        Some(h) if h == ours || h == "unknown" => return None,
+        Some(h) => format!("commit {h}"),
+        None => "an earlier build that does not report its commit".to_owned(),
+    };
+    Some(format!(
+        "warning: the agent is from {theirs}, socbench commit {ours}: the results measure the \
+         agent's build; rebuild both (`cargo build`, or `scripts/build-agent ABI` for a phone)"
+    ))
 }
 
 /// The agent binary for an ABI: this build's own for the host's ABI, otherwise a cross-built
@@ -882,6 +902,10 @@ pub fn run_device(
         .ok()
         .filter(|o| o.status == 0)
         .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok());
+    if let Some(note) = built.as_ref().and_then(agent_build_mismatch) {
+        log(&note);
+    }
+    outcome.agent = built.clone();
     let pending_cells = match &built {
         Some(b) => {
             let has = |name: &str| {
@@ -1154,4 +1178,31 @@ pub fn device_manifest(
     outcome: Option<&DeviceOutcome>,
 ) -> Value {
     json!({"target": target, "info": info, "cells": cells, "outcome": outcome})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_from_another_commit_is_reported() {
+        let ours = env!("SOCBENCH_GIT_HASH");
+        let same = json!({"version": "0.1.0", "git_hash": ours});
+        let other = json!({"version": "0.1.0", "git_hash": "0123456789ab"});
+        let older = json!({"version": "0.1.0"});
+        assert_eq!(agent_build_mismatch(&same), None);
+        assert_eq!(agent_build_mismatch(&json!({"git_hash": "unknown"})), None);
+        if ours == "unknown" {
+            // Built outside git: nothing to compare against.
+            assert_eq!(agent_build_mismatch(&other), None);
+            return;
+        }
+        let note = agent_build_mismatch(&other).expect("a different commit is reported");
+        assert!(
+            note.contains("0123456789ab") && note.contains(ours),
+            "{note}"
+        );
+        let note = agent_build_mismatch(&older).expect("an agent without a commit is reported");
+        assert!(note.contains("does not report its commit"), "{note}");
+    }
 }

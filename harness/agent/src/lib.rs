@@ -189,6 +189,7 @@ pub fn build_info() -> serde_json::Value {
     };
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "git_hash": env!("SOCBENCH_GIT_HASH"),
         "arch": std::env::consts::ARCH,
         "os": std::env::consts::OS,
         "env": env,
