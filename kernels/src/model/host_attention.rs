@@ -60,12 +60,18 @@ pub(crate) fn rope_rows(qkv: &mut [f32], shape: HeadShape, pos0: usize, cos: &[f
 }
 
 /// Keys and values of one block in host memory: one buffer per (sequence, key/value head),
-/// each `[kept positions, head_dim]` row-major.
+/// each `[positions, head_dim]` row-major.
+///
+/// With a window, positions that leave it are first only counted as dropped, and removed from
+/// the front of the buffers once they are as many as the window holds: each position is moved
+/// at most once, where removing it every step would move the whole window every step.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct HostKv {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
-    /// Positions held per buffer.
+    /// Positions out of the window still at the front of every buffer.
+    dropped: usize,
+    /// Positions held (after the dropped ones).
     len: usize,
 }
 
@@ -115,7 +121,8 @@ impl HostKv {
             let first = at.window.map_or(at.first_kept, |w| {
                 at.first_kept.max((pos + 1).saturating_sub(w))
             });
-            let keys = (first - at.first_kept) * hd..(pos + 1 - at.first_kept) * hd;
+            let (from, to) = (first - at.first_kept, pos + 1 - at.first_kept);
+            let keys = (self.dropped + from) * hd..(self.dropped + to) * hd;
             let stream = b * kv_heads + j;
             let q = &qkv[r * shape.row_width() + j * g * hd..][..g * hd];
             attend_group(
@@ -138,11 +145,14 @@ impl HostKv {
         if let Some(w) = at.window
             && self.len > w
         {
-            let drop = (self.len - w) * hd;
-            for buf in self.keys.iter_mut().chain(self.values.iter_mut()) {
-                buf.drain(..drop);
-            }
+            self.dropped += self.len - w;
             self.len = w;
+            if self.dropped >= w {
+                for buf in self.keys.iter_mut().chain(self.values.iter_mut()) {
+                    buf.drain(..self.dropped * hd);
+                }
+                self.dropped = 0;
+            }
         }
         out
     }

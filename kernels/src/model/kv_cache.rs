@@ -67,8 +67,9 @@ impl LayerCache {
 }
 
 /// The whole model's cache: the keys and values of every block, and the next absolute position.
-/// Cloning shares the tensors' data (Burn tensors are reference-counted); a later step appends
-/// to the clone without touching the original.
+/// Cloning shares the tensors' data (Burn tensors are reference-counted) and copies the keys
+/// held in host memory; either way a later step appends to the clone without touching the
+/// original.
 #[derive(Debug, Clone)]
 pub struct KvCache {
     pub(crate) layers: Vec<LayerCache>,
