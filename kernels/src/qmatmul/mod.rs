@@ -37,6 +37,8 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
+#[cfg(target_arch = "aarch64")]
+mod arm;
 mod extension;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -108,6 +110,10 @@ impl Layout {
         if x86::vnni_available() {
             return Self::Panels;
         }
+        // The NEON kernel (every arm64 CPU).
+        #[cfg(target_arch = "aarch64")]
+        return Self::Panels;
+        #[cfg(not(target_arch = "aarch64"))]
         Self::Lanes
     }
 }
@@ -485,7 +491,10 @@ enum Order {
     /// `[units * width, rows]`: output `o` of every row together.
     OutputMajor,
     /// `[rows, units * width]`: each row's outputs together.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the VNNI kernel's
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )] // the VNNI and NEON kernels'
     RowMajor,
 }
 
@@ -653,6 +662,8 @@ enum Kernel {
     Avx2,
     #[cfg(target_arch = "x86_64")]
     Vnni,
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 impl Kernel {
@@ -664,6 +675,10 @@ impl Kernel {
             Layout::Panels if x86::vnni_available() => return Self::Vnni,
             _ => {}
         }
+        #[cfg(target_arch = "aarch64")]
+        if layout == Layout::Panels {
+            return Self::Neon;
+        }
         let _ = layout;
         Self::Portable
     }
@@ -673,6 +688,8 @@ impl Kernel {
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Vnni => Order::RowMajor,
+            #[cfg(target_arch = "aarch64")]
+            Self::Neon => Order::RowMajor,
             _ => Order::OutputMajor,
         }
     }
@@ -684,6 +701,8 @@ impl Kernel {
             Self::Avx2 => "avx2",
             #[cfg(target_arch = "x86_64")]
             Self::Vnni => "avx512-vnni",
+            #[cfg(target_arch = "aarch64")]
+            Self::Neon => "neon",
         }
     }
 
@@ -695,6 +714,8 @@ impl Kernel {
             Self::Avx2 => x86::run(w, x, units, out),
             #[cfg(target_arch = "x86_64")]
             Self::Vnni => x86::run_vnni(w, x, units, out),
+            #[cfg(target_arch = "aarch64")]
+            Self::Neon => arm::run_panels(w, x, units, out),
         }
     }
 }
