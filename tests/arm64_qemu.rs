@@ -74,6 +74,16 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
         serde_json::from_str(&adb(&["shell", "/data/local/tmp/probe-agent", "info"])).unwrap();
     assert_eq!(info["arch"], "aarch64", "{info}");
     assert_eq!(info["env"], "musl", "{info}");
+    // The NEON kernel against the portable one, on the (emulated) arm64 CPU.
+    let selftest: serde_json::Value =
+        serde_json::from_str(&adb(&["shell", "/data/local/tmp/probe-agent", "selftest"])).unwrap();
+    assert_eq!(selftest["kernel"], "neon", "{selftest}");
+    assert_eq!(selftest["ok"], true, "{selftest}");
+    let checks = selftest["checks"].as_array().unwrap();
+    assert!(
+        checks.iter().filter(|c| c["kernel"] == "neon").count() >= 6,
+        "both formats at three row counts: {selftest}"
+    );
     // The pushed file is byte for byte the ELF (hashing it does not run it).
     let sum = adb(&["shell", "sha256sum", "/data/local/tmp/probe-agent"]);
     assert_eq!(sum.split_whitespace().next().unwrap().len(), 64, "{sum}");
@@ -141,4 +151,8 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
         text.contains("qemu-aarch64"),
         "the SoC names the emulator: {text}"
     );
+    // `run` checked the kernels on the phone before measuring, and kept the report.
+    let check = &manifest["devices"][0]["outcome"]["kernel_check"];
+    assert_eq!(check["ok"], true, "{check}");
+    assert_eq!(check["kernel"], "neon", "{check}");
 }

@@ -13,6 +13,7 @@ use socbench_agent::plan::{Cell, Cooldown, Event, Plan, RepResult};
 use socbench_devices::info::{SensorOrigin, abi_from_machine};
 use socbench_devices::sensors::SensorMeta;
 use socbench_devices::{AdbDevice, Device, DeviceError, DeviceInfo, LocalHost};
+use socbench_kernels::quant::packed_format;
 use socbench_kernels::roofline::Roofline;
 use socbench_reports::stats::trapezoid;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -91,6 +92,39 @@ pub struct DeviceOutcome {
     /// What the deployed agent reported of itself (`socbench-agent info`: version, git commit,
     /// ABI, backends).
     pub agent: Option<Value>,
+    /// The packed kernels against the portable reference on the device (`socbench-agent
+    /// selftest`): the kernel, whether all checks passed, each check's largest error.
+    pub kernel_check: Option<Value>,
+}
+
+/// Why the packed cells cannot be trusted on a device, from its `selftest` report: `None` when
+/// every check passed.
+pub fn kernel_check_failure(report: &Value) -> Option<String> {
+    if report["ok"].as_bool() != Some(false) {
+        return None;
+    }
+    let failed: Vec<String> = report["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["max_error"].as_f64() > c["tolerance"].as_f64())
+        .map(|c| {
+            let text = |k: &str| c[k].as_str().unwrap_or("?").to_owned();
+            format!(
+                "{} {} at {} rows off by {} (allowed {})",
+                text("kernel"),
+                text("format"),
+                c["rows"],
+                c["max_error"],
+                c["tolerance"]
+            )
+        })
+        .collect();
+    Some(format!(
+        "the device's quantized kernel disagrees with the portable reference ({}); \
+         q8/q4 cells on the CPU backends would measure wrong arithmetic",
+        failed.join("; ")
+    ))
 }
 
 /// A warning when the agent `info` describes was built from another commit than this
@@ -906,6 +940,24 @@ pub fn run_device(
         log(&note);
     }
     outcome.agent = built.clone();
+    // The packed kernels against the portable reference on this CPU: cells that would run
+    // them are not measured when they disagree.
+    let selftest = dev
+        .run(&[&agent, "selftest"], Duration::from_secs(120))
+        .ok()
+        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok());
+    let pending_cells = match selftest.as_ref().and_then(kernel_check_failure) {
+        Some(reason) => {
+            let (packed, rest): (Vec<&PlannedCell>, Vec<&PlannedCell>) = pending_cells
+                .into_iter()
+                .partition(|c| packed_format(c.quant, c.backend).is_some());
+            log(&format!("skipping {} packed cells: {reason}", packed.len()));
+            run.mark(&packed, "skipped", &reason);
+            rest
+        }
+        None => pending_cells,
+    };
+    outcome.kernel_check = selftest;
     let pending_cells = match &built {
         Some(b) => {
             let has = |name: &str| {
@@ -1204,5 +1256,28 @@ mod tests {
         );
         let note = agent_build_mismatch(&older).expect("an agent without a commit is reported");
         assert!(note.contains("does not report its commit"), "{note}");
+    }
+
+    #[test]
+    fn a_failed_kernel_check_names_the_kernel_and_the_error() {
+        let check = |max_error: f64| json!({"kernel": "neon", "format": "q4_1", "rows": 3, "max_error": max_error, "tolerance": 1e-4});
+        let passed = json!({"ok": true, "checks": [check(0.0)]});
+        assert_eq!(kernel_check_failure(&passed), None);
+        // An agent without the subcommand gives no report: nothing is skipped for it.
+        assert_eq!(kernel_check_failure(&json!(null)), None);
+        let failed = json!({"ok": false, "checks": [check(0.0), check(0.5)]});
+        let reason = kernel_check_failure(&failed).expect("a failed check is reported");
+        assert!(
+            reason.contains("neon q4_1 at 3 rows off by 0.5"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn this_hosts_kernels_pass_the_self_check() {
+        let checks = socbench_kernels::qmatmul::self_check();
+        assert!(checks.len() >= 6, "{checks:?}");
+        let report = json!({"ok": checks.iter().all(|c| c.ok()), "checks": checks});
+        assert_eq!(kernel_check_failure(&report), None, "{report}");
     }
 }

@@ -124,6 +124,21 @@ pub fn main() -> ExitCode {
             println!("{}", build_info());
             ExitCode::SUCCESS
         }
+        Some("selftest") => {
+            let checks = socbench_kernels::qmatmul::self_check();
+            let ok = checks.iter().all(|c| c.ok());
+            let out = serde_json::json!({
+                "kernel": socbench_kernels::qmatmul::kernel_name(),
+                "ok": ok,
+                "checks": checks,
+            });
+            println!("{out}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Some("--version") => {
             println!("socbench-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -131,7 +146,8 @@ pub fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: socbench-agent run PLAN.json | socbench-agent sensors | socbench-agent info | \
-                 socbench-agent probe [--threads 1,2,4] [--quick] | socbench-agent --version"
+                 socbench-agent selftest | socbench-agent probe [--threads 1,2,4] [--quick] | \
+                 socbench-agent --version"
             );
             ExitCode::from(2)
         }

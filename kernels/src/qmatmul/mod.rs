@@ -747,6 +747,74 @@ fn portable(w: &PackedWeight, x: &QuantizedRows, units: Range<usize>, out: &mut 
     }
 }
 
+/// One comparison of [`self_check`]: the fast kernel against the portable one.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelCheck {
+    /// Block format.
+    pub format: String,
+    /// Weight layout.
+    pub layout: String,
+    /// The kernel that ran.
+    pub kernel: String,
+    /// Rows of activations.
+    pub rows: usize,
+    /// Largest difference from the portable kernel.
+    pub max_error: f32,
+    /// What is allowed: float rounding of the same integer sums.
+    pub tolerance: f32,
+}
+
+impl KernelCheck {
+    /// Whether the difference is within the tolerance.
+    pub fn ok(&self) -> bool {
+        self.max_error <= self.tolerance
+    }
+}
+
+/// Runs this CPU's kernels against the portable reference on fixed pseudo-random weights and
+/// activations (both formats, every layout this CPU packs, decode and prefill row counts, an
+/// odd number of units), so that a device can show its SIMD paths are right before it is
+/// measured (`socbench-agent selftest`).
+pub fn self_check() -> Vec<KernelCheck> {
+    let (d_in, d_out) = (96, 3 * PANEL + 5);
+    let mut rng = crate::load::SplitMix64(0x5e1f);
+    let mut random =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect() };
+    let w = random(d_in * d_out);
+    let mut checks = Vec::new();
+    let layouts = if Layout::best() == Layout::Lanes {
+        vec![Layout::Lanes]
+    } else {
+        vec![Layout::Lanes, Layout::best()]
+    };
+    for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+        for &layout in &layouts {
+            let Ok(packed) = PackedWeight::quantize_in(format, layout, &w, d_in, d_out) else {
+                continue;
+            };
+            for rows in [1, 3, 7] {
+                let x = random(rows * d_in);
+                let fast = packed.matmul(&x, rows);
+                let reference = packed.matmul_portable(&x, rows);
+                let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+                let max_error = fast
+                    .iter()
+                    .zip(&reference)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                checks.push(KernelCheck {
+                    format: format.to_string(),
+                    layout: format!("{layout:?}"),
+                    kernel: packed.kernel_name().to_owned(),
+                    rows,
+                    max_error,
+                    tolerance: 1e-5 * scale,
+                });
+            }
+        }
+    }
+    checks
+}
+
 /// A shared, cheaply cloned packed weight, as modules hold it.
 pub type SharedWeight = Arc<PackedWeight>;
 
