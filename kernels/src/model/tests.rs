@@ -111,43 +111,14 @@ impl NaiveAttention {
         let q = matmul(x, &self.wq, seq, d, d);
         let k = matmul(x, &self.wk, seq, d, kvh * hd);
         let v = matmul(x, &self.wv, seq, d, kvh * hd);
-        let head = |m: &[f32], n_heads: usize, hi: usize| -> Vec<f32> {
-            let mut out = Vec::new();
-            for s in 0..seq {
-                out.extend_from_slice(
-                    &m[s * n_heads * hd + hi * hd..s * n_heads * hd + (hi + 1) * hd],
-                );
-            }
-            naive_rope(&out, seq, hd, 0, 10000.0)
-        };
-        let mut concat = vec![0f32; seq * d];
-        for hi in 0..h {
-            let kv = hi / (h / kvh);
-            let (qh, kh) = (head(&q, h, hi), head(&k, kvh, kv));
-            for s in 0..seq {
-                let visible: Vec<usize> = (0..=s)
-                    .filter(|&t| window.is_none_or(|w| s - t < w))
-                    .collect();
-                let scores: Vec<f32> = visible
-                    .iter()
-                    .map(|&t| {
-                        (0..hd)
-                            .map(|i| qh[s * hd + i] * kh[t * hd + i])
-                            .sum::<f32>()
-                            / (hd as f32).sqrt()
-                    })
-                    .collect();
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let exps: Vec<f32> = scores.iter().map(|x| (x - max).exp()).collect();
-                let total: f32 = exps.iter().sum();
-                for (&t, e) in visible.iter().zip(&exps) {
-                    for i in 0..hd {
-                        concat[s * d + hi * hd + i] += e / total * v[t * kvh * hd + kv * hd + i];
-                    }
-                }
-            }
-        }
-        matmul(&concat, &self.wo, seq, d, d)
+        let qkv: Vec<f32> = (0..seq)
+            .flat_map(|s| {
+                let kv = s * kvh * hd..(s + 1) * kvh * hd;
+                [&q[s * d..(s + 1) * d], &k[kv.clone()], &v[kv]].concat()
+            })
+            .collect();
+        let heads = naive_qkv_attention(&qkv, seq, (h, kvh, hd), window);
+        matmul(&heads, &self.wo, seq, d, d)
     }
 }
 

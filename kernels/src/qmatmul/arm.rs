@@ -135,13 +135,7 @@ fn q8_block<const R: usize>(
             }
         }
     }
-    let mut dots = [[vdupq_n_s32(0); 4]; R];
-    for (dots, pairs) in dots.iter_mut().zip(&pairs) {
-        for (dot, [lo, hi]) in dots.iter_mut().zip(pairs) {
-            *dot = vpaddq_s32(*lo, *hi);
-        }
-    }
-    dots
+    pair_sums(&pairs)
 }
 
 /// The integer sums of one Q4_1 panel block (nibbles `0..=15`), as [`q8_block`].
@@ -171,8 +165,15 @@ fn q4_block<const R: usize>(
             }
         }
     }
+    pair_sums(&pairs)
+}
+
+/// One sum per output from [`accumulate`]'s pairs of halves.
+#[inline]
+#[target_feature(enable = "neon")]
+fn pair_sums<const R: usize>(pairs: &[[[int32x4_t; 2]; 4]; R]) -> [[int32x4_t; 4]; R] {
     let mut dots = [[vdupq_n_s32(0); 4]; R];
-    for (dots, pairs) in dots.iter_mut().zip(&pairs) {
+    for (dots, pairs) in dots.iter_mut().zip(pairs) {
         for (dot, [lo, hi]) in dots.iter_mut().zip(pairs) {
             *dot = vpaddq_s32(*lo, *hi);
         }
