@@ -1,4 +1,4 @@
-//! SmolLM2-135M against `../shared/reference/reference-greedy.json`, produced by another engine
+//! SmolLM2-135M against `tests/data/reference-greedy.json`, produced by another engine
 //! from the same weights: tokenization, teacher-forced argmax where the reference's margin is
 //! at least 0.5, the first greedy tokens, and the first step's top logits, on every backend.
 

@@ -66,8 +66,9 @@ pub fn json(args: &[&str]) -> Value {
     })
 }
 
-/// The reference outputs of `../shared/reference/reference-greedy.json`: (prompt text,
-/// prompt ids, greedy ids, margins, first-step top-5).
+/// The reference outputs of `tests/data/reference-greedy.json` (greedy outputs of another
+/// engine, kept in the repository so the tests need nothing beside it): (prompt text, prompt
+/// ids, greedy ids, margins, first-step top-5).
 pub struct Reference {
     pub prompt: String,
     pub prompt_ids: Vec<u64>,
@@ -79,7 +80,7 @@ pub struct Reference {
 pub fn reference() -> Vec<Reference> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/reference/reference-greedy.json"
+        "/tests/data/reference-greedy.json"
     );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let v: Value = serde_json::from_str(&text).expect("reference is JSON");
