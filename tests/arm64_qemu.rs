@@ -96,6 +96,8 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
             "synthetic:tiny",
             "--backend",
             "flex,wgpu",
+            "--quant",
+            "f32",
             "--threads",
             "1,2",
             "--prompt-tokens",

@@ -10,26 +10,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// (run_id → statuses in file order) and the header.
+/// (run_id → statuses in file order) and the header, read with the results' own reader.
 fn results(dir: &Path) -> (Vec<String>, HashMap<String, Vec<String>>) {
-    let text = std::fs::read_to_string(dir.join("results.csv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<String> = lines
-        .next()
-        .unwrap()
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    let status = header.iter().position(|c| c == "status").unwrap();
+    let path = dir.join("results.csv");
+    let f = socbench_reports::row::parse_results(&path, &std::fs::read(&path).unwrap()).unwrap();
     let mut rows: HashMap<String, Vec<String>> = HashMap::new();
-    for l in lines {
-        // run_id has no commas; status is a plain word.
-        let f: Vec<&str> = l.split(',').collect();
-        rows.entry(f[0].to_owned())
+    for (_, r) in f.rows {
+        rows.entry(r.run_id)
             .or_default()
-            .push(f[status].to_owned());
+            .push(r.status.name().to_owned());
     }
-    (header, rows)
+    (f.header, rows)
 }
 
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
@@ -89,18 +80,26 @@ fn default_sweep_on_this_host_writes_every_file() {
     ] {
         assert!(header.iter().any(|h| h == col), "no column {col}");
     }
+    // The embedded sweep's size, as the dry run counts it.
+    let plan = socbench().args(["run", "--dry-run"]).output().unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let cells = plan["cells_per_device"].as_u64().unwrap() as usize;
+    let reps = plan["sweep"]["repetitions"].as_u64().unwrap() as usize;
+    // Threads 1 and all cores (2 here; 1 on a one-core machine) × f32, q8, q4 × prompts.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let cells = if cores > 1 { cells } else { cells / 2 };
+    assert!(cells >= 6, "{plan}");
     // The report at the end of the run holds one table row per cell.
     let html = std::fs::read_to_string(res.join("report.html")).unwrap();
-    let cells = if std::thread::available_parallelism().unwrap().get() > 1 {
-        2
-    } else {
-        1
-    };
     assert_eq!(html.matches("<tr class=\"cell").count(), cells);
-    // Threads 1 and all cores (2 here → 2 cells; 1 on a one-core machine), 3 repetitions.
-    let cores = std::thread::available_parallelism().unwrap().get();
-    assert_eq!(rows.len(), if cores > 1 { 6 } else { 3 });
+    assert_eq!(rows.len(), cells * reps);
     assert!(rows.values().all(|s| s == &["ok"]));
+    // The run says where its report is.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("report.html"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(res.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["finished"], true);
@@ -120,8 +119,14 @@ fn default_sweep_on_this_host_writes_every_file() {
     use socbench_reports::schema::Metric;
     for r in &set.records {
         let bytes = r.get(Metric::WeightBytesPerStep).unwrap();
-        // SmolLM2 at f32: 30 blocks of projections plus the tied output, about 0.54 GB.
-        assert!((4.0e8..7.0e8).contains(&bytes), "{bytes}");
+        // SmolLM2: 30 blocks of projections plus the tied output, about 0.54 GB at f32,
+        // 0.15 GB at q8 and 0.11 GB at q4.
+        let expected = match r.key.quant.as_str() {
+            "f32" => 4.0e8..7.0e8,
+            "q8" => 1.2e8..1.8e8,
+            _ => 0.8e8..1.4e8,
+        };
+        assert!(expected.contains(&bytes), "{} {bytes}", r.key.quant);
         let bw = r.get(Metric::DecodeBwFraction).unwrap();
         let gemm = r.get(Metric::PrefillGemmFraction).unwrap();
         assert!(bw > 0.0 && gemm > 0.0, "{}: {bw} {gemm}", r.run_id);
@@ -187,6 +192,8 @@ fn run_args(out: &Path) -> Vec<String> {
         "run",
         "--model",
         &model,
+        "--quant",
+        "f32",
         "--gen-tokens",
         "16",
         "--prompt-tokens",
@@ -228,10 +235,9 @@ fn virtual_device_lost_midway_then_resume_completes_without_duplicates() {
     let port = phone.port();
     phone.kill();
     let status = child.wait().unwrap();
-    assert!(
-        status.success(),
-        "a lost device is a normal event: {status}"
-    );
+    // A lost device is a normal event (no panic, every other row kept), and an incomplete
+    // sweep: exit 1, so CI cannot take it for a pass.
+    assert_eq!(status.code(), Some(1), "{status}");
     let (_, rows) = results(&out);
     let lost = rows
         .values()
@@ -323,7 +329,8 @@ fn kill_9_of_the_agent_fails_its_cell_and_the_sweep_goes_on() {
         .status()
         .unwrap();
     assert!(killed.success());
-    assert!(child.wait().unwrap().success());
+    // The sweep went on, and ends with exit 1: a cell failed.
+    assert_eq!(child.wait().unwrap().code(), Some(1));
     let text = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let failed: Vec<&str> = text.lines().filter(|l| l.contains(",failed,")).collect();
     assert!(

@@ -6,7 +6,7 @@
 //! with a marker unique to the call, so the status survives servers and devices without
 //! shell protocol v2, and a stream that ends without the marker means the device went away.
 
-use crate::device::{CommandOutput, Device, PushOutcome, local_sha256};
+use crate::device::{CommandOutput, Device, PushOutcome, WATCH_TICK, Watch, local_sha256};
 use crate::error::{DeviceError, Result};
 use crate::info::{DeviceInfo, DeviceKind};
 use adb_client::ADBDeviceExt;
@@ -258,11 +258,11 @@ impl Device for AdbDevice {
         self.probe_info(DeviceKind::Adb, Some(server))
     }
 
-    fn run_streaming(
+    fn run_watched(
         &mut self,
         argv: &[&str],
         timeout: Duration,
-        on_line: &mut dyn FnMut(&str),
+        watch: &mut dyn FnMut(Option<&str>) -> Watch,
     ) -> Result<CommandOutput> {
         let command = crate::shell::join(argv);
         let marker = format!("__socbench_status_{}__", nonce());
@@ -289,9 +289,17 @@ impl Device for AdbDevice {
         let mut stdout = Vec::new();
         let mut held: Option<Vec<u8>> = None;
         let mut status: Option<i32> = None;
+        let mut next = Watch::Continue;
         loop {
+            if next == Watch::Stop {
+                // The worker stays blocked until the remote process ends: the caller ends it.
+                return Err(DeviceError::Stopped {
+                    serial: self.serial.clone(),
+                    what: command,
+                });
+            }
             let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
+            match rx.recv_timeout(left.min(WATCH_TICK)) {
                 Ok(Event::Line(line)) => {
                     let text = String::from_utf8_lossy(&line);
                     let trimmed = text.trim_end_matches(['\n', '\r']);
@@ -302,7 +310,7 @@ impl Device for AdbDevice {
                         if let Some(h) = held.take() {
                             let h = h.strip_suffix(b"\n").unwrap_or(&h).to_vec();
                             if !h.is_empty() {
-                                on_line(&String::from_utf8_lossy(&h));
+                                next = watch(Some(&String::from_utf8_lossy(&h)));
                                 stdout.extend_from_slice(&h);
                             }
                         }
@@ -310,7 +318,7 @@ impl Device for AdbDevice {
                     }
                     if let Some(h) = held.replace(line) {
                         let s = String::from_utf8_lossy(&h);
-                        on_line(s.trim_end_matches(['\n', '\r']));
+                        next = watch(Some(s.trim_end_matches(['\n', '\r'])));
                         stdout.extend_from_slice(&h);
                     }
                 }
@@ -328,6 +336,7 @@ impl Device for AdbDevice {
                         }),
                     };
                 }
+                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => next = watch(None),
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(DeviceError::Timeout {
                         serial: self.serial.clone(),

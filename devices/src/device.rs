@@ -27,6 +27,18 @@ impl CommandOutput {
     }
 }
 
+/// What a [`Device::run_watched`] watcher wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Keep running.
+    Continue,
+    /// Abandon the command (and, on the local host, kill it).
+    Stop,
+}
+
+/// The longest a [`Device::run_watched`] watcher waits between two calls.
+pub const WATCH_TICK: Duration = Duration::from_millis(200);
+
 /// What [`Device::push`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -77,6 +89,26 @@ pub trait Device: Send {
         argv: &[&str],
         timeout: Duration,
         on_line: &mut dyn FnMut(&str),
+    ) -> Result<CommandOutput> {
+        self.run_watched(argv, timeout, &mut |l| {
+            if let Some(l) = l {
+                on_line(l);
+            }
+            Watch::Continue
+        })
+    }
+
+    /// Runs `argv` (quoted) under a watcher: `watch` gets every stdout line as it arrives
+    /// (`Some`), and `None` at least every [`WATCH_TICK`] while the command is silent, so it can
+    /// keep deadlines of its own. When it answers [`Watch::Stop`] the command is abandoned:
+    /// on the local host its whole process group is killed; on a device the caller must end
+    /// the remote process itself (by its pid), since closing the stream may not. Returns
+    /// [`DeviceError::Stopped`] then.
+    fn run_watched(
+        &mut self,
+        argv: &[&str],
+        timeout: Duration,
+        watch: &mut dyn FnMut(Option<&str>) -> Watch,
     ) -> Result<CommandOutput>;
 
     /// Runs a shell script as is (no quoting: the caller built it with [`crate::shell::quote`]).

@@ -60,6 +60,14 @@ pub enum DeviceError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A watched command was abandoned by its watcher ([`crate::Watch::Stop`]).
+    #[error("device {serial}: `{what}` was stopped by its supervisor")]
+    Stopped {
+        /// Device serial.
+        serial: String,
+        /// The command.
+        what: String,
+    },
     /// The device answered something this code cannot interpret.
     #[error("device {serial}: {detail}")]
     Protocol {

@@ -28,7 +28,7 @@ pub mod virtual_device;
 #[cfg(feature = "host")]
 pub use adb::AdbDevice;
 #[cfg(feature = "host")]
-pub use device::{CommandOutput, Device, PushOutcome};
+pub use device::{CommandOutput, Device, PushOutcome, WATCH_TICK, Watch};
 pub use error::DeviceError;
 pub use info::DeviceInfo;
 #[cfg(feature = "host")]

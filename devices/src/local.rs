@@ -1,6 +1,6 @@
 //! The local host as a [`Device`]: the same operations on this machine, without ADB.
 
-use crate::device::{CommandOutput, Device, PushOutcome, local_sha256};
+use crate::device::{CommandOutput, Device, PushOutcome, WATCH_TICK, Watch, local_sha256};
 use crate::error::{DeviceError, Result};
 use crate::info::{DeviceInfo, DeviceKind};
 use std::io::{BufRead, BufReader, Read};
@@ -21,14 +21,27 @@ impl LocalHost {
     }
 }
 
-/// Runs a child to completion with a timeout, streaming stdout lines. Shared by the local host
-/// and the virtual device's tests.
-pub(crate) fn run_child(
+/// Kills `child`, the leader of a process group of its own, and everything in that group.
+fn kill_tree(child: &mut std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Runs a child (started as the leader of a new process group) to completion with a timeout,
+/// streaming stdout lines to `watch` (and `None` every tick); a timeout or a stop kills the
+/// whole group.
+fn run_child(
     serial: &str,
     mut cmd: Command,
     what: &str,
     timeout: Duration,
-    on_line: &mut dyn FnMut(&str),
+    watch: &mut dyn FnMut(Option<&str>) -> Watch,
 ) -> Result<CommandOutput> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -61,24 +74,32 @@ pub(crate) fn run_child(
     let mut stdout_all = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left.min(Duration::from_millis(100))) {
+        let next = match rx.recv_timeout(left.min(WATCH_TICK)) {
             Ok(line) => {
                 let text = String::from_utf8_lossy(&line);
-                on_line(text.trim_end_matches(['\n', '\r']));
+                let next = watch(Some(text.trim_end_matches(['\n', '\r'])));
                 stdout_all.extend_from_slice(&line);
+                next
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    kill_tree(&mut child);
                     return Err(DeviceError::Timeout {
                         serial: serial.to_owned(),
                         what: what.to_owned(),
                         after: timeout,
                     });
                 }
+                watch(None)
             }
+        };
+        if next == Watch::Stop {
+            kill_tree(&mut child);
+            return Err(DeviceError::Stopped {
+                serial: serial.to_owned(),
+                what: what.to_owned(),
+            });
         }
     }
     let _ = out_thread.join();
@@ -104,12 +125,17 @@ impl Device for LocalHost {
         self.probe_info(DeviceKind::Local, None)
     }
 
-    fn run_streaming(
+    /// Every command starts as the leader of its own process group, so a terminal's Ctrl-C
+    /// (sent to the controller's group) does not reach it, and a timeout or a stop ends
+    /// everything it started. `SOCBENCH_CONTROLLER_PID` tells the agent whose death it must
+    /// not outlive (see the agent's `supervise` module).
+    fn run_watched(
         &mut self,
         argv: &[&str],
         timeout: Duration,
-        on_line: &mut dyn FnMut(&str),
+        watch: &mut dyn FnMut(Option<&str>) -> Watch,
     ) -> Result<CommandOutput> {
+        use std::os::unix::process::CommandExt;
         let Some((prog, args)) = argv.split_first() else {
             return Err(DeviceError::Protocol {
                 serial: "local".into(),
@@ -117,8 +143,10 @@ impl Device for LocalHost {
             });
         };
         let mut cmd = Command::new(prog);
-        cmd.args(args);
-        run_child("local", cmd, &crate::shell::join(argv), timeout, on_line)
+        cmd.args(args)
+            .process_group(0)
+            .env("SOCBENCH_CONTROLLER_PID", std::process::id().to_string());
+        run_child("local", cmd, &crate::shell::join(argv), timeout, watch)
     }
 
     fn push(&mut self, local: &Path, remote: &str) -> Result<PushOutcome> {

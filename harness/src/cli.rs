@@ -39,9 +39,22 @@ pub enum Command {
     Devices(DevicesArgs),
     /// Serve a virtual Android device on loopback for `adb connect` (runs until killed).
     VirtualDevice(VirtualDeviceArgs),
+    /// The on-device agent (what `socbench run` starts on the local host; on a phone the same
+    /// program runs as `socbench-agent`): `socbench agent run PLAN | sensors | info | selftest
+    /// | probe | stop-stale LOCK`.
+    #[command(disable_help_flag = true)]
+    Agent(AgentArgs),
     /// Measure each device's roofs through its agent: memory bandwidth (STREAM triad) and f32
     /// GEMM throughput, per thread count.
     Probe(ProbeArgs),
+}
+
+/// `socbench agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The agent's arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 /// `socbench probe`.
@@ -360,4 +373,9 @@ pub struct RunArgs {
     /// Seconds to wait for a device that disconnected before marking its cells `device_lost`.
     #[arg(long = "device-wait", default_value_t = 30.0)]
     pub device_wait: f64,
+    /// Seconds an agent may show no progress (no event but sensor samples) before it is
+    /// declared hung, killed, and its cell marked failed. Default: five times the longest
+    /// repetition seen on the device plus the cool-down gate's longest wait, at least 300.
+    #[arg(long = "hang-timeout", value_name = "SECONDS")]
+    pub hang_timeout: Option<f64>,
 }

@@ -15,8 +15,18 @@ pub mod sweep;
 use clap::Parser;
 use std::process::ExitCode;
 
-/// Parses the command line and runs the chosen command.
+/// Parses the command line and runs the chosen command. Started under the name
+/// `socbench-agent` (how it is deployed to a virtual device of this host's ABI), the program
+/// is the agent.
 pub fn run() -> anyhow::Result<ExitCode> {
+    let args: Vec<String> = std::env::args().collect();
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    if name.as_deref() == Some("socbench-agent") {
+        return Ok(socbench_agent::main_with(&args[1..]));
+    }
     let cli = cli::Cli::parse();
     match &cli.command {
         cli::Command::Generate(args) => commands::generate::run(args)?,
@@ -32,6 +42,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         cli::Command::Compare(args) => return commands::report::compare(args),
         cli::Command::VirtualDevice(args) => commands::virtual_device::run(args)?,
         cli::Command::Probe(args) => commands::probe::run(args)?,
+        cli::Command::Agent(args) => return Ok(socbench_agent::main_with(&args.args)),
     }
     Ok(ExitCode::SUCCESS)
 }

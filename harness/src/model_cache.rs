@@ -136,3 +136,29 @@ fn download_into(work: &Path, target: &Path, quiet: bool) -> Result<()> {
         .with_context(|| format!("cannot move the model to {}", target.display()))?;
     Ok(())
 }
+
+/// A model's identity as results record it: `synthetic:tiny`, or the file name with the first
+/// 16 hex digits of the SHA-256 of its tensor data (names and bytes of every tensor, in file
+/// order), so a renamed copy keeps its identity and a re-quantized file with the same name
+/// does not.
+pub fn model_identity(model: &str) -> Result<String> {
+    if model == "synthetic:tiny" {
+        return Ok(model.to_owned());
+    }
+    let path = std::path::Path::new(model);
+    let file = socbench_kernels::load::ModelSpec::File(path.to_path_buf())
+        .open()
+        .with_context(|| format!("model {model}"))?;
+    let mut h = Sha256::new();
+    for t in &file.tensors {
+        h.update(t.name.as_bytes());
+        if let Ok(bytes) = file.tensor_bytes(t) {
+            h.update(bytes);
+        }
+    }
+    let name = path
+        .file_name()
+        .map_or_else(|| model.to_owned(), |n| n.to_string_lossy().into_owned());
+    let digest = format!("{:x}", h.finalize());
+    Ok(format!("{name}@{}", &digest[..16]))
+}

@@ -517,6 +517,7 @@ mod tests {
     fn default_sweep_parses() {
         let s = Sweep::load(None).unwrap();
         assert_eq!(s.backend, vec![BackendKind::Flex]);
+        assert_eq!(s.quant.len(), 3, "f32, q8, q4");
         assert_eq!(s.threads, vec![Threads::N(1), Threads::Cores]);
         assert_eq!(s.repetitions, 3);
         assert_eq!(s.cooldown, Some((2.0, 120.0)));

@@ -7,7 +7,8 @@
 //! and one lost cell. Values follow simple formulas with a fixed, repeating jitter, so the same
 //! fixture always gives the same files.
 
-use crate::schema::{RESULT_COLUMNS, SAMPLE_COLUMNS, csv_field};
+use crate::row::{RESULT_COLUMNS, ResultRow, SAMPLE_COLUMNS, SampleRow, Status};
+use crate::schema::{CellKey, Metric};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -92,36 +93,42 @@ impl Row {
     }
 
     fn line(&self, session: &str) -> String {
-        let fields: Vec<String> = RESULT_COLUMNS
-            .iter()
-            .map(|c| match *c {
-                "run_id" => format!("{}#{}", self.cell(), self.rep),
-                "session" => session.to_owned(),
-                "model" => MODEL.into(),
-                "device" => self.device.into(),
-                "backend" => "flex".into(),
-                "quant" => self.quant.into(),
-                "threads" => self.threads.to_string(),
-                "batch" => self.batch.to_string(),
-                "kv_window" => self.kv.map_or("full".into(), |k| k.to_string()),
-                "prompt_tokens" => self.prompt.to_string(),
-                "gen_tokens" => GEN.to_string(),
-                "affinity" => "all".into(),
-                "repetition" => self.rep.to_string(),
-                "status" => self.status.into(),
-                "note" => self.note.clone(),
-                other => self
-                    .values
-                    .iter()
-                    .find(|(k, _)| *k == other)
-                    .map_or(String::new(), |(_, v)| v.clone()),
-            })
-            .collect();
-        fields
-            .iter()
-            .map(|f| csv_field(f))
-            .collect::<Vec<_>>()
-            .join(",")
+        let key = CellKey {
+            device: self.device.into(),
+            model: MODEL.into(),
+            backend: "flex".into(),
+            quant: self.quant.into(),
+            threads: self.threads,
+            batch: self.batch,
+            kv_window: self.kv,
+            prompt_tokens: self.prompt,
+            gen_tokens: GEN,
+            affinity: "all".into(),
+        };
+        let status = Status::ALL
+            .into_iter()
+            .find(|s| s.name() == self.status)
+            .unwrap_or(Status::Failed);
+        let mut row = ResultRow::new(
+            format!("{}#{}", self.cell(), self.rep),
+            &key,
+            self.rep,
+            status,
+        );
+        row.session = session.to_owned();
+        row.note = self.note.clone();
+        for (name, value) in &self.values {
+            match (*name, Metric::parse(name)) {
+                (_, Some(m)) => row.set(m, value.parse().ok()),
+                ("throttled", _) => row.throttled = value.parse().ok(),
+                ("charging", _) => row.charging = value.parse().ok(),
+                ("power_source", _) => row.power_source = value.clone(),
+                ("sensors", _) => row.sensors = value.clone(),
+                _ => {}
+            }
+        }
+        let line = row.to_csv_line().unwrap_or_default();
+        String::from_utf8_lossy(&line).trim_end().to_owned()
     }
 }
 
@@ -283,15 +290,17 @@ impl Fixture {
                     ("cpu1_freq_mhz", big),
                 ] {
                     let cell = busy.map_or(String::new(), |_| String::from("-"));
-                    let fields = [
-                        PHONE,
-                        &run,
-                        &cell,
-                        &format!("{s:.4}"),
-                        name,
-                        &format!("{v}"),
-                    ];
-                    let _ = writeln!(samples, "{}", fields.map(csv_field).join(","));
+                    let row = SampleRow {
+                        device: PHONE.into(),
+                        agent_run: run.clone(),
+                        cell,
+                        // Four decimals, as the runner writes sample times.
+                        t_s: format!("{s:.4}").parse().unwrap_or(s),
+                        sensor: name.into(),
+                        value: v,
+                    };
+                    let line = row.to_csv_line().unwrap_or_default();
+                    samples.push_str(&String::from_utf8_lossy(&line));
                 }
                 s += 0.1;
             }

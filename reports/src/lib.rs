@@ -2,7 +2,10 @@
 //! never how it was produced) and turns them into statistics, a self-contained HTML report,
 //! summary exports for CI (CSV, JSON, Markdown, JUnit) and comparisons against a baseline.
 //!
+//! - [`row`]: the result records, typed once ([`row::ResultRow`], [`row::SampleRow`]) and
+//!   read and written with the `csv` crate by `socbench run` and every reader alike.
 //! - [`schema`]: the result directory's files and their reader ([`schema::ResultSet`]).
+//! - [`derive`]: per-repetition figures from sensor series (energy, hottest zone, throttling).
 //! - [`stats`]: median with a bootstrap confidence interval, outliers, energy integration.
 //! - [`analysis`]: per-cell summaries, battery impact, thermal behaviour, session spread.
 //! - [`html`], [`charts`]: the report page and its plotters SVG charts.
@@ -24,10 +27,12 @@
 pub mod analysis;
 pub mod charts;
 pub mod compare;
+pub mod derive;
 pub mod escape;
 pub mod export;
 pub mod fixture;
 pub mod html;
+pub mod row;
 pub mod schema;
 pub mod stats;
 

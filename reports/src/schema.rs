@@ -5,7 +5,9 @@
 //! `manifest.json` (plan, device infos, versions). Only `results.csv` is required here; the
 //! others add timelines, battery capacity and provenance when present.
 //!
-//! Rows are read by column name, so a file with extra or reordered columns still reads. A later
+//! The rows themselves are typed in [`crate::row`] ([`ResultRow`], [`SampleRow`]), which both
+//! `socbench run` and this reader use. Rows are read by column name, so a file with extra or
+//! reordered columns still reads. A later
 //! row for the same `run_id` supersedes an earlier `failed`/`device_lost` one (that is how
 //! `--resume` retries them); an `ok` row is final. Every row stays in the file; the reader keeps
 //! the count of superseded ones.
@@ -13,52 +15,9 @@
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Columns of `results.csv`, in the order `socbench run` writes them.
-pub const RESULT_COLUMNS: [&str; 37] = [
-    "run_id",
-    "session",
-    "model",
-    "device",
-    "backend",
-    "quant",
-    "threads",
-    "batch",
-    "kv_window",
-    "prompt_tokens",
-    "gen_tokens",
-    "affinity",
-    "repetition",
-    "status",
-    "ttft_s",
-    "prefill_tok_per_s",
-    "decode_tok_per_s",
-    "decode_ms_per_token",
-    "peak_rss_bytes",
-    "model_bytes",
-    "weight_bytes_per_step",
-    "decode_bw_fraction",
-    "prefill_gemm_fraction",
-    "perplexity",
-    "avg_power_w",
-    "energy_j",
-    "energy_per_token_j",
-    "prefill_energy_j",
-    "decode_energy_j",
-    "start_temp_c",
-    "max_temp_c",
-    "throttled",
-    "charging",
-    "cooldown_wait_s",
-    "power_source",
-    "sensors",
-    "note",
-];
-
-/// Columns of `samples.csv`.
-pub const SAMPLE_COLUMNS: [&str; 6] = ["device", "agent_run", "cell", "t_s", "sensor", "value"];
+pub use crate::row::{RESULT_COLUMNS, ResultRow, SAMPLE_COLUMNS, SampleRow, Status};
 
 /// Columns that identify a cell, besides the model (all required in a results file, with
 /// `run_id`, `repetition` and `status`).
@@ -81,28 +40,6 @@ pub fn csv_field(s: &str) -> String {
     } else {
         s.to_owned()
     }
-}
-
-/// Splits one CSV line (no embedded newlines: socbench never writes them unquoted).
-pub fn csv_split(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', true) => quoted = false,
-            ('"', false) if cur.is_empty() => quoted = true,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
 }
 
 /// What went wrong reading a result directory: always names the file, and the line and column
@@ -136,50 +73,6 @@ impl SchemaError {
             line,
             message: message.into(),
         }
-    }
-}
-
-/// The outcome of one repetition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Measured.
-    Ok,
-    /// The agent or the model failed (the note says why).
-    Failed,
-    /// The device went away and did not come back in time.
-    DeviceLost,
-    /// Not run, on purpose (the note says why).
-    Skipped,
-}
-
-impl Status {
-    /// Every status, in the order reports list them.
-    pub const ALL: [Status; 4] = [
-        Status::Ok,
-        Status::Failed,
-        Status::DeviceLost,
-        Status::Skipped,
-    ];
-
-    /// The word in `results.csv`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Failed => "failed",
-            Status::DeviceLost => "device_lost",
-            Status::Skipped => "skipped",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.name() == s)
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -687,47 +580,25 @@ impl ResultSet {
             }
         }
         if samples.is_file() {
-            let text = read(&samples)?;
-            let mut lines = text.lines().enumerate();
-            let header = lines.next().map(|(_, h)| csv_split(h)).unwrap_or_default();
-            let col = |name: &str| header.iter().position(|c| c == name);
-            let cols = SAMPLE_COLUMNS.map(col);
-            let [Some(cd), Some(ca), _, Some(ct), Some(cs), Some(cv)] = cols else {
-                return Err(SchemaError::invalid(
-                    &samples,
-                    1,
-                    format!("header must name the columns {}", SAMPLE_COLUMNS.join(",")),
+            let bytes = std::fs::read(&samples).map_err(|source| SchemaError::Io {
+                path: samples.clone(),
+                source,
+            })?;
+            let (rows, torn) = crate::row::parse_samples(&samples, &bytes)?;
+            if let Some(t) = torn {
+                self.warnings.push(format!(
+                    "{}:{}: incomplete last row ignored",
+                    samples.display(),
+                    t.line
                 ));
-            };
-            let total = text.lines().count();
-            for (i, line) in lines {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let f = csv_split(line);
-                let parsed = (|| {
-                    let t: f64 = f.get(ct)?.parse().ok()?;
-                    let v: f64 = f.get(cv)?.parse().ok()?;
-                    Some((f.get(cd)?, f.get(ca)?, t, f.get(cs)?, v))
-                })();
-                match parsed {
-                    Some((d, a, t, s, v)) => {
-                        let k = slot(&mut runs, d, a);
-                        runs[k].sensors.entry(s.clone()).or_default().push((t, v));
-                    }
-                    None if i + 1 == total => self.warnings.push(format!(
-                        "{}:{}: incomplete last row ignored",
-                        samples.display(),
-                        i + 1
-                    )),
-                    None => {
-                        return Err(SchemaError::invalid(
-                            &samples,
-                            i + 1,
-                            "expected device,agent_run,cell,t_s,sensor,value with numeric t_s and value",
-                        ));
-                    }
-                }
+            }
+            for (_, r) in rows {
+                let k = slot(&mut runs, &r.device, &r.agent_run);
+                runs[k]
+                    .sensors
+                    .entry(r.sensor)
+                    .or_default()
+                    .push((r.t_s, r.value));
             }
         }
         for r in &mut runs {
@@ -746,61 +617,24 @@ impl ResultSet {
         fallback_session: &str,
         fallback_model: &str,
     ) -> Result<(), SchemaError> {
-        let text = read(path)?;
-        let mut lines = text.lines().enumerate();
-        let Some((_, header)) = lines.next() else {
-            return Err(SchemaError::invalid(path, 1, "empty file: no header row"));
-        };
-        let header = csv_split(header);
-        let col: HashMap<&str, usize> = header
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.as_str(), i))
-            .collect();
-        let missing: Vec<&str> = ["run_id"]
-            .iter()
-            .chain(&CELL_COLUMNS)
-            .chain(&["repetition", "status"])
-            .copied()
-            .filter(|c| !col.contains_key(c))
-            .collect();
-        if !missing.is_empty() {
-            return Err(SchemaError::invalid(
-                path,
-                1,
-                format!(
-                    "not a socbench results file: missing column(s) {}",
-                    missing.join(", ")
-                ),
+        let bytes = std::fs::read(path).map_err(|source| SchemaError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file = crate::row::parse_results(path, &bytes)?;
+        if let Some(t) = &file.torn {
+            // A torn last line (a crash mid-write): `socbench run` sets it aside and measures
+            // that repetition again when it next opens the directory.
+            self.warnings.push(format!(
+                "{}:{}: incomplete last row ignored",
+                path.display(),
+                t.line
             ));
         }
-        let total = text.lines().count();
         // Index of the effective row per run id.
         let mut effective: HashMap<String, usize> = HashMap::new();
-        let first = self.records.len();
-        for (i, line) in lines {
-            let lineno = i + 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let f = csv_split(line);
-            if f.len() < header.len() {
-                if lineno == total {
-                    // A torn last line (power cut mid-write): the run is redone on resume.
-                    self.warnings.push(format!(
-                        "{}:{lineno}: incomplete last row ignored",
-                        path.display()
-                    ));
-                    continue;
-                }
-                return Err(SchemaError::invalid(
-                    path,
-                    lineno,
-                    format!("{} fields, expected {}", f.len(), header.len()),
-                ));
-            }
-            let row = Row { col: &col, f: &f };
-            let mut rec = parse_record(&row, path, lineno, source, fallback_session)?;
+        for (line, row) in file.rows {
+            let mut rec = Record::from_row(row, source, line, fallback_session);
             if rec.key.model.is_empty() {
                 rec.key.model = fallback_model.to_owned();
             }
@@ -816,7 +650,6 @@ impl ResultSet {
                 }
             }
         }
-        debug_assert!(self.records[first..].iter().all(|r| r.source == source));
         Ok(())
     }
 
@@ -847,119 +680,39 @@ pub fn model_name(path: &str) -> String {
         .map_or_else(|| path.to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
-/// One row, read by column name.
-struct Row<'a> {
-    col: &'a HashMap<&'a str, usize>,
-    f: &'a [String],
-}
-
-impl Row<'_> {
-    fn get(&self, c: &str) -> &str {
-        self.col.get(c).map_or("", |&i| self.f[i].as_str())
-    }
-}
-
-fn parse_record(
-    row: &Row<'_>,
-    path: &Path,
-    line: usize,
-    source: usize,
-    fallback_session: &str,
-) -> Result<Record, SchemaError> {
-    let get = |c: &str| row.get(c);
-    let bad = |column: &str, valid: &str| {
-        SchemaError::invalid(
-            path,
+impl Record {
+    /// The analysis view of a stored row.
+    pub fn from_row(row: ResultRow, source: usize, line: usize, fallback_session: &str) -> Self {
+        let mut values = [None; Metric::ALL.len()];
+        for m in Metric::ALL {
+            values[m.index()] = row.metric(m);
+        }
+        let key = row.key();
+        Record {
+            session: if row.session.is_empty() {
+                fallback_session.to_owned()
+            } else {
+                row.session
+            },
+            run_id: row.run_id,
+            key,
+            repetition: row.repetition,
+            status: row.status,
+            values,
+            throttled: row.throttled,
+            charging: row.charging,
+            power_source: row.power_source,
+            sensors: row.sensors,
+            note: row.note,
+            source,
             line,
-            format!("column {column}: `{}` is not valid ({valid})", get(column)),
-        )
-    };
-    let count = |column: &str| -> Result<u32, SchemaError> {
-        get(column)
-            .parse()
-            .map_err(|_| bad(column, "a whole number"))
-    };
-    let flag = |column: &str| -> Result<Option<bool>, SchemaError> {
-        match get(column) {
-            "" => Ok(None),
-            "true" => Ok(Some(true)),
-            "false" => Ok(Some(false)),
-            _ => Err(bad(column, "true, false, or empty when unknown")),
-        }
-    };
-    let status = Status::parse(get("status")).ok_or_else(|| {
-        bad(
-            "status",
-            &format!("one of {}", Status::ALL.map(Status::name).join(", ")),
-        )
-    })?;
-    let kv_window = match get("kv_window") {
-        "full" | "" => None,
-        s => Some(
-            s.parse()
-                .map_err(|_| bad("kv_window", "a number of positions, or full"))?,
-        ),
-    };
-    let mut values = [None; Metric::ALL.len()];
-    for m in Metric::ALL {
-        if m == Metric::Battery30MinPct {
-            continue;
-        }
-        let s = get(m.name());
-        if s.is_empty() {
-            continue;
-        }
-        match s.parse::<f64>() {
-            Ok(v) if v.is_finite() => values[m.index()] = Some(v),
-            _ => return Err(bad(m.name(), "a finite number, or empty when not measured")),
         }
     }
-    let run_id = get("run_id").to_owned();
-    if run_id.is_empty() {
-        return Err(bad("run_id", "a non-empty run id"));
-    }
-    let session = match get("session") {
-        "" => fallback_session.to_owned(),
-        s => s.to_owned(),
-    };
-    Ok(Record {
-        run_id,
-        session,
-        key: CellKey {
-            device: get("device").to_owned(),
-            model: model_name(get("model")),
-            backend: get("backend").to_owned(),
-            quant: get("quant").to_owned(),
-            threads: count("threads")?,
-            batch: count("batch")?,
-            kv_window,
-            prompt_tokens: count("prompt_tokens")?,
-            gen_tokens: count("gen_tokens")?,
-            affinity: get("affinity").to_owned(),
-        },
-        repetition: count("repetition")?,
-        status,
-        values,
-        throttled: flag("throttled")?,
-        charging: flag("charging")?,
-        power_source: get("power_source").to_owned(),
-        sensors: get("sensors").to_owned(),
-        note: get("note").to_owned(),
-        source,
-        line,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_round_trip() {
-        let fields = ["a", "b,c", "say \"hi\"", ""];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        assert_eq!(csv_split(&line.join(",")), fields);
-    }
 
     #[test]
     fn metric_order_matches_indices() {

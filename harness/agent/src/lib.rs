@@ -7,13 +7,16 @@
 //! file on the device, so nothing is lost if the link to the host drops.
 //!
 //! `socbench-agent sensors` prints the sensors found and one sample; `socbench-agent info` what
-//! this build is (architecture, libc) and which backends it can run.
+//! this build is (architecture, libc) and which backends it can run; `socbench-agent stop-stale
+//! LOCK` ends an agent left running by an earlier run ([`supervise`]). The `socbench` binary
+//! carries the same agent (`socbench agent …`), which is what runs on the local host.
 //!
 //! Times are seconds on a monotonic clock since the agent started, the same epoch for token
 //! timings and sensor samples, so the host can integrate power over each phase.
 #![warn(missing_docs)]
 
 pub mod plan;
+pub mod supervise;
 
 use plan::{Cell, Event, Plan, RepResult};
 use socbench_devices::sensors::{Sample, Sampler, SensorSet};
@@ -83,22 +86,42 @@ impl Emitter {
             let _ = writeln!(f, "{line}");
         }
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            // Nobody reads the events any more (the controller or the link is gone): measuring
+            // on would only load the device.
+            supervise::exit_now(
+                supervise::EXIT_CONTROLLER_GONE,
+                &format!("writing the event stream failed ({e})"),
+            );
+        }
     }
 }
 
-/// The agent's entry point.
+/// The agent's entry point (`socbench-agent ARGS`).
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    main_with(&args)
+}
+
+/// The agent with `args` (without the program name): what `socbench-agent ARGS` and
+/// `socbench agent ARGS` run.
+pub fn main_with(args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
-        Some("run") if args.len() == 2 => match run_plan(Path::new(&args[1])) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("socbench-agent: {e}");
-                ExitCode::from(2)
+        Some("run") if args.len() == 2 => {
+            let result = run_plan(Path::new(&args[1]));
+            supervise::release();
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("socbench-agent: {e}");
+                    ExitCode::from(2)
+                }
             }
-        },
+        }
+        Some("stop-stale") if args.len() == 2 => {
+            println!("{}", supervise::stop_stale(&device_path(&args[1])));
+            ExitCode::SUCCESS
+        }
         Some("sensors") => {
             let set = SensorSet::discover(&sysfs_root(), Some(std::process::id()));
             let values = set.read();
@@ -147,7 +170,7 @@ pub fn main() -> ExitCode {
             eprintln!(
                 "usage: socbench-agent run PLAN.json | socbench-agent sensors | socbench-agent info | \
                  socbench-agent selftest | socbench-agent probe [--threads 1,2,4] [--quick] | \
-                 socbench-agent --version"
+                 socbench-agent stop-stale LOCK | socbench-agent --version"
             );
             ExitCode::from(2)
         }
@@ -270,6 +293,15 @@ fn run_plan(path: &Path) -> Result<(), String> {
     plan.stop_file = plan
         .stop_file
         .map(|f| device_path(&f).display().to_string());
+    supervise::bind_to_parent();
+    if let Some(lock) = &plan.lock_file {
+        supervise::acquire(&device_path(lock))?;
+    }
+    if let (Some(file), Some(timeout)) = (&plan.heartbeat_file, plan.heartbeat_timeout_s)
+        && timeout > 0.0
+    {
+        supervise::watch_heartbeat(device_path(file), Duration::from_secs_f64(timeout));
+    }
     let emitter = Emitter::new(plan.events_file.as_deref().map(Path::new));
     let t = move || epoch.elapsed().as_secs_f64();
     if let Some(cpus) = &plan.affinity {
@@ -393,6 +425,14 @@ fn run_cell(
         cooldown_wait_s: cooldown_s,
         start_temp_c: start_temp,
     });
+    if std::env::var("SOCBENCH_TEST_AGENT_HANG").is_ok_and(|part| cell.id.contains(&part)) {
+        // Test hook: an agent stuck in the cells whose id contains the variable's value (its
+        // sampler goes on, nothing else comes), which the controller must detect as hung,
+        // stop and record.
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     let prompt = match prompt_ids(session, cell.prompt_tokens) {
         Ok(p) => p,
         Err(reason) => {

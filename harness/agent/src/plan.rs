@@ -65,6 +65,17 @@ pub struct Plan {
     /// Measure the perplexity of the built-in quality text once the model is loaded.
     #[serde(default)]
     pub quality: bool,
+    /// The device's agent lock (pid and start time of the agent measuring there): the agent
+    /// refuses to run while another live agent holds it.
+    #[serde(default)]
+    pub lock_file: Option<String>,
+    /// A file the controller touches every few seconds while it is alive; the agent exits when
+    /// it has not been touched for `heartbeat_timeout_s` (the controller is gone).
+    #[serde(default)]
+    pub heartbeat_file: Option<String>,
+    /// See `heartbeat_file`.
+    #[serde(default)]
+    pub heartbeat_timeout_s: Option<f64>,
     /// The cells, in the order to run them.
     pub cells: Vec<Cell>,
 }

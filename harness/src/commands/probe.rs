@@ -2,7 +2,8 @@
 //! device by its agent.
 
 use crate::cli::ProbeArgs;
-use crate::runner::{self, Target};
+use crate::runner::Target;
+use crate::runner::deploy::{self, run_agent};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -13,19 +14,18 @@ fn probe_one(target: &Target, args: &[String]) -> Result<Value> {
     let mut dev = target.open()?;
     let info = dev.info().with_context(|| format!("device {serial}"))?;
     let agent_local =
-        runner::agent_for_abi(&info.abi).map_err(|e| anyhow::anyhow!("device {serial}: {e}"))?;
+        deploy::agent_for_abi(&info.abi).map_err(|e| anyhow::anyhow!("device {serial}: {e}"))?;
     let agent = match target {
-        Target::Local => agent_local.display().to_string(),
+        Target::Local => deploy::local_agent(&agent_local),
         Target::Adb { .. } => {
-            runner::push_agent(&mut dev, &agent_local)
+            deploy::push_agent(&mut dev, &agent_local)
                 .with_context(|| format!("device {serial}: deploying the agent"))?
                 .0
         }
     };
-    let mut argv = vec![agent.as_str(), "probe"];
+    let mut argv = vec!["probe"];
     argv.extend(args.iter().map(String::as_str));
-    let out = dev
-        .run(&argv, Duration::from_secs(900))
+    let out = run_agent(&mut dev, &agent, &argv, Duration::from_secs(900))
         .with_context(|| format!("device {serial}: running the probe"))?;
     if out.status != 0 {
         bail!(

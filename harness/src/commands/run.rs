@@ -2,12 +2,15 @@
 
 use crate::cli::{InitArgs, RunArgs};
 use crate::model_cache;
+use crate::runner::supervise::HangTimeout;
 use crate::runner::{self, RunContext, Target};
 use crate::store::{self, Store};
 use crate::sweep::{self, Sweep, axis};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use socbench_devices::adb;
+use socbench_reports::row::Status;
+use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -207,10 +210,124 @@ fn utc_stamp() -> String {
     )
 }
 
+/// The setting flags given with `--resume`, which would change the stored sweep.
+fn setting_flags(a: &RunArgs) -> Vec<&'static str> {
+    let given = [
+        (a.model.is_some(), "--model"),
+        (!a.devices.is_empty(), "--device"),
+        (a.backend.is_some(), "--backend"),
+        (a.quant.is_some(), "--quant"),
+        (a.threads.is_some(), "--threads"),
+        (a.batch.is_some(), "--batch"),
+        (a.kv_window.is_some(), "--kv-window"),
+        (a.prompt_tokens.is_some(), "--prompt-tokens"),
+        (a.gen_tokens.is_some(), "--gen-tokens"),
+        (a.affinity.is_some(), "--affinity"),
+        (a.repetitions.is_some(), "--repetitions"),
+        (a.warmup.is_some(), "--warmup"),
+        (a.sample_hz.is_some(), "--sample-hz"),
+        (a.no_cooldown, "--no-cooldown"),
+        (a.no_probe, "--no-probe"),
+        (a.quality, "--quality"),
+    ];
+    given.iter().filter(|(g, _)| *g).map(|(_, f)| *f).collect()
+}
+
+/// Whether `dir` may receive this run's rows: a directory holding another model's results or
+/// rows of another plan is refused (its manifest would disagree with its rows), unless every
+/// stored row belongs to this plan (the same sweep continued, or extended).
+fn check_reuse(
+    dir: &std::path::Path,
+    earlier: &Value,
+    model_id: &str,
+    stored: &HashMap<String, store::Stored>,
+    planned: &HashSet<String>,
+) -> Result<()> {
+    let new_dir = "use a new directory (--out DIR, or omit --out for a fresh one)";
+    if let Some(theirs) = earlier["model_id"].as_str()
+        && theirs != model_id
+    {
+        bail!(
+            "{}: holds results of model {theirs}, and this run measures {model_id}; {new_dir}",
+            dir.display()
+        );
+    }
+    if !stored.is_empty() && earlier["model_id"].is_null() {
+        bail!(
+            "{}: holds results without a model identity (an earlier socbench); {new_dir}",
+            dir.display()
+        );
+    }
+    let foreign: Vec<&String> = stored.keys().filter(|id| !planned.contains(*id)).collect();
+    if let Some(first) = foreign.iter().min() {
+        bail!(
+            "{}: holds {} result(s) outside this run's plan (e.g. `{first}`): it is another \
+             sweep. Continue that one with `socbench run --resume {}`, or {new_dir}",
+            dir.display(),
+            foreign.len(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// How a sweep ended, from the directory's rows for the planned run ids.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    ok: usize,
+    failed: usize,
+    lost: usize,
+    skipped: usize,
+    missing: usize,
+}
+
+impl Tally {
+    fn of(stored: &HashMap<String, store::Stored>, planned: &HashSet<String>) -> Self {
+        let mut t = Tally::default();
+        for id in planned {
+            match stored.get(id).map(|s| s.status) {
+                Some(Status::Ok) => t.ok += 1,
+                Some(Status::Failed) => t.failed += 1,
+                Some(Status::DeviceLost) => t.lost += 1,
+                Some(Status::Skipped) => t.skipped += 1,
+                None => t.missing += 1,
+            }
+        }
+        t
+    }
+
+    /// 0 when everything planned is ok or deliberately skipped and something was measured;
+    /// 1 otherwise (a failed, lost or missing repetition, or nothing ok at all).
+    fn exit_code(&self) -> u8 {
+        if self.failed + self.lost + self.missing > 0 || self.ok == 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
 /// `socbench run`.
 pub fn run(a: &RunArgs) -> Result<ExitCode> {
     if !(a.device_wait.is_finite() && a.device_wait >= 0.0) {
         bail!("--device-wait must be a number of seconds ≥ 0");
+    }
+    let hang_timeout = match a.hang_timeout {
+        None => HangTimeout::Auto,
+        Some(s) if s.is_finite() && s > 0.0 => HangTimeout::Fixed(Duration::from_secs_f64(s)),
+        Some(s) => bail!("--hang-timeout {s}: must be a number of seconds > 0"),
+    };
+    if let Some(dir) = &a.resume {
+        let flags = setting_flags(a);
+        if !flags.is_empty() {
+            bail!(
+                "--resume continues the sweep stored in {}; {} would change it. Drop {}, or \
+                 start a new directory with --out",
+                dir.display(),
+                flags.join(", "),
+                if flags.len() == 1 { "it" } else { "them" }
+            );
+        }
     }
     // The whole sweep is validated before any device is touched.
     let (mut sweep, out_dir, resumed_targets) = match &a.resume {
@@ -274,9 +391,6 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
                     "model {m} not found; pass a GGUF file, `synthetic:tiny`, or omit --model for SmolLM2"
                 );
             }
-            socbench_kernels::load::ModelSpec::File(p.to_path_buf())
-                .open()
-                .with_context(|| format!("model {m}"))?;
             p.canonicalize()?.display().to_string()
         }
         None => {
@@ -288,6 +402,8 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
             p.display().to_string()
         }
     };
+    // Reads and checks the whole file: a bad model is one error before any device.
+    let model_id = model_cache::model_identity(&model)?;
     let targets = match resumed_targets {
         Some(t) if !t.is_empty() => t,
         _ => resolve_targets(&sweep.devices, &servers)?,
@@ -302,17 +418,27 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         let cells = sweep::plan_device(&sweep, &info)?;
         planned.push((t.clone(), info, cells));
     }
-    let session = format!("{}-{}", utc_stamp(), std::process::id());
-    let store = Store::open(&out_dir, &session)?;
+    let planned_ids: HashSet<String> = planned
+        .iter()
+        .flat_map(|(_, _, cells)| cells.iter())
+        .flat_map(|c| (0..sweep.repetitions).map(|r| runner::run_id(&model_id, c, r)))
+        .collect();
     // What earlier sessions of this directory recorded: their list (a resumed run keeps it)
     // and the roofs they measured (a device is probed once per directory).
     let earlier: Value = std::fs::read_to_string(out_dir.join("manifest.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
+    let stored = store::done_runs(&out_dir)?;
+    check_reuse(&out_dir, &earlier, &model_id, &stored, &planned_ids)?;
+    let session = format!("{}-{}", utc_stamp(), std::process::id());
+    let store = Store::open(&out_dir, &session)?;
+    for msg in store.repairs() {
+        eprintln!("repaired: {msg}; that repetition runs again");
+    }
     let mut sessions: Vec<Value> = earlier["sessions"].as_array().cloned().unwrap_or_default();
     let done = store::done_runs(&out_dir)?;
-    let known_rooflines: std::collections::HashMap<String, Value> = earlier["devices"]
+    let known_rooflines: HashMap<String, Value> = earlier["devices"]
         .as_array()
         .into_iter()
         .flatten()
@@ -370,6 +496,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
             "finished": finished,
             "command_line": std::env::args().collect::<Vec<_>>(),
             "model": model,
+            "model_id": model_id,
             "model_bytes": std::fs::metadata(&model).ok().map(|m| m.len()),
             "sweep": sweep,
             "devices": planned.iter().zip(outcomes).map(|((t, info, cells), o)| runner::device_manifest(t, info, cells.len(), o.as_ref())).collect::<Vec<_>>(),
@@ -381,6 +508,8 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     eprintln!("results: {}", out_dir.display());
     let ctx = RunContext {
         model: model.clone(),
+        model_id: model_id.clone(),
+        hang_timeout,
         device_wait: Duration::from_secs_f64(a.device_wait),
         interrupted: Arc::clone(&interrupted),
         progress: crate::progress::Progress::new(),
@@ -423,5 +552,66 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(130));
     }
-    Ok(ExitCode::SUCCESS)
+    let tally = Tally::of(&store::done_runs(&out_dir)?, &planned_ids);
+    let code = tally.exit_code();
+    if code != 0 {
+        eprintln!(
+            "sweep incomplete (exit {code}): of {} planned repetitions {} ok, {} failed, {}              device_lost, {} skipped, {} not run; `socbench run --resume {}` retries what is not ok",
+            planned_ids.len(),
+            tally.ok,
+            tally.failed,
+            tally.lost,
+            tally.skipped,
+            tally.missing,
+            out_dir.display()
+        );
+    }
+    Ok(ExitCode::from(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(rows: &[(&str, Status)]) -> HashMap<String, store::Stored> {
+        rows.iter()
+            .map(|(id, s)| {
+                (
+                    (*id).to_owned(),
+                    store::Stored {
+                        status: *s,
+                        note: String::new(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exit_status_is_zero_only_when_everything_planned_is_ok_or_skipped() {
+        let planned: HashSet<String> = ["a", "b"].map(String::from).into();
+        let code = |rows: &[(&str, Status)]| Tally::of(&stored(rows), &planned).exit_code();
+        assert_eq!(code(&[("a", Status::Ok), ("b", Status::Ok)]), 0);
+        assert_eq!(code(&[("a", Status::Ok), ("b", Status::Skipped)]), 0);
+        assert_eq!(code(&[("a", Status::Skipped), ("b", Status::Skipped)]), 1);
+        assert_eq!(code(&[("a", Status::Ok), ("b", Status::Failed)]), 1);
+        assert_eq!(code(&[("a", Status::Ok), ("b", Status::DeviceLost)]), 1);
+        assert_eq!(code(&[("a", Status::Ok)]), 1, "b never ran");
+    }
+
+    #[test]
+    fn another_model_or_another_plan_in_the_directory_is_refused() {
+        let dir = std::path::Path::new("D");
+        let planned: HashSet<String> = ["m@1|x#0", "m@1|x#1"].map(String::from).into();
+        let manifest = json!({"model_id": "m@1"});
+        let rows = stored(&[("m@1|x#0", Status::Ok)]);
+        check_reuse(dir, &manifest, "m@1", &rows, &planned).unwrap();
+        let e = check_reuse(dir, &manifest, "other@2", &rows, &planned).unwrap_err();
+        assert!(format!("{e}").contains("holds results of model m@1"), "{e}");
+        let rows = stored(&[("m@1|y#0", Status::Ok)]);
+        let e = check_reuse(dir, &manifest, "m@1", &rows, &planned).unwrap_err();
+        assert!(format!("{e}").contains("outside this run's plan"), "{e}");
+        // A fresh directory takes anything.
+        check_reuse(dir, &Value::Null, "m@1", &HashMap::new(), &planned).unwrap();
+    }
 }

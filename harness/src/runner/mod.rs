@@ -1,0 +1,618 @@
+//! The runner: one worker per device, all devices in parallel; per model variant one agent
+//! process that streams events back; every finished repetition appended to `results.csv` at
+//! once. A device that goes away is waited for (bounded), then its remaining cells are marked
+//! `device_lost` and the others carry on; an agent that crashes or hangs marks its cell
+//! `failed` and is restarted for the rest.
+//!
+//! - [`deploy`]: which agent a device gets, pushing it and the model, what it says of itself.
+//! - [`supervise`]: one agent per device, heartbeat, hang detection, how an agent run ended.
+//! - [`rows`]: the event → row state machine.
+
+pub mod deploy;
+mod rows;
+pub mod supervise;
+
+use crate::progress::Progress;
+use crate::store::{Store, Stored};
+use crate::sweep::{PlannedCell, Sweep};
+use anyhow::Result;
+use deploy::{AgentCmd, REMOTE_DIR, run_agent};
+use rows::AgentRun;
+use serde_json::{Value, json};
+use socbench_agent::plan::{Cell, Cooldown, Plan};
+use socbench_devices::{AdbDevice, Device, DeviceError, DeviceInfo, LocalHost};
+use socbench_kernels::quant::packed_format;
+use socbench_kernels::roofline::Roofline;
+use socbench_reports::row::Status;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use supervise::{AgentEnd, HangTimeout, Heartbeat};
+
+/// Where a device is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    /// This machine.
+    Local,
+    /// A device behind an adb server.
+    Adb {
+        /// Serial.
+        serial: String,
+        /// Server `host:port`.
+        server: String,
+    },
+}
+
+impl Target {
+    /// Opens the device.
+    pub fn open(&self) -> Result<Box<dyn Device>> {
+        Ok(match self {
+            Self::Local => Box::new(LocalHost),
+            Self::Adb { serial, server } => {
+                let addr: SocketAddrV4 = server
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("adb server {server}: {e}"))?;
+                Box::new(AdbDevice::new(serial, addr))
+            }
+        })
+    }
+    /// Serial (`local` for the host).
+    pub fn serial(&self) -> &str {
+        match self {
+            Self::Local => "local",
+            Self::Adb { serial, .. } => serial,
+        }
+    }
+}
+
+/// What the runner needs besides the sweep.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// Model on the host: a file, or `synthetic:tiny`.
+    pub model: String,
+    /// The model's identity (file name and SHA-256 of its tensor data, or `synthetic:tiny`):
+    /// part of every run id, so rows of two models never mix.
+    pub model_id: String,
+    /// When an agent that shows no progress is declared hung.
+    pub hang_timeout: HangTimeout,
+    /// How long a lost device is waited for before its cells are marked `device_lost`.
+    pub device_wait: Duration,
+    /// Set by Ctrl-C.
+    pub interrupted: Arc<AtomicBool>,
+    /// Bars on a terminal, plain lines elsewhere.
+    pub progress: Progress,
+    /// Measure each device's roofs before its cells (`probe = true`).
+    pub probe: bool,
+    /// Roofs measured by an earlier session of this directory, by serial.
+    pub known_rooflines: HashMap<String, Value>,
+}
+
+/// How one device's sweep ended.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DeviceOutcome {
+    /// Rows written, by status.
+    pub rows: BTreeMap<String, usize>,
+    /// Why the device stopped early, if it did.
+    pub stopped: Option<String>,
+    /// Idle temperature measured before the sweep (°C), when the device has a thermal sensor.
+    pub cooldown_baseline_c: Option<f64>,
+    /// The device's measured roofs (`socbench-agent probe`), measured once per device and
+    /// kept across `--resume`.
+    pub roofline: Option<Value>,
+    /// What the deployed agent reported of itself (`socbench-agent info`: version, git commit,
+    /// ABI, backends).
+    pub agent: Option<Value>,
+    /// The packed kernels against the portable reference on the device (`socbench-agent
+    /// selftest`): the kernel, whether all checks passed, each check's largest error.
+    pub kernel_check: Option<Value>,
+}
+
+/// Cell results are keyed `model id | cell key # repetition`.
+pub fn run_id(model_id: &str, cell: &PlannedCell, rep: usize) -> String {
+    format!("{model_id}|{}#{rep}", cell.key)
+}
+
+/// `flex f32 t2 b1 kv=full p32 g16 a=all`.
+pub fn describe(c: &PlannedCell) -> String {
+    format!(
+        "{} {} t{} b{} kv={} p{} g{} a={}",
+        c.backend.name(),
+        c.quant.name(),
+        c.threads,
+        c.batch,
+        c.kv_window.map_or("full".into(), |w| w.to_string()),
+        c.prompt_tokens,
+        c.gen_tokens,
+        c.affinity
+    )
+}
+
+/// The host-side directory of a device's plans (and, for the local host, its agent files and
+/// stop file): `<out>/.agent/<serial, sanitised>`.
+pub fn agent_workdir(out: &Path, serial: &str) -> PathBuf {
+    out.join(".agent").join(sanitize(serial))
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn hash(s: &str) -> u64 {
+    // FNV-1a: stable across runs and platforms (the shuffle must be reproducible).
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Seeded Fisher-Yates.
+fn shuffle<T>(v: &mut [T], seed: u64) {
+    let mut rng = socbench_kernels::load::SplitMix64(seed);
+    for i in (1..v.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+}
+
+/// Polls the device until it answers again or `limit` passes.
+fn wait_for(dev: &mut Box<dyn Device>, limit: Duration, interrupted: &AtomicBool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end && !interrupted.load(Ordering::Relaxed) {
+        if dev
+            .run(&["true"], Duration::from_secs(5))
+            .is_ok_and(|o| o.status == 0)
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    false
+}
+
+/// Runs one device's cells. Device trouble is recorded in the results, never returned.
+/// `earlier` is what this directory already holds, by run id.
+pub fn run_device(
+    target: &Target,
+    info: &DeviceInfo,
+    cells: &[PlannedCell],
+    sweep: &Sweep,
+    ctx: &RunContext,
+    store: &Store,
+    earlier: &HashMap<String, Stored>,
+) -> DeviceOutcome {
+    let serial = target.serial().to_owned();
+    let to_run: usize = cells
+        .iter()
+        .flat_map(|c| (0..sweep.repetitions).map(|r| run_id(&ctx.model_id, c, r)))
+        .filter(|id| earlier.get(id).is_none_or(|s| s.status != Status::Ok))
+        .count();
+    let ui = ctx.progress.device(&serial, to_run);
+    let mut run = AgentRun::new(
+        store,
+        info,
+        &ctx.model,
+        &ctx.model_id,
+        sweep.repetitions,
+        cells,
+        earlier,
+        ui.clone(),
+    );
+    let log = |msg: &str| ui.log(msg);
+    let mut outcome = DeviceOutcome::default();
+    let pending_cells: Vec<&PlannedCell> = cells
+        .iter()
+        .filter(|c| !run.missing_reps(c).is_empty())
+        .collect();
+    let finish = |run: AgentRun<'_>, mut outcome: DeviceOutcome, stopped: Option<String>| {
+        run.ui.finish(stopped.as_deref().unwrap_or("done"));
+        outcome.rows = run.rows;
+        outcome.stopped = stopped;
+        outcome
+    };
+    if pending_cells.is_empty() {
+        log("nothing left to run");
+        return finish(run, outcome, None);
+    }
+    let mut dev = match target.open() {
+        Ok(d) => d,
+        Err(e) => {
+            let note = e.to_string();
+            run.mark(&pending_cells, Status::DeviceLost, &note);
+            return finish(run, outcome, Some(note));
+        }
+    };
+    let is_local = matches!(target, Target::Local);
+    let workdir = agent_workdir(store.dir(), &serial);
+    let _ = std::fs::create_dir_all(&workdir);
+    let remote_dir = if is_local {
+        workdir.display().to_string()
+    } else {
+        REMOTE_DIR.to_owned()
+    };
+    let agent_local = match deploy::agent_for_abi(&info.abi) {
+        Ok(p) => p,
+        Err(reason) => {
+            log(&format!("skipping all cells: {reason}"));
+            run.mark(&pending_cells, Status::Skipped, &reason);
+            return finish(run, outcome, Some(reason));
+        }
+    };
+    let deploy_to =
+        |dev: &mut Box<dyn Device>| -> std::result::Result<(AgentCmd, String), DeviceError> {
+            if is_local {
+                return Ok((deploy::local_agent(&agent_local), ctx.model.clone()));
+            }
+            let (agent, how) = deploy::push_agent(dev, &agent_local)?;
+            log(&format!("agent: {how}"));
+            if ctx.model == "synthetic:tiny" {
+                return Ok((agent, ctx.model.clone()));
+            }
+            let name = Path::new(&ctx.model)
+                .file_name()
+                .map_or("model.gguf".into(), |n| n.to_string_lossy().into_owned());
+            let remote = format!("{remote_dir}/models/{name}");
+            let o = dev.push(Path::new(&ctx.model), &remote)?;
+            log(&format!("model: {o:?}"));
+            Ok((agent, remote))
+        };
+    let (agent, model) = match deploy_to(&mut dev) {
+        Ok(x) => x,
+        Err(e) => {
+            let note = format!("deploying: {e}");
+            log(&note);
+            let status = if e.is_disconnect() {
+                Status::DeviceLost
+            } else {
+                Status::Failed
+            };
+            run.mark(&pending_cells, status, &note);
+            return finish(run, outcome, Some(note));
+        }
+    };
+    // One agent per device: one left running by an earlier run (a controller killed with -9)
+    // is stopped before anything else runs there.
+    let lock = format!("{remote_dir}/agent.lock");
+    if let Some(msg) = supervise::stop_stale(&mut dev, &agent, &lock) {
+        log(&msg);
+    }
+    // Cells for a backend this agent build lacks (wgpu in the static musl agent) are skipped
+    // with the reason, not run into an error each.
+    let built = run_agent(&mut dev, &agent, &["info"], Duration::from_secs(60))
+        .ok()
+        .filter(|o| o.status == 0)
+        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok());
+    if let Some(note) = built.as_ref().and_then(deploy::agent_build_mismatch) {
+        log(&note);
+    }
+    outcome.agent = built.clone();
+    // The packed kernels against the portable reference on this CPU: cells that would run
+    // them are not measured when they disagree.
+    let selftest = run_agent(&mut dev, &agent, &["selftest"], Duration::from_secs(120))
+        .ok()
+        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok());
+    let pending_cells = match selftest.as_ref().and_then(deploy::kernel_check_failure) {
+        Some(reason) => {
+            let (packed, rest): (Vec<&PlannedCell>, Vec<&PlannedCell>) = pending_cells
+                .into_iter()
+                .partition(|c| packed_format(c.quant, c.backend).is_some());
+            log(&format!("skipping {} packed cells: {reason}", packed.len()));
+            run.mark(&packed, Status::Skipped, &reason);
+            rest
+        }
+        None => pending_cells,
+    };
+    outcome.kernel_check = selftest;
+    let pending_cells = match &built {
+        Some(b) => {
+            let has = |name: &str| {
+                b["backends"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(name)))
+            };
+            let (run_now, lacking): (Vec<&PlannedCell>, Vec<&PlannedCell>) = pending_cells
+                .into_iter()
+                .partition(|c| has(c.backend.name()));
+            for backend in lacking.iter().map(|c| c.backend).collect::<BTreeSet<_>>() {
+                let these: Vec<&PlannedCell> = lacking
+                    .iter()
+                    .copied()
+                    .filter(|c| c.backend == backend)
+                    .collect();
+                let reason = deploy::missing_backend_reason(backend.name(), &info.abi, b);
+                log(&format!(
+                    "skipping {} {backend} cells: {reason}",
+                    these.len()
+                ));
+                run.mark(&these, Status::Skipped, &reason);
+            }
+            if run_now.is_empty() {
+                return finish(run, outcome, None);
+            }
+            run_now
+        }
+        None => pending_cells,
+    };
+    // Idle temperature for the cool-down gate, before any cell runs.
+    let cooldown = sweep.cooldown.and_then(|(delta, max_wait)| {
+        let out = run_agent(&mut dev, &agent, &["sensors"], Duration::from_secs(30)).ok()?;
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let t = v["sensors"]
+            .as_array()?
+            .iter()
+            .zip(v["values"].as_array()?)
+            .filter(|(m, _)| {
+                m["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("thermal_"))
+            })
+            .filter_map(|(_, v)| v.as_f64())
+            .reduce(f64::max)?;
+        log(&format!(
+            "idle temperature {t:.1} °C; cool-down gate: within {delta} °C, at most {max_wait} s"
+        ));
+        Some(Cooldown {
+            baseline_c: t,
+            delta_c: delta,
+            max_wait_s: max_wait,
+        })
+    });
+    outcome.cooldown_baseline_c = cooldown.as_ref().map(|c| c.baseline_c);
+    // The roofs, once per device (after the idle baseline: the probe heats the device, and
+    // the first cell's cool-down gate waits that off).
+    outcome.roofline = match ctx.known_rooflines.get(&serial) {
+        Some(r) => Some(r.clone()),
+        None if ctx.probe => {
+            log("measuring the roofline (triad bandwidth, f32 GEMM)…");
+            match run_agent(&mut dev, &agent, &["probe"], Duration::from_secs(600)) {
+                Ok(o) if o.status == 0 => serde_json::from_slice::<Value>(&o.stdout)
+                    .ok()
+                    .map(|v| v["roofline"].clone()),
+                Ok(o) => {
+                    log(&format!("probe failed: {}", o.stderr_text().trim()));
+                    None
+                }
+                Err(e) => {
+                    log(&format!("probe failed: {e}"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    run.roofline = outcome
+        .roofline
+        .clone()
+        .and_then(|v| serde_json::from_value::<Roofline>(v).ok());
+    if let Some(r) = &run.roofline {
+        let fmt = |pts: &[socbench_kernels::roofline::RoofPoint], unit: &str| {
+            pts.iter()
+                .map(|p| format!("{}T {:.1} {unit}", p.threads, p.best))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        log(&format!(
+            "roofline: triad {}; GEMM {}",
+            fmt(&r.triad, "GB/s"),
+            fmt(&r.gemm, "GFLOP/s")
+        ));
+    }
+
+    // Model variants in plan order; cells shuffled within each.
+    let mut variants: Vec<(String, Vec<&PlannedCell>)> = Vec::new();
+    for c in &pending_cells {
+        let key = format!(
+            "{}|{}|{}|{:?}",
+            c.backend.name(),
+            c.quant.name(),
+            c.threads,
+            c.cpus
+        );
+        match variants.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(c),
+            None => variants.push((key, vec![c])),
+        }
+    }
+    let (beat_every, beat_timeout) = supervise::heartbeat_timing(is_local);
+    let cooldown_wait = cooldown.as_ref().map_or(0.0, |c| c.max_wait_s);
+    let mut completed: HashSet<String> = HashSet::new();
+    let mut n_run = 0usize;
+    for (vkey, mut vcells) in variants {
+        shuffle(&mut vcells, sweep.seed ^ hash(&vkey));
+        let mut attempts = 0usize;
+        while !vcells.is_empty() {
+            if ctx.interrupted.load(Ordering::Relaxed) {
+                return finish(run, outcome, Some("interrupted".into()));
+            }
+            attempts += 1;
+            if attempts > vcells.len() + 3 {
+                run.mark(&vcells, Status::Failed, "the agent kept stopping early");
+                break;
+            }
+            n_run += 1;
+            let agent_run = format!("{}-{n_run}", sanitize(&serial));
+            let first = vcells[0];
+            let heartbeat_file = format!("{remote_dir}/heartbeat");
+            let plan = Plan {
+                model: model.clone(),
+                backend: first.backend,
+                quant: first.quant,
+                threads: first.threads,
+                affinity: first.cpus.clone(),
+                sample_hz: sweep.sample_hz,
+                warmup: sweep.warmup,
+                cooldown: cooldown.clone(),
+                events_file: Some(format!("{remote_dir}/events-{agent_run}.jsonl")),
+                stop_file: Some(format!("{remote_dir}/STOP")),
+                quality: sweep.quality,
+                lock_file: Some(lock.clone()),
+                heartbeat_file: Some(heartbeat_file.clone()),
+                heartbeat_timeout_s: Some(beat_timeout.as_secs_f64()),
+                cells: vcells
+                    .iter()
+                    .map(|c| {
+                        let missing = run.missing_reps(c);
+                        Cell {
+                            id: c.key.clone(),
+                            batch: c.batch,
+                            kv_window: c.kv_window,
+                            prompt_tokens: c.prompt_tokens,
+                            gen_tokens: c.gen_tokens,
+                            repetitions: sweep.repetitions,
+                            skip_reps: (0..sweep.repetitions)
+                                .filter(|r| !missing.contains(r))
+                                .collect(),
+                        }
+                    })
+                    .collect(),
+            };
+            let plan_local = workdir.join(format!("plan-{agent_run}.json"));
+            let plan_remote = format!("{remote_dir}/plan-{agent_run}.json");
+            let staged = std::fs::write(
+                &plan_local,
+                serde_json::to_vec_pretty(&plan).unwrap_or_default(),
+            )
+            .map_err(|source| DeviceError::LocalIo {
+                path: plan_local.display().to_string(),
+                source,
+            })
+            .and_then(|()| dev.remove(&format!("{remote_dir}/STOP")))
+            .and_then(|()| {
+                if is_local {
+                    Ok(())
+                } else {
+                    dev.push(&plan_local, &plan_remote).map(drop)
+                }
+            });
+            run.reset(
+                &agent_run,
+                &vcells,
+                std::fs::metadata(&ctx.model).ok().map(|m| m.len()),
+            );
+            log(&format!(
+                "agent run {agent_run}: {} cells of {}",
+                vcells.len(),
+                describe(first)
+            ));
+            let end = match staged {
+                Err(e) => AgentEnd::Device(e),
+                Ok(()) => {
+                    let plan_arg = if is_local {
+                        plan_local.display().to_string()
+                    } else {
+                        plan_remote.clone()
+                    };
+                    let _beat = Heartbeat::start(target, heartbeat_file, beat_every);
+                    supervise::run_plan(&mut dev, &agent, &plan_arg, &mut |l| {
+                        run.on_line(l);
+                        let limit = ctx.hang_timeout.limit(run.longest_rep_s, cooldown_wait);
+                        (run.last_progress, limit, run.pid)
+                    })
+                }
+            };
+            run.flush_pending(true);
+            let _ = store.flush();
+            completed.extend(run.finished.iter().cloned());
+            let interrupted = run.interrupted || ctx.interrupted.load(Ordering::Relaxed);
+            vcells.retain(|c| !run.finished.contains(&c.key));
+            if interrupted && !matches!(end, AgentEnd::Hung { .. }) {
+                return finish(run, outcome, Some("interrupted".into()));
+            }
+            // The cell the agent was in when it died or hung.
+            let current = |run: &AgentRun<'_>, vcells: &[&PlannedCell]| -> Vec<PlannedCell> {
+                match &run.current {
+                    Some(k) => vcells
+                        .iter()
+                        .filter(|c| &c.key == k)
+                        .map(|c| (*c).clone())
+                        .collect(),
+                    None => vcells.first().map(|c| (*c).clone()).into_iter().collect(),
+                }
+            };
+            match end {
+                AgentEnd::Exited(out) if run.done && out.status == 0 => {}
+                AgentEnd::Exited(out) => {
+                    // The agent died (crash, OOM kill, kill -9): its current cell failed.
+                    let signal = if out.status > 128 {
+                        format!(" (signal {})", out.status - 128)
+                    } else {
+                        String::new()
+                    };
+                    let reason = format!(
+                        "agent exited with status {}{signal}: {}",
+                        out.status,
+                        out.stderr_text().lines().last().unwrap_or("no message")
+                    );
+                    let failed = current(&run, &vcells);
+                    let failed: Vec<&PlannedCell> = failed.iter().collect();
+                    run.mark(&failed, Status::Failed, &reason);
+                    log(&format!("{reason}; cell marked failed, continuing"));
+                    completed.extend(failed.iter().map(|c| c.key.clone()));
+                    vcells.retain(|c| !failed.iter().any(|f| f.key == c.key));
+                }
+                AgentEnd::Hung { silent } => {
+                    let reason = format!(
+                        "hung: the agent showed no progress for {:.0} s (limit {:.0} s; \
+                         --hang-timeout sets it) and was killed",
+                        silent.as_secs_f64(),
+                        ctx.hang_timeout
+                            .limit(run.longest_rep_s, cooldown_wait)
+                            .as_secs_f64()
+                    );
+                    let failed = current(&run, &vcells);
+                    let failed: Vec<&PlannedCell> = failed.iter().collect();
+                    run.mark(&failed, Status::Failed, &reason);
+                    log(&format!("{reason}; cell marked failed, continuing"));
+                    completed.extend(failed.iter().map(|c| c.key.clone()));
+                    vcells.retain(|c| !failed.iter().any(|f| f.key == c.key));
+                }
+                AgentEnd::Device(e) if e.is_disconnect() => {
+                    log(&format!(
+                        "device lost: {e}; waiting up to {:?}",
+                        ctx.device_wait
+                    ));
+                    if wait_for(&mut dev, ctx.device_wait, &ctx.interrupted) {
+                        log("device is back; continuing");
+                        continue;
+                    }
+                    let note = format!("device lost: {e}");
+                    let rest: Vec<&PlannedCell> = pending_cells
+                        .iter()
+                        .filter(|c| !completed.contains(&c.key))
+                        .copied()
+                        .collect();
+                    run.mark(&rest, Status::DeviceLost, &note);
+                    return finish(run, outcome, Some(note));
+                }
+                AgentEnd::Device(e) => {
+                    let note = format!("running the agent: {e}");
+                    log(&note);
+                    run.mark(&vcells, Status::Failed, &note);
+                    completed.extend(vcells.iter().map(|c| c.key.clone()));
+                    vcells.clear();
+                }
+            }
+        }
+    }
+    finish(run, outcome, None)
+}
+
+/// The JSON the manifest keeps for a device.
+pub fn device_manifest(
+    target: &Target,
+    info: &DeviceInfo,
+    cells: usize,
+    outcome: Option<&DeviceOutcome>,
+) -> Value {
+    json!({"target": target, "info": info, "cells": cells, "outcome": outcome})
+}

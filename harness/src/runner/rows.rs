@@ -1,0 +1,501 @@
+//! The event → row state machine: what one device's agents say ([`Event`]s, one JSON line
+//! each) becomes typed rows in the store ([`ResultRow`]s and [`SampleRow`]s). A repetition's
+//! row waits until the sensors have been sampled past its end, so its energy and temperature
+//! cover the whole of it.
+
+use super::{PlannedCell, describe, run_id};
+use crate::progress::DeviceProgress;
+use crate::store::{Store, Stored};
+use serde_json::{Value, json};
+use socbench_agent::plan::{Event, RepResult};
+use socbench_devices::DeviceInfo;
+use socbench_devices::info::SensorOrigin;
+use socbench_devices::sensors::SensorMeta;
+use socbench_kernels::roofline::Roofline;
+use socbench_reports::derive;
+use socbench_reports::row::{ResultRow, SampleRow, Status};
+use socbench_reports::schema::{CellKey, Metric};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Sensor samples of one agent run, for the per-repetition metrics.
+#[derive(Debug, Default)]
+pub(super) struct Samples {
+    pub metas: Vec<SensorMeta>,
+    pub rows: Vec<(f64, Vec<Option<f64>>)>,
+}
+
+impl Samples {
+    fn series(&self, i: usize) -> Vec<(f64, f64)> {
+        self.rows
+            .iter()
+            .filter_map(|(t, v)| v.get(i).copied().flatten().map(|x| (*t, x)))
+            .collect()
+    }
+
+    fn named(&self, pred: impl Fn(&SensorMeta) -> bool) -> Vec<Vec<(f64, f64)>> {
+        self.metas
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| pred(m))
+            .map(|(i, _)| self.series(i))
+            .collect()
+    }
+
+    /// Energy over `[t0, t1]`: joules and the source's label.
+    fn energy(&self, t0: f64, t1: f64, simulated: bool) -> Option<(f64, String)> {
+        let battery = self.named(|m| m.name == "battery_power_w").pop();
+        // Top-level RAPL domains only (`rapl_package-0`, not its sub-zones).
+        let rapl = self.named(|m| {
+            m.name.starts_with("rapl_") && m.name.matches(':').count() <= 1 && m.kind == "counter"
+        });
+        let (j, src) = derive::energy(battery.as_deref(), rapl.iter().map(Vec::as_slice), t0, t1)?;
+        let label = if simulated {
+            format!("{src} (simulated)")
+        } else {
+            src.to_owned()
+        };
+        Some((j, label))
+    }
+
+    /// Per sample time, the fastest core's frequency (MHz).
+    fn fastest_core(&self) -> Vec<(f64, f64)> {
+        let idx: Vec<usize> = self
+            .metas
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.name.starts_with("cpu") && m.name.ends_with("_freq_mhz"))
+            .map(|(i, _)| i)
+            .collect();
+        self.rows
+            .iter()
+            .filter_map(|(t, v)| {
+                idx.iter()
+                    .filter_map(|&i| v.get(i).copied().flatten())
+                    .reduce(f64::max)
+                    .map(|f| (*t, f))
+            })
+            .collect()
+    }
+}
+
+struct CellCtx {
+    cooldown_wait_s: f64,
+    start_temp_c: Option<f64>,
+}
+
+/// Everything the event handler needs for one device's agent runs.
+pub(super) struct AgentRun<'a> {
+    store: &'a Store,
+    info: &'a DeviceInfo,
+    /// The model's file name and identity, as the results record them.
+    model: String,
+    model_id: String,
+    device: String,
+    pub agent_run: String,
+    reps: usize,
+    pub cells: HashMap<String, &'a PlannedCell>,
+    pub samples: Samples,
+    pub model_bytes: Option<u64>,
+    /// Weight bytes per decode step and matmul FLOPs per token of the loaded variant.
+    traffic: Option<(u64, u64)>,
+    /// The device's measured roofs.
+    pub roofline: Option<Roofline>,
+    /// Perplexity of the quality text for the loaded variant.
+    perplexity: Option<f64>,
+    ctx: HashMap<String, CellCtx>,
+    pending: Vec<RepResult>,
+    /// Cells that ended (CellEnd or CellFailed) in this agent run.
+    pub finished: HashSet<String>,
+    /// Repetitions with a final row (ok, or skipped for the same reason), per cell.
+    final_reps: HashMap<String, HashSet<usize>>,
+    /// What earlier sessions stored, by run id.
+    earlier: &'a HashMap<String, Stored>,
+    /// Rows written, by status.
+    pub rows: BTreeMap<String, usize>,
+    /// The cell running now.
+    pub current: Option<String>,
+    /// When the agent last showed progress (any event but a sample), and the longest
+    /// repetition seen: the hang detector's inputs.
+    pub last_progress: std::time::Instant,
+    pub longest_rep_s: f64,
+    pub pid: Option<u32>,
+    pub done: bool,
+    pub interrupted: bool,
+    pub ui: DeviceProgress,
+}
+
+impl<'a> AgentRun<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: &'a Store,
+        info: &'a DeviceInfo,
+        model: &str,
+        model_id: &str,
+        reps: usize,
+        cells: &[PlannedCell],
+        earlier: &'a HashMap<String, Stored>,
+        ui: DeviceProgress,
+    ) -> Self {
+        // ok rows are final; skipped ones are run again (the reason may be gone) and, if it is
+        // not, not written twice (see `write`).
+        let final_reps = cells
+            .iter()
+            .map(|c| {
+                let have = (0..reps)
+                    .filter(|&r| {
+                        earlier
+                            .get(&run_id(model_id, c, r))
+                            .is_some_and(|s| s.status == Status::Ok)
+                    })
+                    .collect();
+                (c.key.clone(), have)
+            })
+            .collect();
+        Self {
+            store,
+            info,
+            model: socbench_reports::schema::model_name(model),
+            model_id: model_id.to_owned(),
+            device: info.serial.clone(),
+            agent_run: String::new(),
+            reps,
+            cells: HashMap::new(),
+            samples: Samples::default(),
+            model_bytes: None,
+            traffic: None,
+            roofline: None,
+            perplexity: None,
+            ctx: HashMap::new(),
+            pending: Vec::new(),
+            finished: HashSet::new(),
+            final_reps,
+            earlier,
+            rows: BTreeMap::new(),
+            current: None,
+            last_progress: std::time::Instant::now(),
+            longest_rep_s: 0.0,
+            pid: None,
+            done: false,
+            interrupted: false,
+            ui,
+        }
+    }
+
+    /// Clears the per-agent state before a new agent run.
+    pub fn reset(&mut self, agent_run: &str, cells: &[&'a PlannedCell], model_bytes: Option<u64>) {
+        self.agent_run = agent_run.to_owned();
+        self.cells = cells.iter().map(|c| (c.key.clone(), *c)).collect();
+        self.samples = Samples::default();
+        self.model_bytes = model_bytes;
+        self.finished.clear();
+        self.current = None;
+        self.pid = None;
+        self.done = false;
+        self.interrupted = false;
+        self.last_progress = std::time::Instant::now();
+    }
+
+    fn row(
+        &self,
+        cell: &PlannedCell,
+        rep: usize,
+        status: Status,
+        r: Option<&RepResult>,
+        note: &str,
+    ) -> ResultRow {
+        let simulated = self.info.sensors == SensorOrigin::Simulated;
+        let key = CellKey {
+            device: cell.device.clone(),
+            model: self.model.clone(),
+            backend: cell.backend.name().into(),
+            quant: cell.quant.name().into(),
+            threads: cell.threads as u32,
+            batch: cell.batch as u32,
+            kv_window: cell.kv_window.map(|w| w as u32),
+            prompt_tokens: cell.prompt_tokens as u32,
+            gen_tokens: cell.gen_tokens as u32,
+            affinity: cell.affinity.clone(),
+        };
+        let mut row = ResultRow::new(run_id(&self.model_id, cell, rep), &key, rep as u32, status);
+        row.session = self.store.session().to_owned();
+        row.model_id = self.model_id.clone();
+        row.note = note.to_owned();
+        row.set(Metric::ModelBytes, self.model_bytes.map(|b| b as f64));
+        let has_device_sensors = self
+            .samples
+            .metas
+            .iter()
+            .any(|s| !s.name.starts_with("process_"));
+        row.sensors = match (has_device_sensors, simulated) {
+            (false, _) => "none",
+            (true, true) => "simulated",
+            (true, false) => "real",
+        }
+        .into();
+        if let Some(ctx) = self.ctx.get(&cell.key) {
+            row.set(Metric::CooldownWaitS, Some(ctx.cooldown_wait_s));
+            row.set(Metric::StartTempC, ctx.start_temp_c);
+        }
+        let Some(r) = r else { return row };
+        let b = r.batch as f64;
+        let prefill = b * r.prompt_tokens as f64 / r.ttft_s;
+        row.set(Metric::TtftS, Some(r.ttft_s));
+        row.set(Metric::PrefillTokPerS, Some(prefill));
+        let total: f64 = r.decode_s.iter().sum();
+        let steps_per_s =
+            (!r.decode_s.is_empty() && total > 0.0).then(|| r.decode_s.len() as f64 / total);
+        row.set(Metric::DecodeTokPerS, steps_per_s.map(|s| b * s));
+        row.set(Metric::DecodeMsPerToken, steps_per_s.map(|s| 1e3 / s));
+        row.set(Metric::Perplexity, self.perplexity);
+        if let Some((bytes, flops)) = self.traffic {
+            row.set(Metric::WeightBytesPerStep, Some(bytes as f64));
+            // The roofs are the CPU's: a GPU cell's figures would compare unlike things.
+            if let (Some(roof), true) = (&self.roofline, cell.backend.is_cpu()) {
+                // Every step streams the weights once for the whole batch.
+                let bw = roof.bandwidth_bytes_per_s(cell.threads);
+                row.set(
+                    Metric::DecodeBwFraction,
+                    steps_per_s.zip(bw).map(|(s, bw)| bytes as f64 * s / bw),
+                );
+                let peak = roof.gemm_flop_per_s(cell.threads);
+                row.set(
+                    Metric::PrefillGemmFraction,
+                    peak.map(|p| flops as f64 * prefill / p),
+                );
+            }
+        }
+        row.set(Metric::PeakRssBytes, r.peak_rss_bytes.map(|v| v as f64));
+        if let Some((joules, source)) = self.samples.energy(r.t_start_s, r.t_end_s, simulated) {
+            let dur = (r.t_end_s - r.t_start_s).max(1e-9);
+            row.set(Metric::EnergyJ, Some(joules));
+            row.set(Metric::AvgPowerW, Some(joules / dur));
+            let tokens = (cell.batch * cell.gen_tokens) as f64;
+            row.set(Metric::EnergyPerTokenJ, Some(joules / tokens));
+            row.power_source = source;
+            // The same integral split at the first token: prefill, then decode.
+            let mid = r.t_first_token_s.clamp(r.t_start_s, r.t_end_s);
+            let part = |a, b| self.samples.energy(a, b, simulated).map(|e| e.0);
+            row.set(Metric::PrefillEnergyJ, part(r.t_start_s, mid));
+            row.set(Metric::DecodeEnergyJ, part(mid, r.t_end_s));
+        }
+        let thermal = self.samples.named(|m| m.name.starts_with("thermal_"));
+        row.set(
+            Metric::MaxTempC,
+            derive::window_max(thermal.iter().map(Vec::as_slice), r.t_start_s, r.t_end_s),
+        );
+        let top_mhz = self.info.clusters.iter().filter_map(|c| c.max_khz).max();
+        row.throttled = top_mhz.and_then(|top| {
+            derive::throttled(
+                &self.samples.fastest_core(),
+                top as f64 / 1000.0,
+                r.t_start_s,
+                r.t_end_s,
+            )
+        });
+        if let Some(s) = self.samples.named(|m| m.name == "battery_charging").pop() {
+            row.charging = derive::interp(&s, r.t_start_s).map(|v| v > 0.5);
+        }
+        row
+    }
+
+    fn write(
+        &mut self,
+        cell: &PlannedCell,
+        rep: usize,
+        status: Status,
+        r: Option<&RepResult>,
+        note: &str,
+    ) {
+        let id = run_id(&self.model_id, cell, rep);
+        let same_as_before = self
+            .earlier
+            .get(&id)
+            .is_some_and(|s| s.status == status && s.note == note && status == Status::Skipped);
+        if !same_as_before {
+            let row = self.row(cell, rep, status, r, note);
+            if let Err(e) = self.store.append_result(&row) {
+                self.ui.log(&format!("error: writing results.csv: {e:#}"));
+            }
+        }
+        *self.rows.entry(status.name().to_owned()).or_default() += 1;
+        // Whatever its status, this session is done with it (`--resume` retries what is not
+        // ok).
+        self.final_reps
+            .entry(cell.key.clone())
+            .or_default()
+            .insert(rep);
+        if status != Status::Ok {
+            // The caller says why, once for the lot.
+            self.ui.rep_done(None);
+        }
+    }
+
+    /// Repetitions of `cell` with no final row yet.
+    pub fn missing_reps(&self, cell: &PlannedCell) -> Vec<usize> {
+        let have = self.final_reps.get(&cell.key);
+        (0..self.reps)
+            .filter(|r| !have.is_some_and(|h| h.contains(r)))
+            .collect()
+    }
+
+    /// Writes `status` rows for every repetition of `cells` that has none.
+    pub fn mark(&mut self, cells: &[&PlannedCell], status: Status, note: &str) {
+        for c in cells {
+            for rep in self.missing_reps(c) {
+                self.write(c, rep, status, None, note);
+            }
+        }
+    }
+
+    pub fn flush_pending(&mut self, force: bool) {
+        let last_t = self.samples.rows.last().map_or(f64::NEG_INFINITY, |r| r.0);
+        let (ready, keep): (Vec<RepResult>, Vec<RepResult>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|r| force || last_t >= r.t_end_s);
+        self.pending = keep;
+        for r in ready {
+            let Some(cell) = self.cells.get(&r.cell).copied() else {
+                continue;
+            };
+            let Some(rep) = r.repetition else { continue };
+            self.write(cell, rep, Status::Ok, Some(&r), "");
+            let decode = if r.decode_s.is_empty() {
+                "n/a".to_owned()
+            } else {
+                format!(
+                    "{:.1} tok/s",
+                    r.batch as f64 * r.decode_s.len() as f64 / r.decode_s.iter().sum::<f64>()
+                )
+            };
+            let msg = format!(
+                "{} rep {}/{}: TTFT {:.1} ms, decode {decode}",
+                describe(cell),
+                rep + 1,
+                self.reps,
+                r.ttft_s * 1e3
+            );
+            self.ui.rep_done(Some(&msg));
+        }
+    }
+
+    /// Handles one line of the agent's output.
+    pub fn on_line(&mut self, line: &str) {
+        let Ok(event) = serde_json::from_str::<Event>(line) else {
+            // Not an event (a stray print): kept in the log.
+            let v = json!({"device": self.device, "agent_run": self.agent_run, "event": "agent_output", "line": line});
+            let _ = self.store.append_event(&v.to_string());
+            return;
+        };
+        if let Ok(mut v) = serde_json::from_str::<Value>(line) {
+            v["device"] = json!(self.device);
+            v["agent_run"] = json!(self.agent_run);
+            // The host's clock when the event arrived: places agent runs on one time axis.
+            v["host_unix_s"] = json!(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64())
+            );
+            let _ = self.store.append_event(&v.to_string());
+        }
+        if !matches!(event, Event::Sample { .. }) {
+            self.last_progress = std::time::Instant::now();
+        }
+        match event {
+            Event::Hello { sensors, pid, .. } => {
+                self.samples.metas = sensors;
+                self.pid = Some(pid);
+            }
+            Event::Loaded {
+                model_file_bytes,
+                weight_bytes_per_step,
+                matmul_flops_per_token,
+                ..
+            } => {
+                if model_file_bytes.is_some() {
+                    self.model_bytes = model_file_bytes;
+                }
+                self.traffic = weight_bytes_per_step.zip(matmul_flops_per_token);
+                self.perplexity = None;
+            }
+            Event::Quality { perplexity, .. } => self.perplexity = Some(perplexity),
+            Event::Sample { t_s, values } => self.on_sample(t_s, values),
+            Event::CellStart {
+                cell,
+                cooldown_wait_s,
+                start_temp_c,
+                ..
+            } => {
+                self.ctx.insert(
+                    cell.clone(),
+                    CellCtx {
+                        cooldown_wait_s,
+                        start_temp_c,
+                    },
+                );
+                if let Some(c) = self.cells.get(&cell) {
+                    self.ui.cell(&describe(c));
+                }
+                self.current = Some(cell);
+            }
+            Event::Rep(r) => {
+                self.longest_rep_s = self.longest_rep_s.max(r.t_end_s - r.t_start_s);
+                if r.repetition.is_some() {
+                    self.pending.push(r);
+                }
+            }
+            Event::CellFailed { cell, reason, .. } => {
+                self.flush_pending(true);
+                if let Some(c) = self.cells.get(&cell).copied() {
+                    self.mark(&[c], Status::Failed, &reason);
+                    self.ui.log(&format!("{} failed: {reason}", describe(c)));
+                }
+                self.finished.insert(cell);
+                self.current = None;
+            }
+            Event::CellEnd { cell, .. } => {
+                self.flush_pending(true);
+                self.finished.insert(cell);
+                self.current = None;
+            }
+            Event::Interrupted { .. } => self.interrupted = true,
+            Event::Done { .. } => {
+                self.flush_pending(true);
+                self.done = true;
+            }
+        }
+    }
+
+    fn on_sample(&mut self, t_s: f64, values: Vec<Option<f64>>) {
+        let rows: Vec<SampleRow> = self
+            .samples
+            .metas
+            .iter()
+            .zip(&values)
+            .filter_map(|(m, v)| {
+                v.map(|value| SampleRow {
+                    device: self.device.clone(),
+                    agent_run: self.agent_run.clone(),
+                    cell: self.current.clone().unwrap_or_default(),
+                    // Four decimals: 100 µs is finer than any sampling period.
+                    t_s: (t_s * 1e4).round() / 1e4,
+                    sensor: m.name.clone(),
+                    value,
+                })
+            })
+            .collect();
+        let _ = self.store.append_samples(&rows);
+        let hottest = self
+            .samples
+            .metas
+            .iter()
+            .zip(&values)
+            .filter(|(m, _)| m.name.starts_with("thermal_"))
+            .filter_map(|(_, v)| *v)
+            .reduce(f64::max);
+        if let Some(t) = hottest {
+            self.ui.temperature(t);
+        }
+        self.samples.rows.push((t_s, values));
+        self.flush_pending(false);
+    }
+}

@@ -1,0 +1,758 @@
+//! The result records, typed once: [`ResultRow`] is one line of `results.csv` (one measured,
+//! failed or skipped repetition) and [`SampleRow`] one line of `samples.csv`. `socbench run`
+//! writes them and every reader reads them through these types and the `csv` crate, so quoting,
+//! embedded newlines and column names cannot differ between the two sides.
+//!
+//! A complete `results.csv` row ends with its `schema_version` (never empty, never quoted)
+//! and a newline. A last row without both was torn by a crash mid-write: [`parse_results`]
+//! reports it apart ([`TornRow`]) so the writer can set it aside and measure that repetition
+//! again, and a reader can warn and go on.
+
+use crate::schema::{CELL_COLUMNS, Metric, SchemaError};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::Path;
+
+/// The version this build writes into every row: `major.minor`. A reader refuses rows of a
+/// newer major version (their columns may mean something else); minor versions only add
+/// columns, which older readers ignore.
+pub const SCHEMA_VERSION: &str = "2.0";
+/// The newest major version this build reads.
+pub const SCHEMA_MAJOR: u32 = 2;
+
+/// The outcome of one repetition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Measured.
+    Ok,
+    /// The agent or the model failed, or the agent hung and was stopped (the note says why).
+    Failed,
+    /// The device went away and did not come back in time.
+    DeviceLost,
+    /// Not run, on purpose (the note says why).
+    Skipped,
+}
+
+impl Status {
+    /// Every status, in the order reports list them.
+    pub const ALL: [Status; 4] = [
+        Status::Ok,
+        Status::Failed,
+        Status::DeviceLost,
+        Status::Skipped,
+    ];
+
+    /// The word in `results.csv`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::DeviceLost => "device_lost",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Columns of `results.csv`, in the order [`ResultRow`] writes them (a unit test holds the two
+/// together).
+pub const RESULT_COLUMNS: [&str; 39] = [
+    "run_id",
+    "session",
+    "model",
+    "model_id",
+    "device",
+    "backend",
+    "quant",
+    "threads",
+    "batch",
+    "kv_window",
+    "prompt_tokens",
+    "gen_tokens",
+    "affinity",
+    "repetition",
+    "status",
+    "ttft_s",
+    "prefill_tok_per_s",
+    "decode_tok_per_s",
+    "decode_ms_per_token",
+    "peak_rss_bytes",
+    "model_bytes",
+    "weight_bytes_per_step",
+    "decode_bw_fraction",
+    "prefill_gemm_fraction",
+    "perplexity",
+    "avg_power_w",
+    "energy_j",
+    "energy_per_token_j",
+    "prefill_energy_j",
+    "decode_energy_j",
+    "start_temp_c",
+    "max_temp_c",
+    "throttled",
+    "charging",
+    "cooldown_wait_s",
+    "power_source",
+    "sensors",
+    "note",
+    "schema_version",
+];
+
+/// One repetition: a line of `results.csv`.
+///
+/// Metrics are `None` when not measured (a missing sensor, a failed run): an empty cell in
+/// the file, never a zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRow {
+    /// `model id / cell key # repetition`: unique per model, device, configuration and
+    /// repetition.
+    pub run_id: String,
+    /// The `socbench run` session that wrote it.
+    #[serde(default)]
+    pub session: String,
+    /// The model's file name (or `synthetic:tiny`).
+    #[serde(default)]
+    pub model: String,
+    /// The model's identity: file name and SHA-256 of its tensor data (or `synthetic:tiny`).
+    #[serde(default)]
+    pub model_id: String,
+    /// Device serial (`local` for the host).
+    pub device: String,
+    /// `flex`, `ndarray` or `wgpu`.
+    pub backend: String,
+    /// Quantization level.
+    pub quant: String,
+    /// Worker threads.
+    pub threads: u32,
+    /// Sequences decoded together.
+    pub batch: u32,
+    /// KV-cache window in positions; `None` (written `full`) is the whole context.
+    #[serde(with = "kv_window")]
+    pub kv_window: Option<u32>,
+    /// Prompt length in tokens.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub gen_tokens: u32,
+    /// CPU affinity (`all`, a cluster name, or a CPU list).
+    pub affinity: String,
+    /// Repetition index within the cell.
+    pub repetition: u32,
+    /// Outcome.
+    pub status: Status,
+    /// Time to first token, seconds.
+    #[serde(default)]
+    pub ttft_s: Option<f64>,
+    /// Prompt tokens per second during prefill (all sequences of the batch).
+    #[serde(default)]
+    pub prefill_tok_per_s: Option<f64>,
+    /// Generated tokens per second during decode (all sequences of the batch).
+    #[serde(default)]
+    pub decode_tok_per_s: Option<f64>,
+    /// Milliseconds per decode step.
+    #[serde(default)]
+    pub decode_ms_per_token: Option<f64>,
+    /// Peak resident memory of the repetition, bytes.
+    #[serde(default)]
+    pub peak_rss_bytes: Option<f64>,
+    /// Model file size, bytes.
+    #[serde(default)]
+    pub model_bytes: Option<f64>,
+    /// Bytes of weights one decode step streams.
+    #[serde(default)]
+    pub weight_bytes_per_step: Option<f64>,
+    /// Decode's weight traffic over the device's triad bandwidth.
+    #[serde(default)]
+    pub decode_bw_fraction: Option<f64>,
+    /// Prefill's matmul rate over the device's f32 GEMM rate.
+    #[serde(default)]
+    pub prefill_gemm_fraction: Option<f64>,
+    /// Perplexity of the quality text for this model variant.
+    #[serde(default)]
+    pub perplexity: Option<f64>,
+    /// Average power, watts.
+    #[serde(default)]
+    pub avg_power_w: Option<f64>,
+    /// Energy of the repetition, joules.
+    #[serde(default)]
+    pub energy_j: Option<f64>,
+    /// Energy per generated token, joules.
+    #[serde(default)]
+    pub energy_per_token_j: Option<f64>,
+    /// Energy from start to first token, joules.
+    #[serde(default)]
+    pub prefill_energy_j: Option<f64>,
+    /// Energy from first token to end, joules.
+    #[serde(default)]
+    pub decode_energy_j: Option<f64>,
+    /// Hottest zone when the cell started, °C.
+    #[serde(default)]
+    pub start_temp_c: Option<f64>,
+    /// Hottest zone during the repetition, °C.
+    #[serde(default)]
+    pub max_temp_c: Option<f64>,
+    /// Whether the fastest core ran below 90 % of its top frequency.
+    #[serde(default)]
+    pub throttled: Option<bool>,
+    /// Whether the device was charging when the repetition started.
+    #[serde(default)]
+    pub charging: Option<bool>,
+    /// Time in the cool-down gate before the cell, seconds.
+    #[serde(default)]
+    pub cooldown_wait_s: Option<f64>,
+    /// Where energy came from: `battery`, `rapl`, with `(simulated)` for the virtual device.
+    #[serde(default)]
+    pub power_source: String,
+    /// `real`, `simulated` or `none`.
+    #[serde(default)]
+    pub sensors: String,
+    /// Why a repetition failed or was skipped (any text: commas, quotes, newlines).
+    #[serde(default)]
+    pub note: String,
+    /// [`SCHEMA_VERSION`] of the writer; empty in files from before versioning (major 1).
+    #[serde(default)]
+    pub schema_version: String,
+}
+
+impl ResultRow {
+    /// A row with the cell's identity and status, no metrics, this build's schema version.
+    pub fn new(
+        run_id: String,
+        key: &crate::schema::CellKey,
+        repetition: u32,
+        status: Status,
+    ) -> Self {
+        Self {
+            run_id,
+            session: String::new(),
+            model: key.model.clone(),
+            model_id: String::new(),
+            device: key.device.clone(),
+            backend: key.backend.clone(),
+            quant: key.quant.clone(),
+            threads: key.threads,
+            batch: key.batch,
+            kv_window: key.kv_window,
+            prompt_tokens: key.prompt_tokens,
+            gen_tokens: key.gen_tokens,
+            affinity: key.affinity.clone(),
+            repetition,
+            status,
+            ttft_s: None,
+            prefill_tok_per_s: None,
+            decode_tok_per_s: None,
+            decode_ms_per_token: None,
+            peak_rss_bytes: None,
+            model_bytes: None,
+            weight_bytes_per_step: None,
+            decode_bw_fraction: None,
+            prefill_gemm_fraction: None,
+            perplexity: None,
+            avg_power_w: None,
+            energy_j: None,
+            energy_per_token_j: None,
+            prefill_energy_j: None,
+            decode_energy_j: None,
+            start_temp_c: None,
+            max_temp_c: None,
+            throttled: None,
+            charging: None,
+            cooldown_wait_s: None,
+            power_source: String::new(),
+            sensors: String::new(),
+            note: String::new(),
+            schema_version: SCHEMA_VERSION.to_owned(),
+        }
+    }
+
+    /// The cell this row belongs to.
+    pub fn key(&self) -> crate::schema::CellKey {
+        crate::schema::CellKey {
+            device: self.device.clone(),
+            model: crate::schema::model_name(&self.model),
+            backend: self.backend.clone(),
+            quant: self.quant.clone(),
+            threads: self.threads,
+            batch: self.batch,
+            kv_window: self.kv_window,
+            prompt_tokens: self.prompt_tokens,
+            gen_tokens: self.gen_tokens,
+            affinity: self.affinity.clone(),
+        }
+    }
+
+    /// The field holding `m` (`None` for metrics derived by the reports, not stored).
+    pub fn metric_mut(&mut self, m: Metric) -> Option<&mut Option<f64>> {
+        Some(match m {
+            Metric::TtftS => &mut self.ttft_s,
+            Metric::PrefillTokPerS => &mut self.prefill_tok_per_s,
+            Metric::DecodeTokPerS => &mut self.decode_tok_per_s,
+            Metric::DecodeMsPerToken => &mut self.decode_ms_per_token,
+            Metric::PeakRssBytes => &mut self.peak_rss_bytes,
+            Metric::ModelBytes => &mut self.model_bytes,
+            Metric::AvgPowerW => &mut self.avg_power_w,
+            Metric::EnergyJ => &mut self.energy_j,
+            Metric::EnergyPerTokenJ => &mut self.energy_per_token_j,
+            Metric::PrefillEnergyJ => &mut self.prefill_energy_j,
+            Metric::DecodeEnergyJ => &mut self.decode_energy_j,
+            Metric::StartTempC => &mut self.start_temp_c,
+            Metric::MaxTempC => &mut self.max_temp_c,
+            Metric::CooldownWaitS => &mut self.cooldown_wait_s,
+            Metric::WeightBytesPerStep => &mut self.weight_bytes_per_step,
+            Metric::DecodeBwFraction => &mut self.decode_bw_fraction,
+            Metric::PrefillGemmFraction => &mut self.prefill_gemm_fraction,
+            Metric::Perplexity => &mut self.perplexity,
+            Metric::Battery30MinPct => return None,
+        })
+    }
+
+    /// The stored value of `m`.
+    pub fn metric(&self, m: Metric) -> Option<f64> {
+        self.clone().metric_mut(m).and_then(|v| *v)
+    }
+
+    /// Sets `m` when `v` is a finite number (a NaN or infinity is "not measured").
+    pub fn set(&mut self, m: Metric, v: Option<f64>) {
+        if let Some(slot) = self.metric_mut(m) {
+            *slot = v.filter(|x| x.is_finite());
+        }
+    }
+
+    /// The row as one complete CSV line, newline included: what a writer appends in one write.
+    pub fn to_csv_line(&self) -> Result<Vec<u8>, csv::Error> {
+        csv_line(self)
+    }
+}
+
+/// One sensor value: a line of `samples.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRow {
+    /// Device serial.
+    pub device: String,
+    /// The agent run (one model variant loaded) that sampled it.
+    pub agent_run: String,
+    /// The cell running at the time (empty between cells).
+    #[serde(default)]
+    pub cell: String,
+    /// Seconds since the agent started.
+    pub t_s: f64,
+    /// Sensor name.
+    pub sensor: String,
+    /// Value in the sensor's unit.
+    pub value: f64,
+}
+
+/// Columns of `samples.csv`.
+pub const SAMPLE_COLUMNS: [&str; 6] = ["device", "agent_run", "cell", "t_s", "sensor", "value"];
+
+impl SampleRow {
+    /// The row as one complete CSV line, newline included.
+    pub fn to_csv_line(&self) -> Result<Vec<u8>, csv::Error> {
+        csv_line(self)
+    }
+}
+
+fn csv_line<T: Serialize>(v: &T) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    w.serialize(v)?;
+    w.into_inner()
+        .map_err(|e| csv::Error::from(std::io::Error::other(e.to_string())))
+}
+
+/// A last row cut short by a crash mid-write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornRow {
+    /// Byte offset where it starts (the file's length once it is removed).
+    pub offset: u64,
+    /// Its 1-based line.
+    pub line: usize,
+    /// Its bytes, as found.
+    pub bytes: Vec<u8>,
+}
+
+/// A parsed `results.csv`.
+#[derive(Debug, Clone)]
+pub struct ResultsFile {
+    /// The header's column names.
+    pub header: Vec<String>,
+    /// Complete rows with their 1-based line, in file order.
+    pub rows: Vec<(usize, ResultRow)>,
+    /// The torn last row, if there is one.
+    pub torn: Option<TornRow>,
+}
+
+/// Reads `results.csv` (any schema version up to [`SCHEMA_MAJOR`]). Errors name the file,
+/// line and column; only a torn *last* row is tolerated, and reported in
+/// [`ResultsFile::torn`].
+pub fn parse_results(path: &Path, bytes: &[u8]) -> Result<ResultsFile, SchemaError> {
+    let invalid = |line: usize, msg: String| SchemaError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        message: msg,
+    };
+    let (header, records, torn) = split_records(path, bytes)?;
+    let missing: Vec<&str> = ["run_id"]
+        .iter()
+        .chain(&CELL_COLUMNS)
+        .chain(&["repetition", "status"])
+        .copied()
+        .filter(|c| !header.iter().any(|h| h == c))
+        .collect();
+    if !missing.is_empty() {
+        return Err(invalid(
+            1,
+            format!(
+                "not a socbench results file: missing column(s) {}",
+                missing.join(", ")
+            ),
+        ));
+    }
+    let header_record = csv::StringRecord::from(header.clone());
+    let version_col = header.iter().position(|h| h == "schema_version");
+    let status_col = header.iter().position(|h| h == "status");
+    let mut rows = Vec::with_capacity(records.len());
+    for (line, rec) in records {
+        if let Some(v) = status_col.and_then(|i| rec.get(i))
+            && !Status::ALL.iter().any(|s| s.name() == v)
+        {
+            return Err(invalid(
+                line,
+                format!(
+                    "column status: `{v}` is not valid (one of {})",
+                    Status::ALL.map(Status::name).join(", ")
+                ),
+            ));
+        }
+        if let Some(v) = version_col.and_then(|i| rec.get(i)) {
+            let major = v.split('.').next().and_then(|m| m.parse::<u32>().ok());
+            match major {
+                Some(m) if m <= SCHEMA_MAJOR => {}
+                Some(_) => {
+                    return Err(invalid(
+                        line,
+                        format!(
+                            "schema_version {v} is newer than this socbench reads (up to \
+                             {SCHEMA_MAJOR}.x): read it with a newer socbench"
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        line,
+                        format!(
+                            "column schema_version: `{v}` is not a version such as {SCHEMA_VERSION}"
+                        ),
+                    ));
+                }
+            }
+        }
+        let row: ResultRow = rec.deserialize(Some(&header_record)).map_err(|e| {
+            let column = match e.kind() {
+                csv::ErrorKind::Deserialize { err, .. } => err
+                    .field()
+                    .and_then(|i| header.get(i as usize))
+                    .map_or(String::new(), |c| format!("column {c}: ")),
+                _ => String::new(),
+            };
+            let what = match e.kind() {
+                csv::ErrorKind::Deserialize { err, .. } => err.kind().to_string(),
+                _ => e.to_string(),
+            };
+            invalid(line, format!("{column}{what}"))
+        })?;
+        if row.run_id.is_empty() {
+            return Err(invalid(
+                line,
+                "column run_id: empty (a run id is required)".into(),
+            ));
+        }
+        for m in Metric::ALL {
+            if row.metric(m).is_some_and(|v| !v.is_finite()) {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "column {}: not a finite number (write it empty when not measured)",
+                        m.name()
+                    ),
+                ));
+            }
+        }
+        rows.push((line, row));
+    }
+    Ok(ResultsFile { header, rows, torn })
+}
+
+/// Sensor samples of `samples.csv` with their lines, and a torn last row if any.
+pub fn parse_samples(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(Vec<(usize, SampleRow)>, Option<TornRow>), SchemaError> {
+    let (header, records, torn) = split_records(path, bytes)?;
+    if SAMPLE_COLUMNS
+        .iter()
+        .any(|c| *c != "cell" && !header.iter().any(|h| h == c))
+    {
+        return Err(SchemaError::Invalid {
+            path: path.to_path_buf(),
+            line: 1,
+            message: format!("header must name the columns {}", SAMPLE_COLUMNS.join(",")),
+        });
+    }
+    let header_record = csv::StringRecord::from(header);
+    let mut rows = Vec::with_capacity(records.len());
+    for (line, rec) in records {
+        let row: SampleRow =
+            rec.deserialize(Some(&header_record))
+                .map_err(|e| SchemaError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    message: format!(
+                        "expected device,agent_run,cell,t_s,sensor,value with numeric t_s and \
+                         value ({e})"
+                    ),
+                })?;
+        rows.push((line, row));
+    }
+    Ok((rows, torn))
+}
+
+type Records = (
+    Vec<String>,
+    Vec<(usize, csv::StringRecord)>,
+    Option<TornRow>,
+);
+
+/// The header and the complete records of a CSV file written by socbench; a last record
+/// without its newline, with too few fields or (when the file has that column) without its
+/// `schema_version` is returned as torn. Any other short record is an error.
+fn split_records(path: &Path, bytes: &[u8]) -> Result<Records, SchemaError> {
+    let invalid = |line: usize, msg: String| SchemaError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        message: msg,
+    };
+    if bytes.is_empty() {
+        return Err(invalid(1, "empty file: no header row".into()));
+    }
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(bytes);
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| invalid(1, format!("header: {e}")))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let version_col = header.iter().position(|h| h == "schema_version");
+    let mut all = Vec::new();
+    loop {
+        let mut rec = csv::ByteRecord::new();
+        match rdr.read_byte_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {
+                let (byte, line) = rec.position().map_or((0, 0), |p| (p.byte(), p.line()));
+                all.push((byte, line as usize, rec));
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line() as usize);
+                return Err(invalid(line, e.to_string()));
+            }
+        }
+    }
+    let n = all.len();
+    let mut torn = None;
+    let mut records = Vec::with_capacity(n);
+    for (i, (offset, line, rec)) in all.into_iter().enumerate() {
+        let last = i + 1 == n;
+        // A write cut inside a multi-byte character leaves bytes that are not UTF-8.
+        let text = csv::StringRecord::from_byte_record(rec).ok();
+        let complete = text.as_ref().is_some_and(|r| {
+            r.len() == header.len()
+                && version_col.is_none_or(|i| r.get(i).is_some_and(|v| !v.is_empty()))
+        });
+        match text {
+            Some(rec) if complete && (!last || bytes.ends_with(b"\n")) => records.push((line, rec)),
+            _ if last => {
+                let start = usize::try_from(offset)
+                    .unwrap_or(bytes.len())
+                    .min(bytes.len());
+                torn = Some(TornRow {
+                    offset,
+                    line,
+                    bytes: bytes[start..].to_vec(),
+                });
+            }
+            Some(rec) => {
+                return Err(invalid(
+                    line,
+                    format!("{} fields, expected {}", rec.len(), header.len()),
+                ));
+            }
+            None => return Err(invalid(line, "not UTF-8 text".into())),
+        }
+    }
+    Ok((header, records, torn))
+}
+
+mod kv_window {
+    //! `full` or a number of positions.
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(w) => s.serialize_str(&w.to_string()),
+            None => s.serialize_str("full"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "full" | "" => Ok(None),
+            n => n.parse().map(Some).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{n}` is not a KV window (a number of positions, or full)"
+                ))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::CellKey;
+
+    fn key() -> CellKey {
+        CellKey {
+            device: "local".into(),
+            model: "m.gguf".into(),
+            backend: "flex".into(),
+            quant: "q8".into(),
+            threads: 2,
+            batch: 1,
+            kv_window: Some(64),
+            prompt_tokens: 32,
+            gen_tokens: 16,
+            affinity: "all".into(),
+        }
+    }
+
+    fn file(rows: &[ResultRow]) -> Vec<u8> {
+        let mut b = RESULT_COLUMNS.join(",").into_bytes();
+        b.push(b'\n');
+        for r in rows {
+            b.extend(r.to_csv_line().unwrap());
+        }
+        b
+    }
+
+    #[test]
+    fn the_header_is_the_rows_field_order() {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.serialize(ResultRow::new("a#0".into(), &key(), 0, Status::Ok))
+            .unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(text.lines().next().unwrap(), RESULT_COLUMNS.join(","));
+    }
+
+    #[test]
+    fn a_note_with_newlines_commas_and_quotes_round_trips() {
+        let mut r = ResultRow::new("a#0".into(), &key(), 0, Status::Failed);
+        r.note = "agent said:\n  \"out of memory\", code 9\r\nbye".into();
+        r.set(Metric::TtftS, Some(0.25));
+        r.set(Metric::DecodeTokPerS, Some(f64::NAN));
+        let b = file(&[r.clone(), r.clone()]);
+        let f = parse_results(Path::new("results.csv"), &b).unwrap();
+        assert_eq!(f.torn, None);
+        assert_eq!(f.rows.len(), 2);
+        assert_eq!(f.rows[0].1, r);
+        assert_eq!(f.rows[1].1.note, r.note);
+        assert_eq!(r.decode_tok_per_s, None, "NaN is not a measurement");
+        // Line numbers count the lines inside quoted notes, as an editor shows them.
+        assert_eq!(f.rows[1].0, 5, "the second row starts on line 5");
+    }
+
+    #[test]
+    fn a_torn_last_row_is_set_apart_wherever_it_was_cut() {
+        let mut r = ResultRow::new("a#0".into(), &key(), 0, Status::Ok);
+        r.note = "two\nlines".into();
+        let whole = file(&[r.clone(), r.clone()]);
+        let first_end = file(&[r.clone()]).len();
+        // Every cut inside the second row leaves the first one and a torn tail.
+        for cut in first_end + 1..whole.len() {
+            let f = parse_results(Path::new("results.csv"), &whole[..cut])
+                .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            assert_eq!(f.rows.len(), 1, "cut at {cut}");
+            let torn = f
+                .torn
+                .unwrap_or_else(|| panic!("cut at {cut}: no torn row"));
+            assert_eq!(torn.offset as usize, first_end, "cut at {cut}");
+            assert_eq!(torn.bytes, &whole[first_end..cut]);
+        }
+        let f = parse_results(Path::new("results.csv"), &whole).unwrap();
+        assert_eq!((f.rows.len(), f.torn), (2, None));
+    }
+
+    #[test]
+    fn a_short_row_before_the_last_is_an_error_naming_its_line() {
+        let r = ResultRow::new("a#0".into(), &key(), 0, Status::Ok);
+        let mut b = file(&[r.clone()]);
+        b.extend(b"x#1,s\n");
+        b.extend(r.to_csv_line().unwrap());
+        let e = parse_results(Path::new("results.csv"), &b)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("results.csv:3") && e.contains("fields"), "{e}");
+    }
+
+    #[test]
+    fn a_newer_major_version_is_refused_and_bad_values_name_their_column() {
+        let mut r = ResultRow::new("a#0".into(), &key(), 0, Status::Ok);
+        r.schema_version = "3.1".into();
+        let e = parse_results(Path::new("r.csv"), &file(&[r]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("r.csv:2") && e.contains("newer"), "{e}");
+        let mut r = ResultRow::new("a#0".into(), &key(), 0, Status::Ok);
+        r.schema_version = "2.7".into();
+        assert!(parse_results(Path::new("r.csv"), &file(&[r])).is_ok());
+        let r = ResultRow::new("a#0".into(), &key(), 0, Status::Ok);
+        let text = String::from_utf8(file(&[r]))
+            .unwrap()
+            .replace(",ok,", ",bogus,");
+        let e = parse_results(Path::new("r.csv"), text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("column status") && e.contains("bogus"), "{e}");
+        let mut r = ResultRow::new("a#0".into(), &key(), 0, Status::Ok);
+        r.set(Metric::TtftS, Some(0.125));
+        let text = String::from_utf8(file(&[r]))
+            .unwrap()
+            .replace("0.125", "fast");
+        let e = parse_results(Path::new("r.csv"), text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("r.csv:2") && e.contains("column ttft_s"), "{e}");
+    }
+
+    #[test]
+    fn files_from_before_versioning_still_read() {
+        let text = "run_id,device,backend,quant,threads,batch,kv_window,prompt_tokens,gen_tokens,\
+                    affinity,repetition,status,ttft_s,note\n\
+                    a#0,local,flex,f32,1,1,full,16,16,all,0,ok,0.5,\n";
+        let f = parse_results(Path::new("r.csv"), text.as_bytes()).unwrap();
+        assert_eq!(f.rows.len(), 1);
+        assert_eq!(f.rows[0].1.ttft_s, Some(0.5));
+        assert_eq!(f.rows[0].1.kv_window, None);
+    }
+}
