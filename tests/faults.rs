@@ -220,6 +220,39 @@ fn a_torn_last_row_is_set_aside_and_measured_again_on_resume() {
 }
 
 #[test]
+fn a_multi_line_note_from_the_device_round_trips_through_results_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("res");
+    let reason =
+        "out of memory, allocating \"kv\":\n  at layer 3\r\nretry with, say, --kv-window 64";
+    let run = socbench()
+        .args(tiny_run(&out, &["--repetitions", "2", "--threads", "1"]))
+        .env("SOCBENCH_TEST_AGENT_FAIL", reason)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "nothing ok: exit 1");
+    let r = rows(&out);
+    assert_eq!(r.len(), 2, "{r:?}");
+    for v in r.values() {
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].status, Status::Failed);
+        assert_eq!(v[0].note, reason);
+    }
+    // The report side reads the same text, and a resume appends after it cleanly.
+    let set = socbench_reports::ResultSet::load(&[&out]).unwrap();
+    assert!(set.records.iter().all(|x| x.note == reason));
+    let resumed = socbench()
+        .args(["run", "--resume"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_success(&resumed);
+    let r = rows(&out);
+    assert!(r.values().all(|v| final_status(v) == Status::Ok), "{r:?}");
+    assert!(out.join("report.html").is_file());
+}
+
+#[test]
 fn kill_9_of_the_controller_takes_the_local_agent_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("res");

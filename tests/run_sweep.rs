@@ -164,6 +164,8 @@ fn a_malformed_sweep_file_is_one_clear_error() {
             "1,2",
             "--quant",
             "f32,q8",
+            "--prompt-tokens",
+            "32",
             "--out",
         ])
         .arg(dir.path().join("never"))
@@ -388,6 +390,8 @@ fn quality_scores_each_variant_and_the_report_sets_it_beside_speed() {
             "local",
             "--quant",
             "f32,q8",
+            "--prompt-tokens",
+            "16",
             "--threads",
             "1",
             "--repetitions",

@@ -5,7 +5,7 @@
 //! - [`row`]: the result records, typed once ([`row::ResultRow`], [`row::SampleRow`]) and
 //!   read and written with the `csv` crate by `socbench run` and every reader alike.
 //! - [`schema`]: the result directory's files and their reader ([`schema::ResultSet`]).
-//! - [`derive`]: per-repetition figures from sensor series (energy, hottest zone, throttling).
+//! - [`derive`](mod@derive): per-repetition figures from sensor series (energy, hottest zone, throttling).
 //! - [`stats`]: median with a bootstrap confidence interval, outliers, energy integration.
 //! - [`analysis`]: per-cell summaries, battery impact, thermal behaviour, session spread.
 //! - [`html`], [`charts`]: the report page and its plotters SVG charts.

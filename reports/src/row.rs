@@ -490,11 +490,11 @@ pub fn parse_results(path: &Path, bytes: &[u8]) -> Result<ResultsFile, SchemaErr
     Ok(ResultsFile { header, rows, torn })
 }
 
+/// Sample rows with their 1-based lines, and the torn last row if there is one.
+pub type SamplesFile = (Vec<(usize, SampleRow)>, Option<TornRow>);
+
 /// Sensor samples of `samples.csv` with their lines, and a torn last row if any.
-pub fn parse_samples(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<(Vec<(usize, SampleRow)>, Option<TornRow>), SchemaError> {
+pub fn parse_samples(path: &Path, bytes: &[u8]) -> Result<SamplesFile, SchemaError> {
     let (header, records, torn) = split_records(path, bytes)?;
     if SAMPLE_COLUMNS
         .iter()
@@ -706,7 +706,7 @@ mod tests {
     #[test]
     fn a_short_row_before_the_last_is_an_error_naming_its_line() {
         let r = ResultRow::new("a#0".into(), &key(), 0, Status::Ok);
-        let mut b = file(&[r.clone()]);
+        let mut b = file(std::slice::from_ref(&r));
         b.extend(b"x#1,s\n");
         b.extend(r.to_csv_line().unwrap());
         let e = parse_results(Path::new("results.csv"), &b)

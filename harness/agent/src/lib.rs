@@ -433,6 +433,16 @@ fn run_cell(
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
+    if let Ok(reason) = std::env::var("SOCBENCH_TEST_AGENT_FAIL") {
+        // Test hook: every cell fails with this reason (any text, newlines included), so the
+        // tests can follow a device's own words through to the results and the report.
+        emitter.emit(&Event::CellFailed {
+            t_s: t(),
+            cell: cell.id.clone(),
+            reason,
+        });
+        return true;
+    }
     let prompt = match prompt_ids(session, cell.prompt_tokens) {
         Ok(p) => p,
         Err(reason) => {

@@ -136,6 +136,17 @@ pub fn stop_stale(dev: &mut Box<dyn Device>, agent: &AgentCmd, lock: &str) -> Op
     })
 }
 
+/// What the runner knows of a running agent's liveness after each of its lines.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// When it last showed progress.
+    pub last_progress: Instant,
+    /// How long it may stay silent now.
+    pub limit: Duration,
+    /// Its pid on the device, once it said hello.
+    pub pid: Option<u32>,
+}
+
 /// Runs the agent's plan, feeding every line to `on_line`, and ends it when `silence_limit`
 /// passes without progress (`last_progress` says when there was some). On a device the hung
 /// agent is killed by its pid (from its `hello`), as closing the stream may not end it.
@@ -143,19 +154,22 @@ pub fn run_plan(
     dev: &mut Box<dyn Device>,
     agent: &AgentCmd,
     plan_arg: &str,
-    on_line: &mut dyn FnMut(&str) -> (Instant, Duration, Option<u32>),
+    on_line: &mut dyn FnMut(&str) -> Liveness,
 ) -> AgentEnd {
     let argv = agent.with(&["run", plan_arg]);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let mut silent_for = Duration::ZERO;
-    let mut pid = None;
-    let (mut last, mut limit) = (Instant::now(), Duration::MAX);
+    let mut live = Liveness {
+        last_progress: Instant::now(),
+        limit: Duration::MAX,
+        pid: None,
+    };
     let result = dev.run_watched(&argv, Duration::from_secs(24 * 3600), &mut |line| {
         if let Some(l) = line {
-            (last, limit, pid) = on_line(l);
+            live = on_line(l);
         }
-        silent_for = last.elapsed();
-        if silent_for > limit {
+        silent_for = live.last_progress.elapsed();
+        if silent_for > live.limit {
             Watch::Stop
         } else {
             Watch::Continue
@@ -164,7 +178,7 @@ pub fn run_plan(
     match result {
         Ok(out) => AgentEnd::Exited(out),
         Err(DeviceError::Stopped { .. }) => {
-            if let Some(pid) = pid {
+            if let Some(pid) = live.pid {
                 // Local agents died with their process group; a phone's needs a kill.
                 let _ = dev.run(&["kill", "-9", &pid.to_string()], Duration::from_secs(10));
             }

@@ -1,0 +1,227 @@
+//! Before a device's cells run: the agent and the model deployed, an agent left by an earlier
+//! run stopped, and what the deployed agent says of itself (its build and backends, its
+//! kernels' self-check), the idle temperature for the cool-down gate and the device's roofs.
+//! Cells the device cannot run are marked `skipped` here, with the reason.
+
+use super::rows::AgentRun;
+use super::{DeviceOutcome, PlannedCell, RunContext, Target, deploy, supervise};
+use crate::sweep::Sweep;
+use deploy::{AgentCmd, run_agent};
+use serde_json::Value;
+use socbench_agent::plan::Cooldown;
+use socbench_devices::{Device, DeviceError, DeviceInfo};
+use socbench_kernels::quant::packed_format;
+use socbench_kernels::roofline::Roofline;
+use socbench_reports::row::Status;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+/// A device ready to run its cells.
+pub(super) struct Ready<'c> {
+    /// How to start the agent there.
+    pub agent: AgentCmd,
+    /// The model's path there.
+    pub model: String,
+    /// The agent lock's path there.
+    pub lock: String,
+    /// The cool-down gate, when the device has a thermal sensor.
+    pub cooldown: Option<Cooldown>,
+    /// The cells still to run.
+    pub cells: Vec<&'c PlannedCell>,
+}
+
+/// Deploys and checks; `Err` when nothing is left to run (with the reason the device stopped,
+/// if it did), every affected cell already marked.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn prepare<'c>(
+    dev: &mut Box<dyn Device>,
+    target: &Target,
+    info: &DeviceInfo,
+    sweep: &Sweep,
+    ctx: &RunContext,
+    run: &mut AgentRun<'_>,
+    outcome: &mut DeviceOutcome,
+    pending_cells: Vec<&'c PlannedCell>,
+    remote_dir: &str,
+) -> Result<Ready<'c>, Option<String>> {
+    let ui = run.ui.clone();
+    let log = |msg: &str| ui.log(msg);
+    let serial = target.serial().to_owned();
+    let is_local = matches!(target, Target::Local);
+    let agent_local = match deploy::agent_for_abi(&info.abi) {
+        Ok(p) => p,
+        Err(reason) => {
+            log(&format!("skipping all cells: {reason}"));
+            run.mark(&pending_cells, Status::Skipped, &reason);
+            return Err(Some(reason));
+        }
+    };
+    let deploy_to =
+        |dev: &mut Box<dyn Device>| -> std::result::Result<(AgentCmd, String), DeviceError> {
+            if is_local {
+                return Ok((deploy::local_agent(&agent_local), ctx.model.clone()));
+            }
+            let (agent, how) = deploy::push_agent(dev, &agent_local)?;
+            log(&format!("agent: {how}"));
+            if ctx.model == "synthetic:tiny" {
+                return Ok((agent, ctx.model.clone()));
+            }
+            let name = Path::new(&ctx.model)
+                .file_name()
+                .map_or("model.gguf".into(), |n| n.to_string_lossy().into_owned());
+            let remote = format!("{remote_dir}/models/{name}");
+            let o = dev.push(Path::new(&ctx.model), &remote)?;
+            log(&format!("model: {o:?}"));
+            Ok((agent, remote))
+        };
+    let (agent, model) = match deploy_to(dev) {
+        Ok(x) => x,
+        Err(e) => {
+            let note = format!("deploying: {e}");
+            log(&note);
+            let status = if e.is_disconnect() {
+                Status::DeviceLost
+            } else {
+                Status::Failed
+            };
+            run.mark(&pending_cells, status, &note);
+            return Err(Some(note));
+        }
+    };
+    // One agent per device: one left running by an earlier run (a controller killed with -9)
+    // is stopped before anything else runs there.
+    let lock = format!("{remote_dir}/agent.lock");
+    if let Some(msg) = supervise::stop_stale(dev, &agent, &lock) {
+        log(&msg);
+    }
+    // Cells for a backend this agent build lacks (wgpu in the static musl agent) are skipped
+    // with the reason, not run into an error each.
+    let built = run_agent(dev, &agent, &["info"], Duration::from_secs(60))
+        .ok()
+        .filter(|o| o.status == 0)
+        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok());
+    if let Some(note) = built.as_ref().and_then(deploy::agent_build_mismatch) {
+        log(&note);
+    }
+    outcome.agent = built.clone();
+    // The packed kernels against the portable reference on this CPU: cells that would run
+    // them are not measured when they disagree.
+    let selftest = run_agent(dev, &agent, &["selftest"], Duration::from_secs(120))
+        .ok()
+        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok());
+    let pending_cells = match selftest.as_ref().and_then(deploy::kernel_check_failure) {
+        Some(reason) => {
+            let (packed, rest): (Vec<&PlannedCell>, Vec<&PlannedCell>) = pending_cells
+                .into_iter()
+                .partition(|c| packed_format(c.quant, c.backend).is_some());
+            log(&format!("skipping {} packed cells: {reason}", packed.len()));
+            run.mark(&packed, Status::Skipped, &reason);
+            rest
+        }
+        None => pending_cells,
+    };
+    outcome.kernel_check = selftest;
+    let pending_cells = match &built {
+        Some(b) => {
+            let has = |name: &str| {
+                b["backends"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(name)))
+            };
+            let (run_now, lacking): (Vec<&PlannedCell>, Vec<&PlannedCell>) = pending_cells
+                .into_iter()
+                .partition(|c| has(c.backend.name()));
+            for backend in lacking.iter().map(|c| c.backend).collect::<BTreeSet<_>>() {
+                let these: Vec<&PlannedCell> = lacking
+                    .iter()
+                    .copied()
+                    .filter(|c| c.backend == backend)
+                    .collect();
+                let reason = deploy::missing_backend_reason(backend.name(), &info.abi, b);
+                log(&format!(
+                    "skipping {} {backend} cells: {reason}",
+                    these.len()
+                ));
+                run.mark(&these, Status::Skipped, &reason);
+            }
+            if run_now.is_empty() {
+                return Err(None);
+            }
+            run_now
+        }
+        None => pending_cells,
+    };
+    // Idle temperature for the cool-down gate, before any cell runs.
+    let cooldown = sweep.cooldown.and_then(|(delta, max_wait)| {
+        let out = run_agent(dev, &agent, &["sensors"], Duration::from_secs(30)).ok()?;
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let t = v["sensors"]
+            .as_array()?
+            .iter()
+            .zip(v["values"].as_array()?)
+            .filter(|(m, _)| {
+                m["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("thermal_"))
+            })
+            .filter_map(|(_, v)| v.as_f64())
+            .reduce(f64::max)?;
+        log(&format!(
+            "idle temperature {t:.1} °C; cool-down gate: within {delta} °C, at most {max_wait} s"
+        ));
+        Some(Cooldown {
+            baseline_c: t,
+            delta_c: delta,
+            max_wait_s: max_wait,
+        })
+    });
+    outcome.cooldown_baseline_c = cooldown.as_ref().map(|c| c.baseline_c);
+    // The roofs, once per device (after the idle baseline: the probe heats the device, and
+    // the first cell's cool-down gate waits that off).
+    outcome.roofline = match ctx.known_rooflines.get(&serial) {
+        Some(r) => Some(r.clone()),
+        None if ctx.probe => {
+            log("measuring the roofline (triad bandwidth, f32 GEMM)…");
+            match run_agent(dev, &agent, &["probe"], Duration::from_secs(600)) {
+                Ok(o) if o.status == 0 => serde_json::from_slice::<Value>(&o.stdout)
+                    .ok()
+                    .map(|v| v["roofline"].clone()),
+                Ok(o) => {
+                    log(&format!("probe failed: {}", o.stderr_text().trim()));
+                    None
+                }
+                Err(e) => {
+                    log(&format!("probe failed: {e}"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    run.roofline = outcome
+        .roofline
+        .clone()
+        .and_then(|v| serde_json::from_value::<Roofline>(v).ok());
+    if let Some(r) = &run.roofline {
+        let fmt = |pts: &[socbench_kernels::roofline::RoofPoint], unit: &str| {
+            pts.iter()
+                .map(|p| format!("{}T {:.1} {unit}", p.threads, p.best))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        log(&format!(
+            "roofline: triad {}; GEMM {}",
+            fmt(&r.triad, "GB/s"),
+            fmt(&r.gemm, "GFLOP/s")
+        ));
+    }
+
+    Ok(Ready {
+        agent,
+        model,
+        lock,
+        cooldown,
+        cells: pending_cells,
+    })
+}
