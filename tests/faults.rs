@@ -410,7 +410,19 @@ fn ctrl_c_to_the_process_group_finishes_the_repetition_in_flight() {
     wait_until("a first result", Duration::from_secs(120), || {
         ok_rows(&out) >= 1
     });
-    // Repetitions run back to back: the second is in flight now.
+    // A second session on the same directory would measure the same repetitions: refused.
+    let second = socbench()
+        .args(["run", "--resume"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another socbench run is writing"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    // Repetitions run back to back: one is in flight now.
     let before = ok_rows(&out);
     let group = format!("-{}", child.id());
     let sent = Command::new("kill")

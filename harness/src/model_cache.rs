@@ -152,9 +152,10 @@ pub fn model_identity(model: &str) -> Result<String> {
     let mut h = Sha256::new();
     for t in &file.tensors {
         h.update(t.name.as_bytes());
-        if let Ok(bytes) = file.tensor_bytes(t) {
-            h.update(bytes);
-        }
+        h.update(
+            file.tensor_bytes(t)
+                .with_context(|| format!("model {model}"))?,
+        );
     }
     let name = path
         .file_name()

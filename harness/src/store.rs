@@ -6,7 +6,8 @@
 //! final newline, too few fields, or no `schema_version`) is moved to `results.csv.torn` and
 //! the file cut back to its last complete row, so that repetition runs again and nothing is
 //! ever appended onto half a line; `samples.csv` and `events.jsonl` lose only an unterminated
-//! last line (moved to `<name>.torn` likewise).
+//! last line (moved to `<name>.torn` likewise). Both are buffered and flushed with every result
+//! row, so a crash loses at most the samples since the last row.
 //!
 //! A later row for the same `run_id` supersedes an earlier non-`ok` one (that is how
 //! `--resume` retries them); `ok` rows are never run again.
@@ -138,15 +139,20 @@ impl Store {
         &self.session
     }
 
-    /// Appends one result row as one write of a complete line, then syncs it to disk.
+    /// Appends one result row as one write of a complete line, then syncs it to disk. A write
+    /// that fails part-way (a full disk) is cut back off, so the file never holds half a row
+    /// that the next one would be glued onto.
     pub fn append_result(&self, row: &ResultRow) -> Result<()> {
         let line = row.to_csv_line().context("encoding a result row")?;
         let mut f = self
             .results
             .lock()
             .map_err(|_| anyhow::anyhow!("results writer poisoned"))?;
-        f.write_all(&line)?;
-        f.sync_data()?;
+        let before = f.metadata()?.len();
+        if let Err(e) = f.write_all(&line).and_then(|()| f.sync_data()) {
+            let _ = f.set_len(before);
+            return Err(e).context("appending to results.csv");
+        }
         Ok(())
     }
 

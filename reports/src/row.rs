@@ -286,36 +286,6 @@ impl ResultRow {
         }
     }
 
-    /// The field holding `m` (`None` for metrics derived by the reports, not stored).
-    pub fn metric_mut(&mut self, m: Metric) -> Option<&mut Option<f64>> {
-        Some(match m {
-            Metric::TtftS => &mut self.ttft_s,
-            Metric::PrefillTokPerS => &mut self.prefill_tok_per_s,
-            Metric::DecodeTokPerS => &mut self.decode_tok_per_s,
-            Metric::DecodeMsPerToken => &mut self.decode_ms_per_token,
-            Metric::PeakRssBytes => &mut self.peak_rss_bytes,
-            Metric::ModelBytes => &mut self.model_bytes,
-            Metric::AvgPowerW => &mut self.avg_power_w,
-            Metric::EnergyJ => &mut self.energy_j,
-            Metric::EnergyPerTokenJ => &mut self.energy_per_token_j,
-            Metric::PrefillEnergyJ => &mut self.prefill_energy_j,
-            Metric::DecodeEnergyJ => &mut self.decode_energy_j,
-            Metric::StartTempC => &mut self.start_temp_c,
-            Metric::MaxTempC => &mut self.max_temp_c,
-            Metric::CooldownWaitS => &mut self.cooldown_wait_s,
-            Metric::WeightBytesPerStep => &mut self.weight_bytes_per_step,
-            Metric::DecodeBwFraction => &mut self.decode_bw_fraction,
-            Metric::PrefillGemmFraction => &mut self.prefill_gemm_fraction,
-            Metric::Perplexity => &mut self.perplexity,
-            Metric::Battery30MinPct => return None,
-        })
-    }
-
-    /// The stored value of `m`.
-    pub fn metric(&self, m: Metric) -> Option<f64> {
-        self.clone().metric_mut(m).and_then(|v| *v)
-    }
-
     /// Sets `m` when `v` is a finite number (a NaN or infinity is "not measured").
     pub fn set(&mut self, m: Metric, v: Option<f64>) {
         if let Some(slot) = self.metric_mut(m) {
@@ -327,6 +297,50 @@ impl ResultRow {
     pub fn to_csv_line(&self) -> Result<Vec<u8>, csv::Error> {
         csv_line(self)
     }
+}
+
+/// The stored metrics and their fields, written once for both accessors.
+macro_rules! metric_fields {
+    ($($metric:ident => $field:ident),* $(,)?) => {
+        impl ResultRow {
+            /// The field holding `m` (`None` for metrics the reports derive, not stored).
+            pub fn metric_mut(&mut self, m: Metric) -> Option<&mut Option<f64>> {
+                match m {
+                    $(Metric::$metric => Some(&mut self.$field),)*
+                    Metric::Battery30MinPct => None,
+                }
+            }
+
+            /// The stored value of `m`.
+            pub fn metric(&self, m: Metric) -> Option<f64> {
+                match m {
+                    $(Metric::$metric => self.$field,)*
+                    Metric::Battery30MinPct => None,
+                }
+            }
+        }
+    };
+}
+
+metric_fields! {
+    TtftS => ttft_s,
+    PrefillTokPerS => prefill_tok_per_s,
+    DecodeTokPerS => decode_tok_per_s,
+    DecodeMsPerToken => decode_ms_per_token,
+    PeakRssBytes => peak_rss_bytes,
+    ModelBytes => model_bytes,
+    AvgPowerW => avg_power_w,
+    EnergyJ => energy_j,
+    EnergyPerTokenJ => energy_per_token_j,
+    PrefillEnergyJ => prefill_energy_j,
+    DecodeEnergyJ => decode_energy_j,
+    StartTempC => start_temp_c,
+    MaxTempC => max_temp_c,
+    CooldownWaitS => cooldown_wait_s,
+    WeightBytesPerStep => weight_bytes_per_step,
+    DecodeBwFraction => decode_bw_fraction,
+    PrefillGemmFraction => prefill_gemm_fraction,
+    Perplexity => perplexity,
 }
 
 /// One sensor value: a line of `samples.csv`.
@@ -591,10 +605,16 @@ fn split_records(path: &Path, bytes: &[u8]) -> Result<Records, SchemaError> {
                     bytes: bytes[start..].to_vec(),
                 });
             }
-            Some(rec) => {
+            Some(rec) if rec.len() != header.len() => {
                 return Err(invalid(
                     line,
                     format!("{} fields, expected {}", rec.len(), header.len()),
+                ));
+            }
+            Some(_) => {
+                return Err(invalid(
+                    line,
+                    "column schema_version: empty (every complete row ends with it)".into(),
                 ));
             }
             None => return Err(invalid(line, "not UTF-8 text".into())),

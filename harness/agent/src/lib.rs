@@ -79,9 +79,11 @@ impl Emitter {
         let Ok(line) = serde_json::to_string(event) else {
             return;
         };
-        let Ok(mut file) = self.inner.lock() else {
-            return;
-        };
+        // A thread that panicked while writing leaves the log as it was: keep emitting.
+        let mut file = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(f) = file.as_mut() {
             let _ = writeln!(f, "{line}");
         }
@@ -106,6 +108,8 @@ pub fn main() -> ExitCode {
 /// The agent with `args` (without the program name): what `socbench-agent ARGS` and
 /// `socbench agent ARGS` run.
 pub fn main_with(args: &[String]) -> ExitCode {
+    // Every subcommand (a probe runs for minutes) dies with a local controller.
+    supervise::bind_to_parent();
     match args.first().map(String::as_str) {
         Some("run") if args.len() == 2 => {
             let result = run_plan(Path::new(&args[1]));
@@ -293,19 +297,22 @@ fn run_plan(path: &Path) -> Result<(), String> {
     plan.stop_file = plan
         .stop_file
         .map(|f| device_path(&f).display().to_string());
-    supervise::bind_to_parent();
+    let heartbeat = match (&plan.heartbeat_file, plan.heartbeat_timeout_s) {
+        (Some(file), Some(timeout)) if timeout > 0.0 => {
+            Some((device_path(file), Duration::from_secs_f64(timeout)))
+        }
+        _ => None,
+    };
     if let Some(lock) = &plan.lock_file {
-        supervise::acquire(&device_path(lock))?;
+        supervise::acquire(&device_path(lock), heartbeat.as_ref())?;
     }
-    if let (Some(file), Some(timeout)) = (&plan.heartbeat_file, plan.heartbeat_timeout_s)
-        && timeout > 0.0
-    {
-        supervise::watch_heartbeat(device_path(file), Duration::from_secs_f64(timeout));
+    if let Some((file, timeout)) = heartbeat {
+        supervise::watch_heartbeat(file, timeout);
     }
     let emitter = Emitter::new(plan.events_file.as_deref().map(Path::new));
     let t = move || epoch.elapsed().as_secs_f64();
     if let Some(cpus) = &plan.affinity {
-        // Before any thread exists: workers inherit the mask.
+        // Before the model's worker threads exist: they inherit the mask.
         pin(cpus)?;
     }
     let set = SensorSet::discover(&sysfs_root(), Some(std::process::id()));

@@ -240,10 +240,14 @@ fn check_reuse(
     dir: &std::path::Path,
     earlier: &Value,
     model_id: &str,
+    sweep: &Value,
     stored: &HashMap<String, store::Stored>,
     planned: &HashSet<String>,
 ) -> Result<()> {
     let new_dir = "use a new directory (--out DIR, or omit --out for a fresh one)";
+    if stored.is_empty() {
+        return Ok(());
+    }
     if let Some(theirs) = earlier["model_id"].as_str()
         && theirs != model_id
     {
@@ -252,11 +256,22 @@ fn check_reuse(
             dir.display()
         );
     }
-    if !stored.is_empty() && earlier["model_id"].is_null() {
+    if earlier["model_id"].is_null() {
         bail!(
             "{}: holds results without a model identity (an earlier socbench); {new_dir}",
             dir.display()
         );
+    }
+    // How every repetition is measured must not change under the rows already there.
+    for key in ["warmup", "sample_hz", "cooldown", "quality"] {
+        let (before, now) = (&earlier["sweep"][key], &sweep[key]);
+        if !before.is_null() && before != now {
+            bail!(
+                "{}: its rows were measured with {key} = {before}, and this run asks for {now}; \
+                 {new_dir}",
+                dir.display()
+            );
+        }
     }
     let foreign: Vec<&String> = stored.keys().filter(|id| !planned.contains(*id)).collect();
     if let Some(first) = foreign.iter().min() {
@@ -429,8 +444,35 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
+    // One session per directory: two would plan and measure the same missing repetitions.
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let lock_path = out_dir.join(".lock");
+    let session_lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    match session_lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{}: another socbench run is writing to this directory; wait for it to finish, or \
+             use another --out",
+            out_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", lock_path.display()));
+        }
+    }
     let stored = store::done_runs(&out_dir)?;
-    check_reuse(&out_dir, &earlier, &model_id, &stored, &planned_ids)?;
+    check_reuse(
+        &out_dir,
+        &earlier,
+        &model_id,
+        &serde_json::to_value(&sweep)?,
+        &stored,
+        &planned_ids,
+    )?;
     let session = format!("{}-{}", utc_stamp(), std::process::id());
     let store = Store::open(&out_dir, &session)?;
     for msg in store.repairs() {
@@ -556,7 +598,9 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     let code = tally.exit_code();
     if code != 0 {
         eprintln!(
-            "sweep incomplete (exit {code}): of {} planned repetitions {} ok, {} failed, {}              device_lost, {} skipped, {} not run; `socbench run --resume {}` retries what is not ok",
+            "sweep incomplete (exit {code}): of {} planned repetitions {} ok, {} failed, {} \
+             device_lost, {} skipped, {} not run; `socbench run --resume {}` retries what is \
+             not ok",
             planned_ids.len(),
             tally.ok,
             tally.failed,
@@ -603,15 +647,21 @@ mod tests {
     fn another_model_or_another_plan_in_the_directory_is_refused() {
         let dir = std::path::Path::new("D");
         let planned: HashSet<String> = ["m@1|x#0", "m@1|x#1"].map(String::from).into();
-        let manifest = json!({"model_id": "m@1"});
+        let sweep = json!({"warmup": 1, "quality": false});
+        let manifest = json!({"model_id": "m@1", "sweep": sweep});
         let rows = stored(&[("m@1|x#0", Status::Ok)]);
-        check_reuse(dir, &manifest, "m@1", &rows, &planned).unwrap();
-        let e = check_reuse(dir, &manifest, "other@2", &rows, &planned).unwrap_err();
+        check_reuse(dir, &manifest, "m@1", &sweep, &rows, &planned).unwrap();
+        let e = check_reuse(dir, &manifest, "other@2", &sweep, &rows, &planned).unwrap_err();
         assert!(format!("{e}").contains("holds results of model m@1"), "{e}");
+        let warmer = json!({"warmup": 3, "quality": false});
+        let e = check_reuse(dir, &manifest, "m@1", &warmer, &rows, &planned).unwrap_err();
+        assert!(format!("{e}").contains("warmup = 1"), "{e}");
         let rows = stored(&[("m@1|y#0", Status::Ok)]);
-        let e = check_reuse(dir, &manifest, "m@1", &rows, &planned).unwrap_err();
+        let e = check_reuse(dir, &manifest, "m@1", &sweep, &rows, &planned).unwrap_err();
         assert!(format!("{e}").contains("outside this run's plan"), "{e}");
-        // A fresh directory takes anything.
-        check_reuse(dir, &Value::Null, "m@1", &HashMap::new(), &planned).unwrap();
+        // A directory without rows takes anything.
+        let none = HashMap::new();
+        check_reuse(dir, &Value::Null, "m@1", &sweep, &none, &planned).unwrap();
+        check_reuse(dir, &manifest, "other@2", &sweep, &none, &planned).unwrap();
     }
 }

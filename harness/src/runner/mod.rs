@@ -293,9 +293,28 @@ pub fn run_device(
                 break;
             }
             n_run += 1;
+            if n_run > 1 {
+                // After a crash, a hang or a reconnect the last agent may still be there.
+                match supervise::stop_stale(&mut dev, &agent, &lock) {
+                    supervise::Stale::None => {}
+                    supervise::Stale::Stopped(msg) => log(&msg),
+                    supervise::Stale::Busy(reason) => {
+                        log(&reason);
+                        let rest: Vec<&PlannedCell> = pending_cells
+                            .iter()
+                            .filter(|c| !completed.contains(&c.key))
+                            .copied()
+                            .collect();
+                        run.mark(&rest, Status::Failed, &reason);
+                        return finish(run, outcome, Some(reason));
+                    }
+                }
+            }
             let agent_run = format!("{}-{n_run}", sanitize(&serial));
             let first = vcells[0];
-            let heartbeat_file = format!("{remote_dir}/heartbeat");
+            // One per agent run: an earlier agent that was not ended must not see this run's
+            // beats as its own.
+            let heartbeat_file = format!("{remote_dir}/heartbeat-{agent_run}");
             let plan = Plan {
                 model: model.clone(),
                 backend: first.backend,
@@ -357,6 +376,10 @@ pub fn run_device(
                 vcells.len(),
                 describe(first)
             ));
+            // A Ctrl-C between the check above and removing the stop file would be lost.
+            if ctx.interrupted.load(Ordering::Relaxed) {
+                return finish(run, outcome, Some("interrupted".into()));
+            }
             let end = match staged {
                 Err(e) => AgentEnd::Device(e),
                 Ok(()) => {
@@ -366,14 +389,22 @@ pub fn run_device(
                         plan_remote.clone()
                     };
                     let _beat = Heartbeat::start(target, heartbeat_file, beat_every);
-                    supervise::run_plan(&mut dev, &agent, &plan_arg, &mut |l| {
-                        run.on_line(l);
-                        supervise::Liveness {
-                            last_progress: run.last_progress,
-                            limit: ctx.hang_timeout.limit(run.longest_rep_s, cooldown_wait),
-                            pid: run.pid,
-                        }
-                    })
+                    let first_limit = ctx.hang_timeout.limit(run.longest_rep_s, cooldown_wait);
+                    supervise::run_plan(
+                        &mut dev,
+                        &agent,
+                        &plan_arg,
+                        !is_local,
+                        first_limit,
+                        &mut |l| {
+                            run.on_line(l);
+                            supervise::Liveness {
+                                last_progress: run.last_progress,
+                                limit: ctx.hang_timeout.limit(run.longest_rep_s, cooldown_wait),
+                                pid: run.pid,
+                            }
+                        },
+                    )
                 }
             };
             run.flush_pending(true);
@@ -384,54 +415,53 @@ pub fn run_device(
             if interrupted && !matches!(end, AgentEnd::Hung { .. }) {
                 return finish(run, outcome, Some("interrupted".into()));
             }
-            // The cell the agent was in when it died or hung.
-            let current = |run: &AgentRun<'_>, vcells: &[&PlannedCell]| -> Vec<PlannedCell> {
-                match &run.current {
-                    Some(k) => vcells
-                        .iter()
-                        .filter(|c| &c.key == k)
-                        .map(|c| (*c).clone())
-                        .collect(),
-                    None => vcells.first().map(|c| (*c).clone()).into_iter().collect(),
-                }
-            };
-            match end {
-                AgentEnd::Exited(out) if run.done && out.status == 0 => {}
+            let reason = match &end {
+                AgentEnd::Exited(out) if run.done && out.status == 0 => None,
                 AgentEnd::Exited(out) => {
-                    // The agent died (crash, OOM kill, kill -9): its current cell failed.
+                    // The agent died (crash, OOM kill, kill -9, a refusal).
                     let signal = if out.status > 128 {
                         format!(" (signal {})", out.status - 128)
                     } else {
                         String::new()
                     };
-                    let reason = format!(
+                    Some(format!(
                         "agent exited with status {}{signal}: {}",
                         out.status,
                         out.stderr_text().lines().last().unwrap_or("no message")
-                    );
-                    let failed = current(&run, &vcells);
-                    let failed: Vec<&PlannedCell> = failed.iter().collect();
-                    run.mark(&failed, Status::Failed, &reason);
-                    log(&format!("{reason}; cell marked failed, continuing"));
-                    completed.extend(failed.iter().map(|c| c.key.clone()));
-                    vcells.retain(|c| !failed.iter().any(|f| f.key == c.key));
+                    ))
                 }
-                AgentEnd::Hung { silent } => {
-                    let reason = format!(
-                        "hung: the agent showed no progress for {:.0} s (limit {:.0} s; \
-                         --hang-timeout sets it) and was killed",
-                        silent.as_secs_f64(),
-                        ctx.hang_timeout
-                            .limit(run.longest_rep_s, cooldown_wait)
-                            .as_secs_f64()
-                    );
-                    let failed = current(&run, &vcells);
-                    let failed: Vec<&PlannedCell> = failed.iter().collect();
-                    run.mark(&failed, Status::Failed, &reason);
-                    log(&format!("{reason}; cell marked failed, continuing"));
-                    completed.extend(failed.iter().map(|c| c.key.clone()));
-                    vcells.retain(|c| !failed.iter().any(|f| f.key == c.key));
-                }
+                AgentEnd::Hung { silent } => Some(format!(
+                    "hung: the agent showed no progress for {:.0} s (limit {:.0} s; \
+                     --hang-timeout sets it) and was killed",
+                    silent.as_secs_f64(),
+                    ctx.hang_timeout
+                        .limit(run.longest_rep_s, cooldown_wait)
+                        .as_secs_f64()
+                )),
+                AgentEnd::Device(_) => None,
+            };
+            if run.store_failed.is_some() {
+                let note = run.store_failed.clone().unwrap_or_default();
+                return finish(run, outcome, Some(note));
+            }
+            if let Some(reason) = reason {
+                // The cell it was in; before its first cell, every cell it was given (none of
+                // them ran, and blaming one would let the next agent fail the same way).
+                let failed: Vec<&PlannedCell> = match &run.current {
+                    Some(k) => vcells.iter().filter(|c| &c.key == k).copied().collect(),
+                    None if run.started_any => vcells.first().copied().into_iter().collect(),
+                    None => vcells.clone(),
+                };
+                run.mark(&failed, Status::Failed, &reason);
+                log(&format!(
+                    "{reason}; {} cell(s) marked failed, continuing",
+                    failed.len()
+                ));
+                completed.extend(failed.iter().map(|c| c.key.clone()));
+                vcells.retain(|c| !failed.iter().any(|f| f.key == c.key));
+                continue;
+            }
+            match end {
                 AgentEnd::Device(e) if e.is_disconnect() => {
                     log(&format!(
                         "device lost: {e}; waiting up to {:?}",
@@ -457,6 +487,8 @@ pub fn run_device(
                     completed.extend(vcells.iter().map(|c| c.key.clone()));
                     vcells.clear();
                 }
+                // Handled above: a clean end, or a failure already recorded.
+                AgentEnd::Exited(_) | AgentEnd::Hung { .. } => {}
             }
         }
     }

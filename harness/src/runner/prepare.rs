@@ -92,8 +92,14 @@ pub(super) fn prepare<'c>(
     // One agent per device: one left running by an earlier run (a controller killed with -9)
     // is stopped before anything else runs there.
     let lock = format!("{remote_dir}/agent.lock");
-    if let Some(msg) = supervise::stop_stale(dev, &agent, &lock) {
-        log(&msg);
+    match supervise::stop_stale(dev, &agent, &lock) {
+        supervise::Stale::None => {}
+        supervise::Stale::Stopped(msg) => log(&msg),
+        supervise::Stale::Busy(reason) => {
+            log(&reason);
+            run.mark(&pending_cells, Status::Failed, &reason);
+            return Err(Some(reason));
+        }
     }
     // Cells for a backend this agent build lacks (wgpu in the static musl agent) are skipped
     // with the reason, not run into an error each.

@@ -114,6 +114,10 @@ pub(super) struct AgentRun<'a> {
     pub rows: BTreeMap<String, usize>,
     /// The cell running now.
     pub current: Option<String>,
+    /// Whether the agent started any cell in this agent run.
+    pub started_any: bool,
+    /// Why `results.csv` could not be written, once that happened: the device stops there.
+    pub store_failed: Option<String>,
     /// When the agent last showed progress (any event but a sample), and the longest
     /// repetition seen: the hang detector's inputs.
     pub last_progress: std::time::Instant,
@@ -172,6 +176,8 @@ impl<'a> AgentRun<'a> {
             earlier,
             rows: BTreeMap::new(),
             current: None,
+            started_any: false,
+            store_failed: None,
             last_progress: std::time::Instant::now(),
             longest_rep_s: 0.0,
             pid: None,
@@ -189,6 +195,7 @@ impl<'a> AgentRun<'a> {
         self.model_bytes = model_bytes;
         self.finished.clear();
         self.current = None;
+        self.started_any = false;
         self.pid = None;
         self.done = false;
         self.interrupted = false;
@@ -313,8 +320,16 @@ impl<'a> AgentRun<'a> {
             .is_some_and(|s| s.status == status && s.note == note && status == Status::Skipped);
         if !same_as_before {
             let row = self.row(cell, rep, status, r, note);
-            if let Err(e) = self.store.append_result(&row) {
-                self.ui.log(&format!("error: writing results.csv: {e:#}"));
+            // The samples behind the row go to disk with it.
+            let written = self
+                .store
+                .append_result(&row)
+                .and_then(|()| self.store.flush());
+            if let Err(e) = written {
+                let msg = format!("results.csv cannot be written ({e:#}); stopping this device");
+                self.ui.log(&format!("error: {msg}"));
+                self.store_failed.get_or_insert(msg);
+                return;
             }
         }
         *self.rows.entry(status.name().to_owned()).or_default() += 1;
@@ -436,6 +451,7 @@ impl<'a> AgentRun<'a> {
                     self.ui.cell(&describe(c));
                 }
                 self.current = Some(cell);
+                self.started_any = true;
             }
             Event::Rep(r) => {
                 self.longest_rep_s = self.longest_rep_s.max(r.t_end_s - r.t_start_s);

@@ -120,20 +120,43 @@ impl Drop for Heartbeat {
     }
 }
 
+/// What `stop-stale` found on the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stale {
+    /// No live agent held the device.
+    None,
+    /// It stopped one left by an earlier run (the message says which).
+    Stopped(String),
+    /// A live agent whose controller still beats holds the device: another run is measuring.
+    Busy(String),
+}
+
 /// Stops an agent left running on the device by an earlier run (the lock's holder, by its pid
-/// and start time). Returns a message when it stopped one.
-pub fn stop_stale(dev: &mut Box<dyn Device>, agent: &AgentCmd, lock: &str) -> Option<String> {
-    let out = run_agent(dev, agent, &["stop-stale", lock], Duration::from_secs(30)).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    if let Some(e) = v["error"].as_str() {
-        return Some(format!("a stale agent could not be stopped: {e}"));
+/// and start time, once its controller's heartbeat has gone quiet; that can take the heartbeat
+/// timeout). An agent without `stop-stale` (an older build) reports nothing.
+pub fn stop_stale(dev: &mut Box<dyn Device>, agent: &AgentCmd, lock: &str) -> Stale {
+    let Ok(out) = run_agent(dev, agent, &["stop-stale", lock], Duration::from_secs(150)) else {
+        return Stale::None;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return Stale::None;
+    };
+    if let Some(pid) = v["busy"].as_u64() {
+        return Stale::Busy(format!(
+            "another socbench run's agent (pid {pid}) is measuring on this device; two would \
+             measure under each other's load. Run again when it is done"
+        ));
     }
-    v["stopped"].as_u64().map(|pid| {
-        format!(
+    if let Some(e) = v["error"].as_str() {
+        return Stale::Busy(format!("a stale agent could not be stopped: {e}"));
+    }
+    match v["stopped"].as_u64() {
+        Some(pid) => Stale::Stopped(format!(
             "stopped a stale agent (pid {pid}, {}) left running by an earlier run",
             v["signal"].as_str().unwrap_or("?")
-        )
-    })
+        )),
+        None => Stale::None,
+    }
 }
 
 /// What the runner knows of a running agent's liveness after each of its lines.
@@ -147,13 +170,16 @@ pub struct Liveness {
     pub pid: Option<u32>,
 }
 
-/// Runs the agent's plan, feeding every line to `on_line`, and ends it when `silence_limit`
-/// passes without progress (`last_progress` says when there was some). On a device the hung
-/// agent is killed by its pid (from its `hello`), as closing the stream may not end it.
+/// Runs the agent's plan, feeding every line to `on_line`, and ends it when it stays silent
+/// past its limit (`first_limit` until it says anything, then what `on_line` answers). The
+/// local host kills a hung agent's whole process group; on a device (`remote`) the agent is
+/// killed by its pid (from its `hello`), as closing the stream may not end it.
 pub fn run_plan(
     dev: &mut Box<dyn Device>,
     agent: &AgentCmd,
     plan_arg: &str,
+    remote: bool,
+    first_limit: Duration,
     on_line: &mut dyn FnMut(&str) -> Liveness,
 ) -> AgentEnd {
     let argv = agent.with(&["run", plan_arg]);
@@ -161,7 +187,7 @@ pub fn run_plan(
     let mut silent_for = Duration::ZERO;
     let mut live = Liveness {
         last_progress: Instant::now(),
-        limit: Duration::MAX,
+        limit: first_limit,
         pid: None,
     };
     let result = dev.run_watched(&argv, Duration::from_secs(24 * 3600), &mut |line| {
@@ -178,8 +204,9 @@ pub fn run_plan(
     match result {
         Ok(out) => AgentEnd::Exited(out),
         Err(DeviceError::Stopped { .. }) => {
-            if let Some(pid) = live.pid {
-                // Local agents died with their process group; a phone's needs a kill.
+            if let (true, Some(pid)) = (remote, live.pid) {
+                // A local agent died with its process group (its pid may be reused by now);
+                // a phone's needs a kill.
                 let _ = dev.run(&["kill", "-9", &pid.to_string()], Duration::from_secs(10));
             }
             AgentEnd::Hung { silent: silent_for }
