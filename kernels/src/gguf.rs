@@ -90,6 +90,15 @@ pub enum GgufError {
         /// What is wrong.
         reason: String,
     },
+    /// Arrays nested deeper than [`MAX_ARRAY_DEPTH`] (a hostile file would exhaust the stack).
+    #[error(
+        "metadata key {key:?}: arrays nested more than {MAX_ARRAY_DEPTH} deep (GGUF files nest \
+         one level; this file is damaged or hostile)"
+    )]
+    TooDeep {
+        /// Metadata key.
+        key: String,
+    },
     /// A tensor the model needs is absent.
     #[error("tensor {name:?} is missing from the file")]
     MissingTensor {
@@ -97,6 +106,10 @@ pub enum GgufError {
         name: String,
     },
 }
+
+/// How deeply metadata arrays may nest. GGUF files in use nest one level (arrays of strings or
+/// numbers); the bound keeps a hostile file from recursing until the stack overflows.
+pub const MAX_ARRAY_DEPTH: usize = 8;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -265,6 +278,11 @@ impl<'a> Cursor<'a> {
     }
 
     fn value(&mut self, key: &str, ty: u32) -> Result<Value, GgufError> {
+        self.value_at(key, ty, 0)
+    }
+
+    /// A value inside `depth` enclosing arrays.
+    fn value_at(&mut self, key: &str, ty: u32, depth: usize) -> Result<Value, GgufError> {
         let what = || format!("value of metadata key {key:?}");
         Ok(match ty {
             0 => Value::U64(u64::from(self.take(1, what)?[0])),
@@ -276,6 +294,11 @@ impl<'a> Cursor<'a> {
             6 => Value::F64(f64::from(f32::from_le_bytes(self.array(&what())?))),
             7 => Value::Bool(self.take(1, what)?[0] != 0),
             8 => Value::String(self.string(&what())?),
+            9 if depth >= MAX_ARRAY_DEPTH => {
+                return Err(GgufError::TooDeep {
+                    key: key.to_string(),
+                });
+            }
             9 => {
                 let elem_ty = self.u32(&what())?;
                 let count = self.u64(&what())?;
@@ -292,7 +315,7 @@ impl<'a> Cursor<'a> {
                 }
                 let mut items = Vec::with_capacity(count as usize);
                 for _ in 0..count {
-                    items.push(self.value(key, elem_ty)?);
+                    items.push(self.value_at(key, elem_ty, depth + 1)?);
                 }
                 Value::Array(items)
             }
@@ -719,6 +742,33 @@ mod tests {
         b.extend_from_slice(&u64::MAX.to_le_bytes());
         let err = GgufFile::parse(b).unwrap_err();
         assert!(matches!(err, GgufError::Truncated { .. }), "{err}");
+    }
+
+    #[test]
+    fn deeply_nested_arrays_are_one_error_not_a_stack_overflow() {
+        let nested = |levels: usize| {
+            let mut b = Vec::new();
+            b.extend_from_slice(MAGIC);
+            b.extend_from_slice(&3u32.to_le_bytes());
+            b.extend_from_slice(&0u64.to_le_bytes());
+            b.extend_from_slice(&1u64.to_le_bytes());
+            put_str(&mut b, "k");
+            b.extend_from_slice(&9u32.to_le_bytes());
+            // `levels` arrays of one array each, then one array of no u32.
+            for _ in 1..levels {
+                b.extend_from_slice(&9u32.to_le_bytes());
+                b.extend_from_slice(&1u64.to_le_bytes());
+            }
+            b.extend_from_slice(&4u32.to_le_bytes());
+            b.extend_from_slice(&0u64.to_le_bytes());
+            b
+        };
+        // A million levels in 12 MB: without the bound this overflows the stack.
+        let err = GgufFile::parse(nested(1_000_000)).unwrap_err();
+        assert!(matches!(err, GgufError::TooDeep { .. }), "{err}");
+        assert!(err.to_string().contains("\"k\""), "{err}");
+        assert!(GgufFile::parse(nested(MAX_ARRAY_DEPTH)).is_ok());
+        assert!(GgufFile::parse(nested(MAX_ARRAY_DEPTH + 1)).is_err());
     }
 
     #[test]
