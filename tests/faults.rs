@@ -91,22 +91,19 @@ fn agent_pid(out: &Path) -> Option<u32> {
         .map(|p| p as u32)
 }
 
-/// `socbench run` on the tiny model, local host, no probe or cool-down: quick cells.
-fn tiny_run(out: &Path, extra: &[&str]) -> Vec<String> {
+/// `socbench run --model MODEL` at f32 with 16-token prompts, no probe or cool-down, into
+/// `out`, with `extra` flags.
+fn run_args(model: &str, out: &Path, extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = [
         "run",
         "--model",
-        "synthetic:tiny",
-        "--device",
-        "local",
+        model,
         "--no-probe",
         "--no-cooldown",
         "--quant",
         "f32",
         "--prompt-tokens",
         "16",
-        "--gen-tokens",
-        "8",
         "--out",
     ]
     .iter()
@@ -115,6 +112,20 @@ fn tiny_run(out: &Path, extra: &[&str]) -> Vec<String> {
     v.push(out.display().to_string());
     v.extend(extra.iter().map(|s| (*s).to_owned()));
     v
+}
+
+/// The tiny model on the local host: quick cells.
+fn tiny_run(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut more = vec!["--device", "local", "--gen-tokens", "8"];
+    more.extend(extra);
+    run_args("synthetic:tiny", out, &more)
+}
+
+/// The real model on the local host: about a second per repetition, so faults land mid-run.
+fn real_run(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut more = vec!["--device", "local"];
+    more.extend(extra);
+    run_args(&common::real_model().display().to_string(), out, &more)
 }
 
 fn spawn(args: &[String], own_group: bool) -> std::process::Child {
@@ -256,29 +267,17 @@ fn a_multi_line_note_from_the_device_round_trips_through_results_and_report() {
 fn kill_9_of_the_controller_takes_the_local_agent_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("res");
-    let model = common::real_model().display().to_string();
-    let args = [
-        "run",
-        "--model",
-        &model,
-        "--device",
-        "local",
-        "--no-probe",
-        "--no-cooldown",
-        "--quant",
-        "f32",
-        "--prompt-tokens",
-        "16",
-        "--gen-tokens",
-        "64",
-        "--repetitions",
-        "20",
-        "--threads",
-        "1",
-        "--out",
-        &out.display().to_string(),
-    ]
-    .map(String::from);
+    let args = real_run(
+        &out,
+        &[
+            "--gen-tokens",
+            "64",
+            "--repetitions",
+            "20",
+            "--threads",
+            "1",
+        ],
+    );
     let mut child = spawn(&args, false);
     let mut pid = None;
     wait_until(
@@ -314,32 +313,24 @@ fn a_resumed_sweep_on_the_virtual_device_never_runs_two_agents() {
     let phone = VirtualPhone::start(&state, &[]);
     server.connect(&phone.serial);
     let out = dir.path().join("res");
-    let model = common::real_model().display().to_string();
     let adb = format!("127.0.0.1:{}", server.port);
-    let args = [
-        "run",
-        "--model",
+    let model = common::real_model().display().to_string();
+    let args = run_args(
         &model,
-        "--device",
-        &phone.serial,
-        "--adb-server",
-        &adb,
-        "--no-probe",
-        "--no-cooldown",
-        "--quant",
-        "f32",
-        "--prompt-tokens",
-        "16",
-        "--gen-tokens",
-        "32",
-        "--repetitions",
-        "4",
-        "--threads",
-        "1",
-        "--out",
-        &out.display().to_string(),
-    ]
-    .map(String::from);
+        &out,
+        &[
+            "--device",
+            &phone.serial,
+            "--adb-server",
+            &adb,
+            "--gen-tokens",
+            "32",
+            "--repetitions",
+            "4",
+            "--threads",
+            "1",
+        ],
+    );
     let needle = state.display().to_string();
     let mut child = spawn(&args, false);
     wait_until("a first result", Duration::from_secs(180), || {
@@ -380,31 +371,19 @@ fn a_resumed_sweep_on_the_virtual_device_never_runs_two_agents() {
 fn ctrl_c_to_the_process_group_finishes_the_repetition_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("res");
-    let model = common::real_model().display().to_string();
-    let args = [
-        "run",
-        "--model",
-        &model,
-        "--device",
-        "local",
-        "--no-probe",
-        "--no-cooldown",
-        "--warmup",
-        "0",
-        "--quant",
-        "f32",
-        "--prompt-tokens",
-        "16",
-        "--gen-tokens",
-        "48",
-        "--repetitions",
-        "8",
-        "--threads",
-        "1",
-        "--out",
-        &out.display().to_string(),
-    ]
-    .map(String::from);
+    let args = real_run(
+        &out,
+        &[
+            "--warmup",
+            "0",
+            "--gen-tokens",
+            "48",
+            "--repetitions",
+            "8",
+            "--threads",
+            "1",
+        ],
+    );
     // Its own group, as a shell gives a foreground job: the terminal's Ctrl-C goes to all of it.
     let mut child = spawn(&args, true);
     wait_until("a first result", Duration::from_secs(120), || {

@@ -729,8 +729,9 @@ mod tests {
         assert!(GgufFile::parse(full).is_ok());
     }
 
-    #[test]
-    fn huge_array_count_is_truncation_not_allocation() {
+    /// A GGUF v3 header with no tensors and one metadata key `k` of type array, up to the
+    /// array's element type.
+    fn one_array_key() -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(MAGIC);
         b.extend_from_slice(&3u32.to_le_bytes());
@@ -738,6 +739,12 @@ mod tests {
         b.extend_from_slice(&1u64.to_le_bytes());
         put_str(&mut b, "k");
         b.extend_from_slice(&9u32.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn huge_array_count_is_truncation_not_allocation() {
+        let mut b = one_array_key();
         b.extend_from_slice(&8u32.to_le_bytes());
         b.extend_from_slice(&u64::MAX.to_le_bytes());
         let err = GgufFile::parse(b).unwrap_err();
@@ -747,13 +754,7 @@ mod tests {
     #[test]
     fn deeply_nested_arrays_are_one_error_not_a_stack_overflow() {
         let nested = |levels: usize| {
-            let mut b = Vec::new();
-            b.extend_from_slice(MAGIC);
-            b.extend_from_slice(&3u32.to_le_bytes());
-            b.extend_from_slice(&0u64.to_le_bytes());
-            b.extend_from_slice(&1u64.to_le_bytes());
-            put_str(&mut b, "k");
-            b.extend_from_slice(&9u32.to_le_bytes());
+            let mut b = one_array_key();
             // `levels` arrays of one array each, then one array of no u32.
             for _ in 1..levels {
                 b.extend_from_slice(&9u32.to_le_bytes());

@@ -300,12 +300,11 @@ pub fn run_device(
                     supervise::Stale::Stopped(msg) => log(&msg),
                     supervise::Stale::Busy(reason) => {
                         log(&reason);
-                        let rest: Vec<&PlannedCell> = pending_cells
-                            .iter()
-                            .filter(|c| !completed.contains(&c.key))
-                            .copied()
-                            .collect();
-                        run.mark(&rest, Status::Failed, &reason);
+                        run.mark(
+                            &remaining(&pending_cells, &completed),
+                            Status::Failed,
+                            &reason,
+                        );
                         return finish(run, outcome, Some(reason));
                     }
                 }
@@ -472,12 +471,11 @@ pub fn run_device(
                         continue;
                     }
                     let note = format!("device lost: {e}");
-                    let rest: Vec<&PlannedCell> = pending_cells
-                        .iter()
-                        .filter(|c| !completed.contains(&c.key))
-                        .copied()
-                        .collect();
-                    run.mark(&rest, Status::DeviceLost, &note);
+                    run.mark(
+                        &remaining(&pending_cells, &completed),
+                        Status::DeviceLost,
+                        &note,
+                    );
                     return finish(run, outcome, Some(note));
                 }
                 AgentEnd::Device(e) => {
@@ -493,6 +491,15 @@ pub fn run_device(
         }
     }
     finish(run, outcome, None)
+}
+
+/// The cells of `pending` not yet completed.
+fn remaining<'c>(pending: &[&'c PlannedCell], completed: &HashSet<String>) -> Vec<&'c PlannedCell> {
+    pending
+        .iter()
+        .filter(|c| !completed.contains(&c.key))
+        .copied()
+        .collect()
 }
 
 /// The JSON the manifest keeps for a device.
