@@ -257,6 +257,10 @@ pub struct GenerateArgs {
     /// Stop at the end-of-sequence token instead of always generating --tokens.
     #[arg(long)]
     pub stop_at_eos: bool,
+    /// Runtime: burn (socbench's model) or llama.cpp (the reference, greedy only; the level
+    /// maps to llama.cpp's format: f32→F32, f16→F16, q8→Q8_0, q4→Q4_1).
+    #[arg(long, default_value = "burn")]
+    pub runtime: socbench_kernels::runtime::RuntimeKind,
 }
 
 /// `socbench score`.
@@ -318,6 +322,10 @@ pub struct RunArgs {
     /// adb servers.
     #[command(flatten)]
     pub servers: AdbServerArgs,
+    /// Runtimes (comma list): burn (socbench's model), llama.cpp (the reference, on the same
+    /// GGUF file).
+    #[arg(long)]
+    pub runtime: Option<String>,
     /// Backends (comma list): flex, ndarray, wgpu.
     #[arg(long)]
     pub backend: Option<String>,

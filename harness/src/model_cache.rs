@@ -163,3 +163,72 @@ pub fn model_identity(model: &str) -> Result<String> {
     let digest = format!("{:x}", h.finalize());
     Ok(format!("{name}@{}", &digest[..16]))
 }
+
+/// The file llama.cpp runs `level` from: the model itself when it is already in that
+/// llama.cpp format (the shipped Q4_1 file at `q4`), else a copy re-quantized once by
+/// llama.cpp's own quantizer and kept in the cache (`llama.cpp/<model digest>.<FORMAT>.gguf`),
+/// so every sweep of the same model reuses it. `Err` says why llama.cpp cannot run the level.
+pub fn llama_cpp_model(
+    model: &str,
+    model_id: &str,
+    level: socbench_kernels::quant::QuantLevel,
+    log: &dyn Fn(&str),
+) -> std::result::Result<PathBuf, String> {
+    use socbench_kernels::runtime::LlamaFormat;
+    if model == "synthetic:tiny" {
+        return Err(
+            "llama.cpp needs a GGUF model file; `synthetic:tiny` exists only inside socbench"
+                .into(),
+        );
+    }
+    let format = LlamaFormat::for_level(level)?;
+    let path = Path::new(model);
+    let stored = socbench_kernels::gguf::GgufFile::open(path)
+        .and_then(|f| f.get_usize("general.file_type"))
+        .ok();
+    if stored == Some(format.file_type() as usize) {
+        return Ok(path.to_path_buf());
+    }
+    let digest = model_id.rsplit('@').next().unwrap_or(model_id);
+    let dir = cache_dir().join("llama.cpp");
+    let out = dir.join(format!("{digest}.{}.gguf", format.name()));
+    if out.is_file() {
+        return Ok(out);
+    }
+    quantize_for_llama_cpp(path, &dir, &out, format, log)?;
+    Ok(out)
+}
+
+#[cfg(feature = "llama-cpp")]
+fn quantize_for_llama_cpp(
+    path: &Path,
+    dir: &Path,
+    out: &Path,
+    format: socbench_kernels::runtime::LlamaFormat,
+    log: &dyn Fn(&str),
+) -> std::result::Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    log(&format!(
+        "llama.cpp: quantizing {} to {} (once; kept at {})",
+        path.display(),
+        format.name(),
+        out.display()
+    ));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    socbench_kernels::llamacpp::quantize(path, out, format, threads).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "llama-cpp"))]
+fn quantize_for_llama_cpp(
+    _path: &Path,
+    _dir: &Path,
+    _out: &Path,
+    format: socbench_kernels::runtime::LlamaFormat,
+    _log: &dyn Fn(&str),
+) -> std::result::Result<(), String> {
+    Err(format!(
+        "this socbench was built without llama.cpp (cargo feature `llama-cpp`), which is \
+         needed to write the model in {}",
+        format.name()
+    ))
+}

@@ -241,6 +241,7 @@ mod tests {
         let key = CellKey {
             device: "local".into(),
             model: "m".into(),
+            runtime: "burn".into(),
             backend: "flex".into(),
             quant: "f32".into(),
             threads: 1,

@@ -8,6 +8,7 @@ use socbench_devices::DeviceInfo;
 use socbench_devices::info::parse_cpu_list;
 use socbench_kernels::backend::BackendKind;
 use socbench_kernels::quant::QuantLevel;
+use socbench_kernels::runtime::{LLAMA_CPP_BACKEND, RuntimeKind, llama_cpp_support};
 use std::path::Path;
 use toml::Spanned;
 
@@ -27,6 +28,7 @@ struct CooldownFile {
 struct SweepFile {
     model: Option<Spanned<String>>,
     devices: Option<Spanned<Vec<toml::Value>>>,
+    runtime: Option<Spanned<Vec<toml::Value>>>,
     backend: Option<Spanned<Vec<toml::Value>>>,
     quant: Option<Spanned<Vec<toml::Value>>>,
     threads: Option<Spanned<Vec<toml::Value>>>,
@@ -87,6 +89,9 @@ pub struct Sweep {
     pub model: Option<String>,
     /// `local`, `all` or serials.
     pub devices: Vec<String>,
+    /// Axes: `burn`, `llama.cpp`.
+    #[serde(default = "default_runtime")]
+    pub runtime: Vec<RuntimeKind>,
     /// Axes.
     pub backend: Vec<BackendKind>,
     /// Axes.
@@ -123,6 +128,10 @@ pub struct Sweep {
     pub quality: bool,
 }
 
+fn default_runtime() -> Vec<RuntimeKind> {
+    vec![RuntimeKind::Burn]
+}
+
 fn default_probe() -> bool {
     true
 }
@@ -138,6 +147,10 @@ pub mod axis {
                 "`{s}` is not a valid {what} (valid: a positive integer)"
             )),
         }
+    }
+    /// `burn`, `llama.cpp`.
+    pub fn runtime(s: &str) -> Result<RuntimeKind, String> {
+        s.trim().parse()
     }
     /// `flex`, `ndarray`, `wgpu`.
     pub fn backend(s: &str) -> Result<BackendKind, String> {
@@ -298,6 +311,14 @@ impl Sweep {
         let sweep = Self {
             model: f.model.map(Spanned::into_inner),
             devices,
+            runtime: parse_axis(
+                file,
+                text,
+                "runtime",
+                f.runtime,
+                vec![RuntimeKind::Burn],
+                axis::runtime,
+            )?,
             backend: parse_axis(
                 file,
                 text,
@@ -382,6 +403,10 @@ impl Sweep {
 
     /// Refuses combinations that cannot run, before anything starts.
     pub fn check_combinations(&self, origin: &str) -> Result<()> {
+        if !self.runtime.contains(&RuntimeKind::Burn) {
+            // llama.cpp decides per cell (skipped with the reason).
+            return Ok(());
+        }
         for &b in &self.backend {
             for &q in &self.quant {
                 if let Err(reason) = q.support(b) {
@@ -397,7 +422,8 @@ impl Sweep {
 
     /// Number of cells per device, before `cores`/clusters are resolved.
     pub fn cells_per_device(&self) -> usize {
-        self.backend.len()
+        self.runtime.len()
+            * self.backend.len()
             * self.quant.len()
             * self.threads.len()
             * self.batch.len()
@@ -415,7 +441,11 @@ pub struct PlannedCell {
     pub key: String,
     /// Device serial.
     pub device: String,
-    /// Backend.
+    /// Runtime.
+    pub runtime: RuntimeKind,
+    /// Backend. For llama.cpp cells, the sweep's first CPU backend (its CPU cells are planned
+    /// once, not once per Burn CPU backend; [`PlannedCell::backend_label`] is what they record)
+    /// or a GPU backend, whose cells are skipped.
     pub backend: BackendKind,
     /// Quantization.
     pub quant: QuantLevel,
@@ -433,6 +463,31 @@ pub struct PlannedCell {
     pub affinity: String,
     /// CPUs pinned (resolved), `None` for all.
     pub cpus: Option<Vec<u32>>,
+}
+
+impl PlannedCell {
+    /// The `backend` column: the Burn backend, or `cpu` for a llama.cpp cell on its CPU
+    /// backend.
+    pub fn backend_label(&self) -> &'static str {
+        match self.runtime {
+            RuntimeKind::LlamaCpp if self.backend.is_cpu() => LLAMA_CPP_BACKEND,
+            _ => self.backend.name(),
+        }
+    }
+
+    /// Why this cell cannot run, known from its axis values alone (llama.cpp's limits).
+    pub fn unsupported(&self) -> Option<String> {
+        match self.runtime {
+            RuntimeKind::Burn => None,
+            RuntimeKind::LlamaCpp => llama_cpp_support(
+                self.backend.is_cpu(),
+                self.quant,
+                self.kv_window,
+                self.prompt_tokens + self.gen_tokens,
+            )
+            .err(),
+        }
+    }
 }
 
 /// Expands the grid for one device. Errors name the device and what it has.
@@ -471,23 +526,42 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
         thread_values.dedup();
         let mut seen = std::collections::HashSet::new();
         thread_values.retain(|t| seen.insert(*t));
-        for &backend in &sweep.backend {
+        // llama.cpp runs on its own CPU backend: planned once for the Burn CPU backends.
+        let first_cpu = sweep.backend.iter().copied().find(|b| b.is_cpu());
+        let pairs: Vec<(RuntimeKind, BackendKind)> = sweep
+            .runtime
+            .iter()
+            .flat_map(|&r| sweep.backend.iter().map(move |&b| (r, b)))
+            .filter(|&(r, b)| r == RuntimeKind::Burn || !b.is_cpu() || Some(b) == first_cpu)
+            .collect();
+        for &(runtime, backend) in &pairs {
             for &quant in &sweep.quant {
                 for &threads in &thread_values {
                     for &batch in &sweep.batch {
                         for &kv_window in &sweep.kv_window {
                             for &prompt_tokens in &sweep.prompt_tokens {
                                 for &gen_tokens in &sweep.gen_tokens {
+                                    // Burn keys are as before the runtime axis (stored
+                                    // results stay resumable); llama.cpp's name it.
+                                    let engine = match runtime {
+                                        RuntimeKind::Burn => backend.name().to_owned(),
+                                        RuntimeKind::LlamaCpp if backend.is_cpu() => {
+                                            format!("llama.cpp-{LLAMA_CPP_BACKEND}")
+                                        }
+                                        RuntimeKind::LlamaCpp => {
+                                            format!("llama.cpp-{}", backend.name())
+                                        }
+                                    };
                                     let key = format!(
-                                        "{}|{}|{}|t{threads}|b{batch}|kv{}|p{prompt_tokens}|g{gen_tokens}|a{aff}",
+                                        "{}|{engine}|{}|t{threads}|b{batch}|kv{}|p{prompt_tokens}|g{gen_tokens}|a{aff}",
                                         info.serial,
-                                        backend.name(),
                                         quant.name(),
                                         kv_window.map_or("full".into(), |w| w.to_string()),
                                     );
                                     cells.push(PlannedCell {
                                         key,
                                         device: info.serial.clone(),
+                                        runtime,
                                         backend,
                                         quant,
                                         threads,

@@ -9,7 +9,9 @@
 //! - [`backend`] picks the Burn backend (NdArray, Flex, wgpu) and the thread pool;
 //! - [`generate`] runs prefill and decode with timings, and teacher-forced scoring;
 //! - [`threads`] observes how many threads actually did the work;
-//! - [`roofline`] measures the device's memory bandwidth and GEMM roofs.
+//! - [`roofline`] measures the device's memory bandwidth and GEMM roofs;
+//! - [`runtime`] names the runtimes a cell can run on; `llamacpp` (feature `llama-cpp`) is
+//!   llama.cpp, the reference runtime, on the same GGUF file.
 //!
 //! ```
 //! use socbench_kernels::{backend::{BackendKind, Runtime}, generate::*, load::ModelSpec};
@@ -34,11 +36,14 @@ pub mod backend;
 pub mod dequant;
 pub mod generate;
 pub mod gguf;
+#[cfg(feature = "llama-cpp")]
+pub mod llamacpp;
 pub mod load;
 pub mod model;
 pub mod qmatmul;
 pub mod quant;
 pub mod roofline;
+pub mod runtime;
 pub mod session;
 pub mod threads;
 pub mod tokenizer;

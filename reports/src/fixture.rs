@@ -96,6 +96,7 @@ impl Row {
         let key = CellKey {
             device: self.device.into(),
             model: MODEL.into(),
+            runtime: "burn".into(),
             backend: "flex".into(),
             quant: self.quant.into(),
             threads: self.threads,

@@ -16,7 +16,7 @@ use std::path::Path;
 /// The version this build writes into every row: `major.minor`. A reader refuses rows of a
 /// newer major version (their columns may mean something else); minor versions only add
 /// columns, which older readers ignore.
-pub const SCHEMA_VERSION: &str = "2.0";
+pub const SCHEMA_VERSION: &str = "2.1";
 /// The newest major version this build reads.
 pub const SCHEMA_MAJOR: u32 = 2;
 
@@ -62,12 +62,13 @@ impl fmt::Display for Status {
 
 /// Columns of `results.csv`, in the order [`ResultRow`] writes them (a unit test holds the two
 /// together).
-pub const RESULT_COLUMNS: [&str; 39] = [
+pub const RESULT_COLUMNS: [&str; 40] = [
     "run_id",
     "session",
     "model",
     "model_id",
     "device",
+    "runtime",
     "backend",
     "quant",
     "threads",
@@ -124,7 +125,10 @@ pub struct ResultRow {
     pub model_id: String,
     /// Device serial (`local` for the host).
     pub device: String,
-    /// `flex`, `ndarray` or `wgpu`.
+    /// `burn` or `llama.cpp` (schema 2.1; older rows are `burn`).
+    #[serde(default = "burn")]
+    pub runtime: String,
+    /// `flex`, `ndarray` or `wgpu`; `cpu` for llama.cpp.
     pub backend: String,
     /// Quantization level.
     pub quant: String,
@@ -233,6 +237,7 @@ impl ResultRow {
             model: key.model.clone(),
             model_id: String::new(),
             device: key.device.clone(),
+            runtime: key.runtime.clone(),
             backend: key.backend.clone(),
             quant: key.quant.clone(),
             threads: key.threads,
@@ -275,6 +280,7 @@ impl ResultRow {
         crate::schema::CellKey {
             device: self.device.clone(),
             model: crate::schema::model_name(&self.model),
+            runtime: self.runtime.clone(),
             backend: self.backend.clone(),
             quant: self.quant.clone(),
             threads: self.threads,
@@ -403,6 +409,10 @@ pub struct ResultsFile {
     pub torn: Option<TornRow>,
 }
 
+fn burn() -> String {
+    "burn".into()
+}
+
 /// Reads `results.csv` (any schema version up to [`SCHEMA_MAJOR`]). Errors name the file,
 /// line and column; only a torn *last* row is tolerated, and reported in
 /// [`ResultsFile::torn`].
@@ -418,6 +428,8 @@ pub fn parse_results(path: &Path, bytes: &[u8]) -> Result<ResultsFile, SchemaErr
         .chain(&CELL_COLUMNS)
         .chain(&["repetition", "status"])
         .copied()
+        // Added in 2.1: older files are all `burn`.
+        .filter(|c| *c != "runtime")
         .filter(|c| !header.iter().any(|h| h == c))
         .collect();
     if !missing.is_empty() {
@@ -656,6 +668,7 @@ mod tests {
         CellKey {
             device: "local".into(),
             model: "m.gguf".into(),
+            runtime: "burn".into(),
             backend: "flex".into(),
             quant: "q8".into(),
             threads: 2,

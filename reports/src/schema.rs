@@ -21,8 +21,9 @@ pub use crate::row::{RESULT_COLUMNS, ResultRow, SAMPLE_COLUMNS, SampleRow, Statu
 
 /// Columns that identify a cell, besides the model (all required in a results file, with
 /// `run_id`, `repetition` and `status`).
-pub const CELL_COLUMNS: [&str; 9] = [
+pub const CELL_COLUMNS: [&str; 10] = [
     "device",
+    "runtime",
     "backend",
     "quant",
     "threads",
@@ -315,7 +316,10 @@ pub struct CellKey {
     pub device: String,
     /// Model file name (or `synthetic:tiny`).
     pub model: String,
-    /// `flex`, `ndarray` or `wgpu`.
+    /// `burn` or `llama.cpp`: part of the cell's identity (`compare` never pairs a Burn cell
+    /// with a llama.cpp one).
+    pub runtime: String,
+    /// `flex`, `ndarray` or `wgpu`; `cpu` for llama.cpp.
     pub backend: String,
     /// Quantization level.
     pub quant: String,
@@ -339,10 +343,16 @@ impl CellKey {
         self.kv_window.map_or("full".into(), |w| w.to_string())
     }
 
-    /// `flex q8 t2 b1 kv=full p32 g16 a=all` (without the device).
+    /// `flex q8 t2 b1 kv=full p32 g16 a=all` (without the device); a runtime other than
+    /// Burn leads (`llama.cpp cpu q8 t2 …`).
     pub fn describe(&self) -> String {
+        let runtime = if self.runtime.is_empty() || self.runtime == "burn" {
+            String::new()
+        } else {
+            format!("{} ", self.runtime)
+        };
         format!(
-            "{} {} t{} b{} kv={} p{} g{} a={}",
+            "{runtime}{} {} t{} b{} kv={} p{} g{} a={}",
             self.backend,
             self.quant,
             self.threads,

@@ -15,14 +15,15 @@
 //! timings and sensor samples, so the host can integrate power over each phase.
 #![warn(missing_docs)]
 
+pub mod engine;
 pub mod plan;
 pub mod supervise;
 
+use engine::Engine;
 use plan::{Cell, Event, Plan, RepResult};
 use socbench_devices::sensors::{Sample, Sampler, SensorSet};
 use socbench_kernels::backend::BackendKind;
-use socbench_kernels::generate::{GenerateOptions, Sampling, generate};
-use socbench_kernels::session::ModelSession;
+use socbench_kernels::runtime::RuntimeKind;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -237,6 +238,7 @@ pub fn build_info() -> serde_json::Value {
         "os": std::env::consts::OS,
         "env": env,
         "backends": BackendKind::built().iter().map(|b| b.name()).collect::<Vec<_>>(),
+        "runtimes": RuntimeKind::built().iter().map(|r| r.name()).collect::<Vec<_>>(),
     })
 }
 
@@ -271,12 +273,8 @@ fn max_temp(set: &SensorSet) -> Option<f64> {
         .reduce(f64::max)
 }
 
-fn prompt_ids(session: &ModelSession, n: usize) -> Result<Vec<u32>, String> {
-    let base = session
-        .loaded
-        .tokenizer
-        .encode(PROMPT_TEXT)
-        .map_err(|e| e.to_string())?;
+fn prompt_ids(engine: &Engine, n: usize) -> Result<Vec<u32>, String> {
+    let base = engine.tokenize(PROMPT_TEXT)?;
     if base.is_empty() {
         return Err("the prompt text encodes to no tokens".into());
     }
@@ -333,7 +331,7 @@ fn run_plan(path: &Path) -> Result<(), String> {
         })
     };
     let spec = plan.model_spec();
-    let session = match ModelSession::open(&spec, plan.backend, plan.quant, plan.threads) {
+    let engine = match Engine::open(&plan) {
         Ok(s) => s,
         Err(e) => {
             // Every cell fails with the reason; the host records them.
@@ -349,31 +347,19 @@ fn run_plan(path: &Path) -> Result<(), String> {
             return Ok(());
         }
     };
-    let traffic =
-        socbench_kernels::quant::weight_traffic(&session.loaded.model, plan.quant, plan.backend);
+    let facts = engine.facts(&plan);
     emitter.emit(&Event::Loaded {
         t_s: t(),
-        load_s: session.load_s,
+        load_s: facts.load_s,
         model_file_bytes: plan.model_file_bytes(),
         rss_bytes: own_memory("VmRSS:"),
-        weight_bytes_per_step: Some(traffic.bytes_per_step),
-        matmul_flops_per_token: Some(traffic.matmul_flops_per_token),
+        weight_bytes_per_step: Some(facts.weight_bytes_per_step),
+        matmul_flops_per_token: Some(facts.matmul_flops_per_token),
     });
     if plan.quality {
-        let scored = session
-            .loaded
-            .tokenizer
-            .encode(socbench_kernels::generate::QUALITY_TEXT)
-            .map_err(|e| e.to_string())
-            .and_then(|ids| {
-                socbench_kernels::generate::perplexity(
-                    &session.rt,
-                    &session.loaded.model,
-                    &ids,
-                    socbench_kernels::generate::QUALITY_CHUNK,
-                )
-                .map_err(|e| e.to_string())
-            });
+        let scored = engine
+            .tokenize(socbench_kernels::generate::QUALITY_TEXT)
+            .and_then(|ids| engine.perplexity(&ids, socbench_kernels::generate::QUALITY_CHUNK));
         match scored {
             Ok(p) => emitter.emit(&Event::Quality {
                 t_s: t(),
@@ -394,7 +380,7 @@ fn run_plan(path: &Path) -> Result<(), String> {
             emitter.emit(&Event::Interrupted { t_s: t() });
             break;
         }
-        if !run_cell(&plan, cell, &session, &set, &emitter, &t, &stop_requested) {
+        if !run_cell(&plan, cell, &engine, &set, &emitter, &t, &stop_requested) {
             emitter.emit(&Event::Interrupted { t_s: t() });
             break;
         }
@@ -407,7 +393,7 @@ fn run_plan(path: &Path) -> Result<(), String> {
 fn run_cell(
     plan: &Plan,
     cell: &Cell,
-    session: &ModelSession,
+    engine: &Engine,
     set: &SensorSet,
     emitter: &Emitter,
     t: &dyn Fn() -> f64,
@@ -450,7 +436,9 @@ fn run_cell(
         });
         return true;
     }
-    let prompt = match prompt_ids(session, cell.prompt_tokens) {
+    let prepared =
+        prompt_ids(engine, cell.prompt_tokens).and_then(|p| Ok((p, engine.cell_runner(cell)?)));
+    let (prompt, mut run_once) = match prepared {
         Ok(p) => p,
         Err(reason) => {
             emitter.emit(&Event::CellFailed {
@@ -460,13 +448,6 @@ fn run_cell(
             });
             return true;
         }
-    };
-    let opts = GenerateOptions {
-        max_new_tokens: cell.gen_tokens,
-        batch: cell.batch,
-        kv_window: cell.kv_window,
-        sampling: Sampling::Greedy,
-        stop_at: None,
     };
     let total = plan.warmup + cell.repetitions;
     for i in 0..total {
@@ -480,7 +461,7 @@ fn run_cell(
         }
         let peak_reset = reset_peak_rss();
         let t_start = t();
-        let out = generate(&session.rt, &session.loaded.model, &prompt, &opts);
+        let out = run_once(&prompt);
         let t_end = t();
         match out {
             Ok(g) => {
@@ -503,7 +484,7 @@ fn run_cell(
                 emitter.emit(&Event::CellFailed {
                     t_s: t(),
                     cell: cell.id.clone(),
-                    reason: e.to_string(),
+                    reason: e,
                 });
                 return true;
             }

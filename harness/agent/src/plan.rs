@@ -5,6 +5,7 @@ use socbench_devices::sensors::SensorMeta;
 use socbench_kernels::backend::BackendKind;
 use socbench_kernels::load::ModelSpec;
 use socbench_kernels::quant::QuantLevel;
+use socbench_kernels::runtime::RuntimeKind;
 
 /// Waiting for the device to cool before a cell.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -40,9 +41,13 @@ pub struct Cell {
 /// Everything one agent process runs: one model variant, several cells.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Plan {
-    /// Model file on the device, or `synthetic:tiny`.
+    /// Model file on the device, or `synthetic:tiny`. For llama.cpp, the file in the level's
+    /// llama.cpp format.
     pub model: String,
-    /// Backend.
+    /// Runtime (absent in plans from before the runtime axis: Burn).
+    #[serde(default)]
+    pub runtime: RuntimeKind,
+    /// Backend (Burn; ignored by llama.cpp, which runs on its CPU backend).
     pub backend: BackendKind,
     /// Quantization.
     pub quant: QuantLevel,

@@ -23,6 +23,15 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             seed: seed.unwrap_or(0),
         },
     };
+    if args.runtime == socbench_kernels::runtime::RuntimeKind::LlamaCpp {
+        if sampling != Sampling::Greedy || args.stop_at_eos {
+            anyhow::bail!(
+                "--runtime llama.cpp generates greedily for the full --tokens: drop --seed, \
+                 --temperature and --stop-at-eos"
+            );
+        }
+        return super::generate_llama::run(args);
+    }
     let session = Session::open(&args.model)?;
     let prompt = session.encode(&args.prompt)?;
     let opts = GenerateOptions {

@@ -9,6 +9,7 @@ use crate::sweep::{self, Sweep, axis};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use socbench_devices::adb;
+use socbench_kernels::runtime::RuntimeKind;
 use socbench_reports::row::Status;
 use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ fn list<T>(
 }
 
 fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
+    if let Some(v) = list("runtime", &a.runtime, axis::runtime)? {
+        sweep.runtime = v;
+    }
     if let Some(v) = list("backend", &a.backend, axis::backend)? {
         sweep.backend = v;
     }
@@ -215,6 +219,7 @@ fn setting_flags(a: &RunArgs) -> Vec<&'static str> {
     let given = [
         (a.model.is_some(), "--model"),
         (!a.devices.is_empty(), "--device"),
+        (a.runtime.is_some(), "--runtime"),
         (a.backend.is_some(), "--backend"),
         (a.quant.is_some(), "--quant"),
         (a.threads.is_some(), "--threads"),
@@ -548,9 +553,19 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     };
     store.write_manifest(&manifest(&vec![None; planned.len()], false))?;
     eprintln!("results: {}", out_dir.display());
+    // The files llama.cpp runs, one per level, made (once, cached) before any device starts.
+    let mut llama_models = std::collections::BTreeMap::new();
+    if sweep.runtime.contains(&RuntimeKind::LlamaCpp) {
+        for &level in &sweep.quant {
+            let file =
+                model_cache::llama_cpp_model(&model, &model_id, level, &|m| eprintln!("{m}"));
+            llama_models.insert(level, file);
+        }
+    }
     let ctx = RunContext {
         model: model.clone(),
         model_id: model_id.clone(),
+        llama_models,
         hang_timeout,
         device_wait: Duration::from_secs_f64(a.device_wait),
         interrupted: Arc::clone(&interrupted),

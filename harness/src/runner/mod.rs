@@ -23,6 +23,8 @@ use rows::AgentRun;
 use serde_json::{Value, json};
 use socbench_agent::plan::{Cell, Plan};
 use socbench_devices::{AdbDevice, Device, DeviceError, DeviceInfo, LocalHost};
+use socbench_kernels::quant::QuantLevel;
+use socbench_kernels::runtime::RuntimeKind;
 use socbench_reports::row::Status;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddrV4;
@@ -74,6 +76,9 @@ impl Target {
 pub struct RunContext {
     /// Model on the host: a file, or `synthetic:tiny`.
     pub model: String,
+    /// The files llama.cpp runs, by level, on the host (`Err`: why that level cannot run on
+    /// llama.cpp); empty when the sweep has no llama.cpp cells.
+    pub llama_models: BTreeMap<QuantLevel, Result<std::path::PathBuf, String>>,
     /// The model's identity (file name and SHA-256 of its tensor data, or `synthetic:tiny`):
     /// part of every run id, so rows of two models never mix.
     pub model_id: String,
@@ -118,9 +123,13 @@ pub fn run_id(model_id: &str, cell: &PlannedCell, rep: usize) -> String {
 
 /// `flex f32 t2 b1 kv=full p32 g16 a=all`.
 pub fn describe(c: &PlannedCell) -> String {
+    let runtime = match c.runtime {
+        RuntimeKind::Burn => String::new(),
+        other => format!("{other} "),
+    };
     format!(
-        "{} {} t{} b{} kv={} p{} g{} a={}",
-        c.backend.name(),
+        "{runtime}{} {} t{} b{} kv={} p{} g{} a={}",
+        c.backend_label(),
         c.quant.name(),
         c.threads,
         c.batch,
@@ -257,6 +266,7 @@ pub fn run_device(
     let prepare::Ready {
         agent,
         model,
+        llama_models,
         lock,
         cooldown,
         cells: pending_cells,
@@ -265,7 +275,8 @@ pub fn run_device(
     let mut variants: Vec<(String, Vec<&PlannedCell>)> = Vec::new();
     for c in &pending_cells {
         let key = format!(
-            "{}|{}|{}|{:?}",
+            "{}|{}|{}|{}|{:?}",
+            c.runtime.name(),
             c.backend.name(),
             c.quant.name(),
             c.threads,
@@ -315,7 +326,14 @@ pub fn run_device(
             // beats as its own.
             let heartbeat_file = format!("{remote_dir}/heartbeat-{agent_run}");
             let plan = Plan {
-                model: model.clone(),
+                model: match first.runtime {
+                    RuntimeKind::Burn => model.clone(),
+                    // prepare() skipped the llama.cpp cells of levels without a file.
+                    RuntimeKind::LlamaCpp => {
+                        llama_models.get(&first.quant).cloned().unwrap_or_default()
+                    }
+                },
+                runtime: first.runtime,
                 backend: first.backend,
                 quant: first.quant,
                 threads: first.threads,

@@ -10,10 +10,12 @@ use deploy::{AgentCmd, run_agent};
 use serde_json::Value;
 use socbench_agent::plan::Cooldown;
 use socbench_devices::{Device, DeviceError, DeviceInfo};
+use socbench_kernels::quant::QuantLevel;
 use socbench_kernels::quant::packed_format;
 use socbench_kernels::roofline::Roofline;
+use socbench_kernels::runtime::RuntimeKind;
 use socbench_reports::row::Status;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ pub(super) struct Ready<'c> {
     pub agent: AgentCmd,
     /// The model's path there.
     pub model: String,
+    /// The files llama.cpp runs there, by level.
+    pub llama_models: BTreeMap<QuantLevel, String>,
     /// The agent lock's path there.
     pub lock: String,
     /// The cool-down gate, when the device has a thermal sensor.
@@ -49,6 +53,43 @@ pub(super) fn prepare<'c>(
     let log = |msg: &str| ui.log(msg);
     let serial = target.serial().to_owned();
     let is_local = matches!(target, Target::Local);
+    // Cells whose axis values a runtime cannot honour, or whose llama.cpp file could not be
+    // made, are skipped with the reason before anything is deployed.
+    let mut pending_cells = pending_cells;
+    let mut unsupported: BTreeMap<String, Vec<&PlannedCell>> = BTreeMap::new();
+    pending_cells.retain(|&c| {
+        let why = c.unsupported().or_else(|| match c.runtime {
+            RuntimeKind::LlamaCpp => match ctx.llama_models.get(&c.quant) {
+                Some(Ok(_)) => None,
+                Some(Err(e)) => Some(e.clone()),
+                None => Some("no llama.cpp file was prepared for this level".into()),
+            },
+            RuntimeKind::Burn => None,
+        });
+        match why {
+            Some(reason) => {
+                unsupported.entry(reason).or_default().push(c);
+                false
+            }
+            None => true,
+        }
+    });
+    for (reason, cells) in &unsupported {
+        log(&format!("skipping {} cells: {reason}", cells.len()));
+        run.mark(cells, Status::Skipped, reason);
+    }
+    if pending_cells.is_empty() {
+        return Err(None);
+    }
+    // The llama.cpp files these cells need, on the host.
+    let llama_files: BTreeMap<QuantLevel, std::path::PathBuf> = pending_cells
+        .iter()
+        .filter(|c| c.runtime == RuntimeKind::LlamaCpp)
+        .filter_map(|c| match ctx.llama_models.get(&c.quant) {
+            Some(Ok(p)) => Some((c.quant, p.clone())),
+            _ => None,
+        })
+        .collect();
     let agent_local = match deploy::agent_for_abi(&info.abi) {
         Ok(p) => p,
         Err(reason) => {
@@ -57,25 +98,38 @@ pub(super) fn prepare<'c>(
             return Err(Some(reason));
         }
     };
-    let deploy_to =
-        |dev: &mut Box<dyn Device>| -> std::result::Result<(AgentCmd, String), DeviceError> {
-            if is_local {
-                return Ok((deploy::local_agent(&agent_local), ctx.model.clone()));
-            }
-            let (agent, how) = deploy::push_agent(dev, &agent_local)?;
-            log(&format!("agent: {how}"));
-            if ctx.model == "synthetic:tiny" {
-                return Ok((agent, ctx.model.clone()));
-            }
-            let name = Path::new(&ctx.model)
+    type Deployed = (AgentCmd, String, BTreeMap<QuantLevel, String>);
+    let deploy_to = |dev: &mut Box<dyn Device>| -> std::result::Result<Deployed, DeviceError> {
+        if is_local {
+            let llama = llama_files
+                .iter()
+                .map(|(&q, p)| (q, p.display().to_string()))
+                .collect();
+            return Ok((deploy::local_agent(&agent_local), ctx.model.clone(), llama));
+        }
+        let (agent, how) = deploy::push_agent(dev, &agent_local)?;
+        log(&format!("agent: {how}"));
+        let mut push_model = |host: &Path| -> std::result::Result<String, DeviceError> {
+            let name = host
                 .file_name()
                 .map_or("model.gguf".into(), |n| n.to_string_lossy().into_owned());
             let remote = format!("{remote_dir}/models/{name}");
-            let o = dev.push(Path::new(&ctx.model), &remote)?;
+            let o = dev.push(host, &remote)?;
             log(&format!("model: {o:?}"));
-            Ok((agent, remote))
+            Ok(remote)
         };
-    let (agent, model) = match deploy_to(dev) {
+        let mut llama = BTreeMap::new();
+        for (&q, p) in &llama_files {
+            llama.insert(q, push_model(p)?);
+        }
+        let needs_burn_model = pending_cells.iter().any(|c| c.runtime == RuntimeKind::Burn);
+        if ctx.model == "synthetic:tiny" || !needs_burn_model {
+            return Ok((agent, ctx.model.clone(), llama));
+        }
+        let remote = push_model(Path::new(&ctx.model))?;
+        Ok((agent, remote, llama))
+    };
+    let (agent, model, llama_models) = match deploy_to(dev) {
         Ok(x) => x,
         Err(e) => {
             let note = format!("deploying: {e}");
@@ -118,9 +172,10 @@ pub(super) fn prepare<'c>(
         .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok());
     let pending_cells = match selftest.as_ref().and_then(deploy::kernel_check_failure) {
         Some(reason) => {
-            let (packed, rest): (Vec<&PlannedCell>, Vec<&PlannedCell>) = pending_cells
-                .into_iter()
-                .partition(|c| packed_format(c.quant, c.backend).is_some());
+            let (packed, rest): (Vec<&PlannedCell>, Vec<&PlannedCell>) =
+                pending_cells.into_iter().partition(|c| {
+                    c.runtime == RuntimeKind::Burn && packed_format(c.quant, c.backend).is_some()
+                });
             log(&format!("skipping {} packed cells: {reason}", packed.len()));
             run.mark(&packed, Status::Skipped, &reason);
             rest
@@ -135,9 +190,29 @@ pub(super) fn prepare<'c>(
                     .as_array()
                     .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(name)))
             };
+            // An agent without llama.cpp (the static arm64 build; an agent from before the
+            // runtime axis, which does not list `runtimes`) skips those cells.
+            let has_llama = b["runtimes"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v.as_str() == Some("llama.cpp")));
+            let (llama, pending_cells): (Vec<&PlannedCell>, Vec<&PlannedCell>) = pending_cells
+                .into_iter()
+                .partition(|c| c.runtime == RuntimeKind::LlamaCpp && !has_llama);
+            if !llama.is_empty() {
+                let reason = format!(
+                    "this agent ({} {}) was built without llama.cpp (cargo feature `llama-cpp`)",
+                    b["arch"].as_str().unwrap_or("?"),
+                    b["env"].as_str().unwrap_or("")
+                );
+                log(&format!(
+                    "skipping {} llama.cpp cells: {reason}",
+                    llama.len()
+                ));
+                run.mark(&llama, Status::Skipped, &reason);
+            }
             let (run_now, lacking): (Vec<&PlannedCell>, Vec<&PlannedCell>) = pending_cells
                 .into_iter()
-                .partition(|c| has(c.backend.name()));
+                .partition(|c| c.runtime == RuntimeKind::LlamaCpp || has(c.backend.name()));
             for backend in lacking.iter().map(|c| c.backend).collect::<BTreeSet<_>>() {
                 let these: Vec<&PlannedCell> = lacking
                     .iter()
@@ -226,6 +301,7 @@ pub(super) fn prepare<'c>(
     Ok(Ready {
         agent,
         model,
+        llama_models,
         lock,
         cooldown,
         cells: pending_cells,

@@ -214,7 +214,8 @@ impl<'a> AgentRun<'a> {
         let key = CellKey {
             device: cell.device.clone(),
             model: self.model.clone(),
-            backend: cell.backend.name().into(),
+            runtime: cell.runtime.name().into(),
+            backend: cell.backend_label().into(),
             quant: cell.quant.name().into(),
             threads: cell.threads as u32,
             batch: cell.batch as u32,

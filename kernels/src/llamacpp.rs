@@ -1,0 +1,382 @@
+//! llama.cpp as the reference runtime: the same GGUF file, run by llama.cpp's CPU backend
+//! (linked through the `llama-cpp-2` binding crate, which vendors and builds it), driven by
+//! socbench's own loop so every figure is taken the way the Burn model's are: the same prompt
+//! tokens, the time to the first token on the host, each decode step timed, greedy argmax on
+//! the host, the same teacher-forced perplexity.
+//!
+//! [`LlamaCppModel::open`] maps the file (llama.cpp's default `mmap`); [`LlamaCppModel::context`]
+//! makes a context sized for one cell (its sequences × their positions) with the cell's
+//! thread count; [`LlamaCppContext::generate`] is one measured run. [`quantize`] writes a file
+//! in another llama.cpp format with llama.cpp's own quantizer.
+//!
+//! The CPU features llama.cpp was compiled for (`.cargo/config.toml`, `GGML_*`) are checked
+//! against this CPU before anything runs ([`cpu_support`]): a build for AVX-512 on a CPU
+//! without it is one clear error, never a SIGILL.
+#![allow(unsafe_code)]
+
+use crate::KernelError;
+use crate::generate::{Generation, Perplexity};
+use crate::runtime::LlamaFormat;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::token::LlamaToken;
+use std::ffi::CString;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The `GGML_*` build options that were on when llama.cpp was compiled (`kernels/build.rs`).
+pub const BUILD_FLAGS: &str = env!("SOCBENCH_GGML_FLAGS");
+
+/// Whether this CPU has every instruction-set extension llama.cpp was compiled for; `Err`
+/// names the missing ones and how to rebuild.
+pub fn cpu_support() -> Result<(), String> {
+    let missing: Vec<&str> = BUILD_FLAGS
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .filter(|f| !cpu_has(f))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "llama.cpp in this build was compiled for {} which this CPU lacks; rebuild with \
+             them off (e.g. `{}=OFF cargo build`)",
+            missing.join(", "),
+            missing[0]
+        ))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has(flag: &str) -> bool {
+    match flag {
+        "GGML_AVX" => is_x86_feature_detected!("avx"),
+        "GGML_AVX2" => is_x86_feature_detected!("avx2"),
+        "GGML_FMA" => is_x86_feature_detected!("fma"),
+        "GGML_F16C" => is_x86_feature_detected!("f16c"),
+        "GGML_BMI2" => is_x86_feature_detected!("bmi2"),
+        "GGML_AVX_VNNI" => is_x86_feature_detected!("avxvnni"),
+        // ggml's AVX-512 build uses F, CD, VL, DQ and BW.
+        "GGML_AVX512" => {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512cd")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512dq")
+                && is_x86_feature_detected!("avx512bw")
+        }
+        "GGML_AVX512_VBMI" => is_x86_feature_detected!("avx512vbmi"),
+        "GGML_AVX512_VNNI" => is_x86_feature_detected!("avx512vnni"),
+        "GGML_AVX512_BF16" => is_x86_feature_detected!("avx512bf16"),
+        // Options that select no instructions (or that this check does not know) pass.
+        _ => true,
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_has(_flag: &str) -> bool {
+    // The x86 options are ignored by llama.cpp's build for other architectures.
+    true
+}
+
+/// llama.cpp's process-wide state, initialised once; its log is silenced (the agent's output
+/// is its event stream).
+fn backend() -> Result<&'static LlamaBackend, KernelError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            cpu_support()?;
+            llama_cpp_2::send_logs_to_tracing(
+                llama_cpp_2::LogOptions::default().with_logs_enabled(false),
+            );
+            LlamaBackend::init().map_err(|e| format!("starting llama.cpp: {e}"))
+        })
+        .as_ref()
+        .map_err(|e| KernelError::Invalid(e.clone()))
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> KernelError {
+    KernelError::Invalid(format!("llama.cpp: {what}: {e}"))
+}
+
+/// A GGUF file opened by llama.cpp.
+#[derive(Debug)]
+pub struct LlamaCppModel {
+    model: LlamaModel,
+    /// Seconds from the call to a usable model (mapping, tensor set-up).
+    pub load_s: f64,
+}
+
+impl LlamaCppModel {
+    /// Opens `path` the way llama.cpp's tools do (memory-mapped, CPU only).
+    pub fn open(path: &Path) -> Result<Self, KernelError> {
+        if !path.exists() {
+            return Err(KernelError::ModelMissing {
+                path: path.to_path_buf(),
+            });
+        }
+        let backend = backend()?;
+        let start = Instant::now();
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+            .map_err(|e| err(&format!("loading {}", path.display()), e))?;
+        Ok(Self {
+            model,
+            load_s: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Token ids of `text` by the file's own tokenizer, as llama.cpp reads it: no BOS (the
+    /// Burn side adds none either), special tokens such as `<|im_start|>` recognised.
+    pub fn tokenize(&self, text: &str) -> Vec<u32> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), false, true)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect()
+    }
+
+    /// Text of `ids` (special tokens written out).
+    pub fn detokenize(&self, ids: &[u32]) -> String {
+        let tokens: Vec<LlamaToken> = ids.iter().map(|&i| token(i)).collect();
+        String::from_utf8_lossy(&self.model.vocab().detokenize(&tokens, false, true)).into_owned()
+    }
+
+    /// Bytes of weights llama.cpp holds for the model (its own count).
+    pub fn weight_bytes(&self) -> u64 {
+        self.model.size()
+    }
+
+    /// Parameters of the model (llama.cpp's count).
+    pub fn parameters(&self) -> u64 {
+        self.model.n_params()
+    }
+
+    /// A context for `sequences` parallel sequences of up to `positions` positions each, run
+    /// with `threads` threads for prefill and decode.
+    pub fn context(
+        &self,
+        sequences: usize,
+        positions: usize,
+        threads: usize,
+    ) -> Result<LlamaCppContext<'_>, KernelError> {
+        let sequences = sequences.max(1);
+        let total = sequences
+            .checked_mul(positions.max(1))
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| err("context", "too many positions"))?;
+        let threads = i32::try_from(threads.max(1)).map_err(|e| err("threads", e))?;
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(total))
+            .with_n_batch(total.max(512))
+            .with_n_seq_max(sequences as u32)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let ctx = self
+            .model
+            .new_context(backend()?, params)
+            .map_err(|e| err("creating a context", e))?;
+        Ok(LlamaCppContext {
+            ctx,
+            sequences,
+            positions: positions.max(1),
+        })
+    }
+}
+
+/// A context for one cell's runs.
+#[allow(missing_debug_implementations)]
+pub struct LlamaCppContext<'m> {
+    ctx: LlamaContext<'m>,
+    sequences: usize,
+    positions: usize,
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn token(id: u32) -> LlamaToken {
+    LlamaToken(id as i32)
+}
+
+impl LlamaCppContext<'_> {
+    /// One greedy run: `prompt` prefilled for each sequence, then `gen_tokens` tokens each.
+    /// The time to the first token runs from the start of prefill to the first tokens' argmax
+    /// on the host; each further step is timed on its own.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        gen_tokens: usize,
+    ) -> Result<Generation, KernelError> {
+        if prompt.is_empty() {
+            return Err(err("generate", "the prompt is empty"));
+        }
+        if prompt.len() + gen_tokens > self.positions {
+            return Err(err(
+                "generate",
+                format!(
+                    "{} prompt + {gen_tokens} generated tokens exceed the context's {} positions",
+                    prompt.len(),
+                    self.positions
+                ),
+            ));
+        }
+        let n_seq = self.sequences;
+        self.ctx.clear_kv_cache();
+        let mut batch = LlamaBatch::new(prompt.len() * n_seq, n_seq as i32);
+        let start = Instant::now();
+        for s in 0..n_seq {
+            for (i, &id) in prompt.iter().enumerate() {
+                batch
+                    .add(token(id), i as i32, &[s as i32], i + 1 == prompt.len())
+                    .map_err(|e| err("batch", e))?;
+            }
+        }
+        self.ctx.decode(&mut batch).map_err(|e| err("prefill", e))?;
+        let mut next: Vec<u32> = (0..n_seq)
+            .map(|s| argmax(self.ctx.get_logits_ith(((s + 1) * prompt.len() - 1) as i32)))
+            .collect();
+        let ttft = start.elapsed();
+        let mut gen_ids: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
+        let mut decode: Vec<Duration> = Vec::with_capacity(gen_tokens.saturating_sub(1));
+        let mut step = LlamaBatch::new(n_seq, n_seq as i32);
+        for k in 1..gen_tokens {
+            let t0 = Instant::now();
+            step.clear();
+            let pos = (prompt.len() + k - 1) as i32;
+            for (s, &id) in next.iter().enumerate() {
+                step.add(token(id), pos, &[s as i32], true)
+                    .map_err(|e| err("batch", e))?;
+            }
+            self.ctx.decode(&mut step).map_err(|e| err("decode", e))?;
+            for (s, slot) in next.iter_mut().enumerate() {
+                *slot = argmax(self.ctx.get_logits_ith(s as i32));
+            }
+            decode.push(t0.elapsed());
+            for (ids, &t) in gen_ids.iter_mut().zip(&next) {
+                ids.push(t);
+            }
+        }
+        if gen_tokens == 0 {
+            gen_ids.iter_mut().for_each(Vec::clear);
+        }
+        Ok(Generation {
+            gen_ids,
+            ttft,
+            decode,
+        })
+    }
+
+    /// Logits after each of `ids` (teacher forcing, one sequence from an empty cache): row
+    /// `i` predicts `ids[i + 1]`.
+    pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<Vec<f32>>, KernelError> {
+        if ids.is_empty() || ids.len() > self.positions {
+            return Err(err(
+                "scoring",
+                format!("{} tokens for a context of {}", ids.len(), self.positions),
+            ));
+        }
+        self.ctx.clear_kv_cache();
+        let mut batch = LlamaBatch::new(ids.len(), 1);
+        for (i, &id) in ids.iter().enumerate() {
+            batch
+                .add(token(id), i as i32, &[0], true)
+                .map_err(|e| err("batch", e))?;
+        }
+        self.ctx.decode(&mut batch).map_err(|e| err("scoring", e))?;
+        Ok((0..ids.len())
+            .map(|i| self.ctx.get_logits_ith(i as i32).to_vec())
+            .collect())
+    }
+}
+
+/// Negative log-likelihood of `target` under `logits` (natural log).
+fn nll(logits: &[f32], target: u32) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+    max + sum.ln() - logits[target as usize] as f64
+}
+
+/// Perplexity of `ids` under teacher forcing in independent chunks of `chunk` tokens, exactly
+/// as [`crate::generate::perplexity`] scores the Burn model.
+pub fn perplexity(
+    model: &LlamaCppModel,
+    ids: &[u32],
+    chunk: usize,
+    threads: usize,
+) -> Result<Perplexity, KernelError> {
+    let chunk = chunk.max(2);
+    let mut ctx = model.context(1, chunk, threads)?;
+    let (mut total, mut tokens) = (0.0, 0);
+    for c in ids.chunks(chunk).filter(|c| c.len() >= 2) {
+        let logits = ctx.logits(c)?;
+        for (row, &next) in logits.iter().zip(&c[1..]) {
+            total += nll(row, next);
+        }
+        tokens += c.len() - 1;
+    }
+    if tokens == 0 {
+        return Err(KernelError::Invalid(
+            "perplexity needs at least two tokens".into(),
+        ));
+    }
+    Ok(Perplexity {
+        perplexity: (total / tokens as f64).exp(),
+        nll: total,
+        tokens,
+        chunk,
+    })
+}
+
+/// Writes `input` re-quantized to `format` at `output` with llama.cpp's quantizer (its default
+/// choices per tensor, as `llama-quantize` makes them), through a temporary file renamed into
+/// place, so a crash leaves no half-written model.
+pub fn quantize(
+    input: &Path,
+    output: &Path,
+    format: LlamaFormat,
+    threads: usize,
+) -> Result<(), KernelError> {
+    backend()?;
+    let tmp = output.with_extension("gguf.partial");
+    let c = |p: &Path| {
+        p.to_str()
+            .and_then(|s| CString::new(s).ok())
+            .ok_or_else(|| {
+                err(
+                    "quantize",
+                    format!("path {} is not valid UTF-8", p.display()),
+                )
+            })
+    };
+    let (inp, out) = (c(input)?, c(&tmp)?);
+    // SAFETY: returns a plain struct of defaults; no pointers are read.
+    let mut params = unsafe { llama_cpp_sys_2::llama_model_quantize_default_params() };
+    params.nthread = i32::try_from(threads.max(1)).unwrap_or(1);
+    params.ftype = format.file_type() as llama_cpp_sys_2::llama_ftype;
+    params.allow_requantize = true;
+    // SAFETY: both paths are NUL-terminated strings alive for the call; `params` is the
+    // default struct (its pointer fields null) with scalar fields set.
+    let rc = unsafe { llama_cpp_sys_2::llama_model_quantize(inp.as_ptr(), out.as_ptr(), &params) };
+    if rc != 0 {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(
+            &format!("quantizing {} to {}", input.display(), format.name()),
+            format!("llama_model_quantize returned {rc}"),
+        ));
+    }
+    std::fs::rename(&tmp, output)
+        .map_err(|e| err(&format!("renaming {} into place", tmp.display()), e))
+}
