@@ -46,10 +46,11 @@ pub fn render(a: &Analysis, format: Format) -> String {
     }
 }
 
-fn key_fields(c: &CellSummary) -> [String; 9] {
+fn key_fields(c: &CellSummary) -> [String; CELL_COLUMNS.len()] {
     let k = &c.key;
     [
         k.device.clone(),
+        k.runtime.clone(),
         k.backend.clone(),
         k.quant.clone(),
         k.threads.to_string(),

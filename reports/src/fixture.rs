@@ -404,3 +404,47 @@ impl Fixture {
         PHONE_CELLS.len() + if self.failures { 4 } else { 2 }
     }
 }
+
+/// A result directory (`results.csv` only) with one configuration of the local host measured
+/// on both runtimes, three repetitions each: Burn (flex) decodes and prefills at 1.5× and
+/// holds 4× the memory of llama.cpp, with the same jitter on both sides. No energy.
+pub fn write_runtime_pair(dir: &Path) -> std::io::Result<()> {
+    let mut out = RESULT_COLUMNS.join(",");
+    out.push('\n');
+    let sides = [
+        ("burn", "flex", "flex", 1.5, 400e6),
+        ("llama.cpp", "cpu", "llama.cpp-cpu", 1.0, 100e6),
+    ];
+    for (runtime, backend, engine, speed, rss) in sides {
+        for rep in 0..3u32 {
+            let key = CellKey {
+                device: "local".into(),
+                model: MODEL.into(),
+                runtime: runtime.into(),
+                backend: backend.into(),
+                quant: "q8".into(),
+                threads: 1,
+                batch: 1,
+                kv_window: None,
+                prompt_tokens: 16,
+                gen_tokens: GEN,
+                affinity: "all".into(),
+            };
+            let run_id = format!("{MODEL}@0|local|{engine}|q8|t1|b1|kvfull|p16|g{GEN}|aall#{rep}");
+            let mut row = ResultRow::new(run_id, &key, rep, Status::Ok);
+            let j = 1.0 + 0.05 * JITTER[rep as usize];
+            let (decode, prefill) = (20.0 * speed * j, 300.0 * speed * j);
+            row.set(Metric::DecodeTokPerS, Some(decode));
+            row.set(Metric::PrefillTokPerS, Some(prefill));
+            row.set(Metric::TtftS, Some(16.0 / prefill));
+            row.set(Metric::PeakRssBytes, Some(rss));
+            row.session = "20261130T120000Z-1".into();
+            let line = row
+                .to_csv_line()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            out.push_str(&String::from_utf8_lossy(&line));
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("results.csv"), out)
+}

@@ -12,6 +12,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+mod runtimes_section;
+
 /// The page's style sheet (also used by the comparison page).
 pub const CSS: &str = "
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222;line-height:1.4}
@@ -20,7 +22,7 @@ table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.85rem}
 th,td{border:1px solid #ddd;padding:.25rem .45rem;text-align:right;vertical-align:top}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 td small{display:block;color:#777;white-space:nowrap}
-tr.bad td{background:#fdecea}tr.good td{background:#e8f5e9}
+tr.bad td{background:#fdecea}tr.good td{background:#e8f5e9}td.good{background:#e8f5e9}td.bad{background:#fdecea}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.4rem .7rem;margin:.6rem 0}
 .sim{color:#8a5a00;font-size:.75em;font-weight:600}
 .na{color:#777;font-style:italic}
@@ -116,9 +118,10 @@ impl Axis {
 /// Legend text: the device and whatever else varies between the series.
 fn legends(keys: &[CellKey]) -> Vec<String> {
     type Field = (&'static str, fn(&CellKey) -> String);
-    let fields: [Field; 10] = [
+    let fields: [Field; 11] = [
         ("", |k| k.device.clone()),
         ("", |k| k.model.clone()),
+        ("", |k| k.runtime.clone()),
         ("", |k| k.backend.clone()),
         ("", |k| k.quant.clone()),
         ("t", |k| k.threads.to_string()),
@@ -1048,11 +1051,13 @@ pub fn render(set: &ResultSet, a: &Analysis) -> String {
             String::new()
         }
     );
-    page.body.push_str("<nav><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#timelines\">Timelines</a> · <a href=\"#roofline\">Roofline</a> · <a href=\"#thermal\">Thermal</a> · <a href=\"#sessions\">Sessions</a> · <a href=\"#failures\">Failures</a> · <a href=\"#provenance\">Provenance</a></nav>\n");
+    page.body.push_str("<nav><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#runtimes\">Runtimes</a> · <a href=\"#timelines\">Timelines</a> · <a href=\"#roofline\">Roofline</a> · <a href=\"#thermal\">Thermal</a> · <a href=\"#sessions\">Sessions</a> · <a href=\"#failures\">Failures</a> · <a href=\"#provenance\">Provenance</a></nav>\n");
     page.body.push_str("<h2 id=\"summary\">Summary</h2>\n<p>Medians over the successful repetitions of each cell; below each, its 95 % bootstrap confidence interval. Outliers (modified Z-score above 3.5) are counted, never dropped.</p>\n");
     summary_tables(&mut page, a);
     page.body.push_str("<h2 id=\"charts\">Charts</h2>\n");
     sweep_charts(&mut page, a);
+    page.body.push_str("<h2 id=\"runtimes\">Runtimes</h2>\n");
+    runtimes_section::render(&mut page, set, a);
     page.body
         .push_str("<h2 id=\"timelines\">Sensor timelines</h2>\n");
     for d in &a.devices {

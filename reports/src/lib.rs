@@ -33,6 +33,7 @@ pub mod export;
 pub mod fixture;
 pub mod html;
 pub mod row;
+pub mod runtimes;
 pub mod schema;
 pub mod stats;
 
