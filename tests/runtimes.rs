@@ -161,7 +161,24 @@ fn a_sweep_on_both_runtimes_writes_both_and_the_report_sets_them_side_by_side() 
     assert_eq!(table.matches("<tr><td>").count(), 4, "{table}");
     assert_eq!(table.matches("×<br><small>[").count(), 16, "{table}");
     assert_eq!(table.matches("not measured").count(), 4, "{table}");
-    assert!(section.contains("id=\"runtimes-decode-vs-threads\""));
+    for quant in ["q8", "q4"] {
+        assert!(
+            section.contains(&format!("id=\"runtimes-decode-vs-threads-{quant}\"")),
+            "{section}"
+        );
+    }
+    // The Markdown export carries the same comparison (the README's tables come from it).
+    let md = socbench()
+        .arg("report")
+        .arg(&out_dir)
+        .args(["--format", "md"])
+        .output()
+        .unwrap();
+    assert_success(&md);
+    let md = String::from_utf8_lossy(&md.stdout);
+    let table = &md[md.find("### Runtimes").unwrap()..];
+    assert_eq!(table.matches("\n| `local` |").count(), 4, "{table}");
+    assert_eq!(table.matches("×** [").count(), 16, "{table}");
     // The manifest records what the agent can run.
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("manifest.json")).unwrap())

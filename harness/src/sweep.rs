@@ -634,4 +634,54 @@ mod tests {
         let s = Sweep::parse("s", "affinity = [\"7\"]").unwrap();
         assert!(plan_device(&s, &info).is_err());
     }
+
+    #[test]
+    fn llama_cpp_cells_are_planned_once_on_the_cpu_and_burn_keys_are_unchanged() {
+        let info = DeviceInfo::parse("p", socbench_devices::info::DeviceKind::Adb, None, "");
+        let s = Sweep::parse(
+            "s",
+            "runtime = [\"burn\", \"llama.cpp\"]\nbackend = [\"flex\", \"ndarray\", \"wgpu\"]\n\
+             quant = [\"q8\"]\nthreads = [1]\nprompt_tokens = [4]\ngen_tokens = [4]\n",
+        )
+        .unwrap();
+        let cells = plan_device(&s, &info).unwrap();
+        let keys: Vec<(&str, &str, &str)> = cells
+            .iter()
+            .map(|c| {
+                (
+                    c.runtime.name(),
+                    c.backend_label(),
+                    c.key.split('|').nth(1).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("burn", "flex", "flex"),
+                ("burn", "ndarray", "ndarray"),
+                ("burn", "wgpu", "wgpu"),
+                ("llama.cpp", "cpu", "llama.cpp-cpu"),
+                ("llama.cpp", "wgpu", "llama.cpp-wgpu"),
+            ]
+        );
+        assert!(cells[3].unsupported().is_none());
+        assert!(cells[4].unsupported().unwrap().contains("CPU backend only"));
+        // A Burn-only sweep's keys are those of results written before the runtime axis.
+        assert_eq!(cells[0].key, "p|flex|q8|t1|b1|kvfull|p4|g4|aall");
+        let e = Sweep::parse("s.toml", "\nruntime = [\"onnx\"]").unwrap_err();
+        let m = format!("{e:#}");
+        assert!(
+            m.contains("s.toml:2") && m.contains("burn, llama.cpp"),
+            "{m}"
+        );
+        // Burn's backend/quant limits do not apply to a llama.cpp-only sweep.
+        assert!(
+            Sweep::parse(
+                "s",
+                "runtime = [\"llama.cpp\"]\nbackend = [\"ndarray\"]\nquant = [\"q4-tensor\"]\n"
+            )
+            .is_ok()
+        );
+    }
 }

@@ -84,6 +84,29 @@ fn cpu_has(_flag: &str) -> bool {
     true
 }
 
+/// The binding crates this build links, which vendor llama.cpp.
+pub const BINDING: &str = "llama-cpp-2 0.1.160, llama-cpp-sys-2 0.1.161";
+
+/// What llama.cpp says it was built with and uses on this CPU (`llama_print_system_info`:
+/// its CPU backend's instruction sets, e.g. `AVX512 = 1 | AVX512_VNNI = 1`), or why it cannot
+/// start here.
+pub fn system_info() -> String {
+    if let Err(e) = backend() {
+        return e.to_string();
+    }
+    // SAFETY: returns a pointer to a NUL-terminated string in a static buffer owned by
+    // llama.cpp; it is copied out at once.
+    let ptr = unsafe { llama_cpp_sys_2::llama_print_system_info() };
+    if ptr.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-null, NUL-terminated (above).
+    unsafe { std::ffi::CStr::from_ptr(ptr) }
+        .to_string_lossy()
+        .trim()
+        .to_owned()
+}
+
 /// llama.cpp's process-wide state, initialised once; its log is silenced (the agent's output
 /// is its event stream).
 fn backend() -> Result<&'static LlamaBackend, KernelError> {

@@ -6,7 +6,7 @@
 //! [`crate::stats::bootstrap_ratio_ci`] does for `compare`).
 //!
 //! Above 1 is Burn ahead for throughput, and Burn *behind* for time, memory and energy:
-//! [`RuntimeMetric::higher_is_better`] says which.
+//! [`higher_is_better`] says which.
 
 use crate::analysis::{Analysis, CellSummary};
 use crate::schema::{CellKey, Metric, ResultSet, Status};
@@ -37,7 +37,11 @@ pub fn higher_is_better(m: Metric) -> bool {
 pub struct Ratio {
     /// The metric.
     pub metric: Metric,
-    /// Median of Burn's repetitions over the median of llama.cpp's.
+    /// Median of Burn's repetitions.
+    pub burn: f64,
+    /// Median of llama.cpp's repetitions.
+    pub llama: f64,
+    /// `burn / llama`.
     pub ratio: f64,
     /// 95 % bootstrap interval of the ratio (`None` with fewer than two repetitions a side).
     pub ci95: Option<(f64, f64)>,
@@ -119,6 +123,8 @@ pub fn pairs(set: &ResultSet, a: &Analysis) -> Vec<Pair> {
                     .flatten();
                 Some(Ratio {
                     metric: m,
+                    burn: median(&nb),
+                    llama: base,
                     ratio: median(&nb) / base,
                     ci95,
                 })
@@ -129,6 +135,65 @@ pub fn pairs(set: &ResultSet, a: &Analysis) -> Vec<Pair> {
             llama: l.key.clone(),
             ratios,
         });
+    }
+    out
+}
+
+/// The pairs as a Markdown table (what `socbench report --format markdown` appends): per
+/// configuration, each metric as `Burn · llama.cpp · ratio [95 % interval]`.
+pub fn markdown(pairs: &[Pair]) -> String {
+    use std::fmt::Write as _;
+    const COLS: [(Metric, &str, f64); 4] = [
+        (Metric::DecodeTokPerS, "Decode tok/s", 1.0),
+        (Metric::PrefillTokPerS, "Prefill tok/s", 1.0),
+        (Metric::TtftS, "TTFT ms", 1e3),
+        (
+            Metric::PeakRssBytes,
+            "Peak RSS MiB",
+            1.0 / (1024.0 * 1024.0),
+        ),
+    ];
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "### Runtimes: Burn · llama.cpp · Burn ÷ llama.cpp [95 % bootstrap interval]\n\n\
+         | Device | Configuration | Burn backend |",
+    );
+    for (_, name, _) in COLS {
+        let _ = write!(out, " {name} |");
+    }
+    out.push_str("\n|---|---|---|");
+    out.push_str(&"---:|".repeat(COLS.len()));
+    out.push('\n');
+    for p in pairs {
+        let config = p.llama.describe();
+        let config = config.strip_prefix("llama.cpp cpu ").unwrap_or(&config);
+        let _ = write!(
+            out,
+            "| `{}` | {} | {} |",
+            p.burn.device.replace('|', "\\|").replace('`', "'"),
+            config.replace('|', "\\|"),
+            p.burn.backend
+        );
+        for (m, _, scale) in COLS {
+            match p.ratio(m) {
+                Some(r) => {
+                    let ci = r
+                        .ci95
+                        .map_or(String::new(), |(lo, hi)| format!(" [{lo:.2}–{hi:.2}]"));
+                    let _ = write!(
+                        out,
+                        " {} · {} · **{:.2}×**{ci} |",
+                        crate::schema::sig3(r.burn * scale),
+                        crate::schema::sig3(r.llama * scale),
+                        r.ratio
+                    );
+                }
+                None => out.push_str(" not measured |"),
+            }
+        }
+        out.push('\n');
     }
     out
 }
@@ -175,5 +240,38 @@ mod tests {
         // A metric neither side measured is left out, not zero.
         assert!(p[0].ratio(Metric::EnergyPerTokenJ).is_none());
         assert_eq!(paired_cells(&a, &p).cells.len(), 2);
+        let md = markdown(&p);
+        assert!(
+            md.contains("| `local` | q8 t1 b1 kv=full p16 g16 a=all | flex |"),
+            "{md}"
+        );
+        assert!(md.contains("30.0 · 20.0 · **1.50×**"), "{md}");
+        assert!(markdown(&[]).is_empty());
+    }
+
+    #[test]
+    fn compare_never_pairs_a_burn_cell_with_a_llama_cpp_cell() {
+        let all = tempfile::tempdir().unwrap();
+        fixture::write_runtime_pair(all.path()).unwrap();
+        let text = std::fs::read_to_string(all.path().join("results.csv")).unwrap();
+        let only = |runtime: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut lines = text.lines();
+            let mut out = format!("{}\n", lines.next().unwrap());
+            for l in lines.filter(|l| l.contains(&format!(",local,{runtime},"))) {
+                out.push_str(l);
+                out.push('\n');
+            }
+            std::fs::write(dir.path().join("results.csv"), out).unwrap();
+            let set = ResultSet::load(&[dir.path().to_path_buf()]).unwrap();
+            (dir, set)
+        };
+        let (_b, burn) = only("burn");
+        let (_l, llama) = only("llama.cpp");
+        let (ab, al) = (crate::analyze(&burn), crate::analyze(&llama));
+        assert_eq!((ab.cells.len(), al.cells.len()), (1, 1));
+        let c = crate::compare::compare(&llama, &al, &burn, &ab, &Default::default());
+        assert_eq!(c.matched(), 0, "{c:#?}");
+        assert_eq!((c.only_base.len(), c.only_new.len()), (1, 1));
     }
 }

@@ -14,7 +14,7 @@ pub type CellRun<'e> = Box<dyn FnMut(&[u32]) -> Result<Generation, String> + 'e>
 #[derive(Debug)]
 pub enum Engine {
     /// socbench's model in Burn.
-    Burn(ModelSession),
+    Burn(Box<ModelSession>),
     /// llama.cpp on the same GGUF file.
     #[cfg(feature = "llama-cpp")]
     LlamaCpp {
@@ -42,7 +42,7 @@ impl Engine {
         match plan.runtime {
             RuntimeKind::Burn => {
                 ModelSession::open(&plan.model_spec(), plan.backend, plan.quant, plan.threads)
-                    .map(Self::Burn)
+                    .map(|s| Self::Burn(Box::new(s)))
                     .map_err(|e| e.to_string())
             }
             #[cfg(feature = "llama-cpp")]

@@ -239,7 +239,23 @@ pub fn build_info() -> serde_json::Value {
         "env": env,
         "backends": BackendKind::built().iter().map(|b| b.name()).collect::<Vec<_>>(),
         "runtimes": RuntimeKind::built().iter().map(|r| r.name()).collect::<Vec<_>>(),
+        "llama_cpp": llama_cpp_info(),
     })
+}
+
+/// Which llama.cpp this agent carries and what it uses on this CPU (`null` without it).
+fn llama_cpp_info() -> serde_json::Value {
+    #[cfg(feature = "llama-cpp")]
+    {
+        use socbench_kernels::llamacpp;
+        serde_json::json!({
+            "binding": llamacpp::BINDING,
+            "build_flags": llamacpp::BUILD_FLAGS,
+            "system_info": llamacpp::system_info(),
+        })
+    }
+    #[cfg(not(feature = "llama-cpp"))]
+    serde_json::Value::Null
 }
 
 fn pin(cpus: &[u32]) -> Result<(), String> {

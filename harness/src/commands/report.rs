@@ -55,7 +55,17 @@ pub fn report(a: &ReportArgs) -> Result<()> {
     for w in &set.warnings {
         eprintln!("warning: {w}");
     }
-    write_out(a.out.as_deref(), &export::render(&analyze(&set), format))
+    let analysis = analyze(&set);
+    let mut text = export::render(&analysis, format);
+    if format == Format::Markdown {
+        // Burn beside llama.cpp, when the results hold both.
+        let pairs = socbench_reports::runtimes::pairs(&set, &analysis);
+        if !pairs.is_empty() {
+            text.push('\n');
+            text.push_str(&socbench_reports::runtimes::markdown(&pairs));
+        }
+    }
+    write_out(a.out.as_deref(), &text)
 }
 
 /// Parses `5%`, `5 %` or `0.05`.

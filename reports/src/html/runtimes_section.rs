@@ -1,5 +1,5 @@
 //! The report's Runtimes section: Burn ÷ llama.cpp per configuration ([`crate::runtimes`]),
-//! and both runtimes' decode throughput across the thread axis.
+//! and both runtimes' decode throughput across the thread axis, one chart per level.
 
 use super::{Axis, CI_CAPTION, Page, axis_chart, omitted};
 use crate::analysis::Analysis;
@@ -72,28 +72,45 @@ pub(super) fn render(page: &mut Page, set: &ResultSet, a: &Analysis) {
         page.body.push_str("</tr>\n");
     }
     page.body.push_str("</tbody></table>\n");
+    // One chart per quantization level, so each level's two runtimes sit side by side.
     let paired = paired_cells(a, &pairs);
-    let title = "Burn and llama.cpp: decode throughput vs threads";
-    match axis_chart(
-        &paired,
-        Axis::Threads,
-        Metric::DecodeTokPerS,
-        1.0,
-        "tok/s",
-        "threads",
-    ) {
-        Ok((chart, total)) => {
-            let caption = format!("{CI_CAPTION}{}", omitted(total));
-            page.figure(
-                "runtimes-decode-vs-threads",
-                title,
-                charts::xy_chart(&chart),
-                &xml(&caption),
-            );
+    let mut quants: Vec<&str> = paired.cells.iter().map(|c| c.key.quant.as_str()).collect();
+    quants.dedup();
+    quants.sort_unstable();
+    quants.dedup();
+    for quant in quants {
+        let level = Analysis {
+            cells: paired
+                .cells
+                .iter()
+                .filter(|c| c.key.quant == quant)
+                .cloned()
+                .collect(),
+            devices: paired.devices.clone(),
+            models: paired.models.clone(),
+        };
+        let title = format!("Burn and llama.cpp at {quant}: decode throughput vs threads");
+        match axis_chart(
+            &level,
+            Axis::Threads,
+            Metric::DecodeTokPerS,
+            1.0,
+            "tok/s",
+            "threads",
+        ) {
+            Ok((chart, total)) => {
+                let caption = format!("{CI_CAPTION}{}", omitted(total));
+                page.figure(
+                    &format!("runtimes-decode-vs-threads-{quant}"),
+                    &title,
+                    charts::xy_chart(&chart),
+                    &xml(&caption),
+                );
+            }
+            Err(_) => page.na(
+                &title,
+                "not drawn: neither runtime was measured at two or more thread counts",
+            ),
         }
-        Err(_) => page.na(
-            title,
-            "not drawn: neither runtime was measured at two or more thread counts",
-        ),
     }
 }
