@@ -163,7 +163,7 @@ fn summary_formats_go_to_stdout_and_bad_ones_are_refused() {
     let f = Fixture::default();
     let dir = fixture(tmp.path(), "res", &f);
     for (format, probe) in [
-        ("csv", "device,backend,quant"),
+        ("csv", "device,runtime,backend,quant"),
         ("json", "\"cells\""),
         ("md", "| Configuration |"),
         ("junit", "<testsuites"),

@@ -14,6 +14,26 @@ use socbench_kernels::session::ModelSession;
 use socbench_reports::row::{ResultRow, Status, parse_results};
 use std::path::Path;
 
+/// `socbench run` on this host with the real model into `out`, with `axes`.
+fn run_local(out: &Path, axes: &[&str]) -> std::process::Output {
+    let model = common::real_model().display().to_string();
+    socbench()
+        .args([
+            "run",
+            "--device",
+            "local",
+            "--no-probe",
+            "--no-cooldown",
+            "--model",
+            &model,
+        ])
+        .args(axes)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 fn rows(dir: &Path) -> Vec<ResultRow> {
     let path = dir.join("results.csv");
     parse_results(&path, &std::fs::read(&path).unwrap())
@@ -94,14 +114,11 @@ fn burn_f32_and_llama_cpp_f16_agree_on_the_reference_prompts() {
 /// Runtimes section, llama.cpp's own format named for each level.
 #[test]
 fn a_sweep_on_both_runtimes_writes_both_and_the_report_sets_them_side_by_side() {
-    let model = common::real_model().display().to_string();
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("r");
-    let out = socbench()
-        .args([
-            "run",
-            "--device",
-            "local",
+    let out = run_local(
+        &out_dir,
+        &[
             "--runtime",
             "burn,llama.cpp",
             "--quant",
@@ -114,15 +131,8 @@ fn a_sweep_on_both_runtimes_writes_both_and_the_report_sets_them_side_by_side() 
             "8",
             "--repetitions",
             "2",
-            "--no-probe",
-            "--no-cooldown",
-            "--model",
-            &model,
-            "--out",
-        ])
-        .arg(&out_dir)
-        .output()
-        .unwrap();
+        ],
+    );
     assert_success(&out);
     let rows = rows(&out_dir);
     for runtime in ["burn", "llama.cpp"] {
@@ -196,12 +206,9 @@ fn a_sweep_on_both_runtimes_writes_both_and_the_report_sets_them_side_by_side() 
 #[test]
 fn llama_cpp_cells_it_cannot_honour_are_skipped_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let model = common::real_model().display().to_string();
-    let out = socbench()
-        .args([
-            "run",
-            "--device",
-            "local",
+    let out = run_local(
+        dir.path(),
+        &[
             "--runtime",
             "burn,llama.cpp",
             "--quant",
@@ -218,15 +225,8 @@ fn llama_cpp_cells_it_cannot_honour_are_skipped_with_the_reason() {
             "1",
             "--warmup",
             "0",
-            "--no-probe",
-            "--no-cooldown",
-            "--model",
-            &model,
-            "--out",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+        ],
+    );
     assert_success(&out);
     let rows = rows(dir.path());
     let llama: Vec<&ResultRow> = rows.iter().filter(|r| r.runtime == "llama.cpp").collect();

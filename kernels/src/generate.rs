@@ -63,7 +63,8 @@ fn logits_to_host(logits: Tensor<2>) -> Result<Vec<f32>, KernelError> {
         .map_err(|e| KernelError::Invalid(format!("reading logits: {e:?}")))
 }
 
-fn argmax(row: &[f32]) -> u32 {
+/// Index of the largest logit (the first of ties).
+pub(crate) fn argmax(row: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {
@@ -323,11 +324,23 @@ pub fn perplexity(
     ids: &[u32],
     chunk: usize,
 ) -> Result<Perplexity, KernelError> {
+    chunked_perplexity(ids, chunk, |c| {
+        Ok(score(rt, model, &c[..1], &c[1..], None)?.nll)
+    })
+}
+
+/// Perplexity of `ids` in independent chunks of `chunk` tokens (at least 2; a last chunk
+/// shorter than two tokens is dropped), given each chunk's summed negative log-likelihood of
+/// its tokens after the first: how every runtime is scored alike.
+pub fn chunked_perplexity(
+    ids: &[u32],
+    chunk: usize,
+    mut nll_of: impl FnMut(&[u32]) -> Result<f64, KernelError>,
+) -> Result<Perplexity, KernelError> {
     let chunk = chunk.max(2);
     let (mut nll, mut tokens) = (0.0, 0);
     for c in ids.chunks(chunk).filter(|c| c.len() >= 2) {
-        let s = score(rt, model, &c[..1], &c[1..], None)?;
-        nll += s.nll;
+        nll += nll_of(c)?;
         tokens += c.len() - 1;
     }
     if tokens == 0 {

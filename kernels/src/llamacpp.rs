@@ -15,7 +15,7 @@
 #![allow(unsafe_code)]
 
 use crate::KernelError;
-use crate::generate::{Generation, Perplexity};
+use crate::generate::{Generation, Perplexity, argmax};
 use crate::runtime::LlamaFormat;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -220,16 +220,6 @@ pub struct LlamaCppContext<'m> {
     positions: usize,
 }
 
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 fn token(id: u32) -> LlamaToken {
     LlamaToken(id as i32)
 }
@@ -340,26 +330,14 @@ pub fn perplexity(
     chunk: usize,
     threads: usize,
 ) -> Result<Perplexity, KernelError> {
-    let chunk = chunk.max(2);
-    let mut ctx = model.context(1, chunk, threads)?;
-    let (mut total, mut tokens) = (0.0, 0);
-    for c in ids.chunks(chunk).filter(|c| c.len() >= 2) {
+    let mut ctx = model.context(1, chunk.max(2), threads)?;
+    crate::generate::chunked_perplexity(ids, chunk, |c| {
         let logits = ctx.logits(c)?;
-        for (row, &next) in logits.iter().zip(&c[1..]) {
-            total += nll(row, next);
-        }
-        tokens += c.len() - 1;
-    }
-    if tokens == 0 {
-        return Err(KernelError::Invalid(
-            "perplexity needs at least two tokens".into(),
-        ));
-    }
-    Ok(Perplexity {
-        perplexity: (total / tokens as f64).exp(),
-        nll: total,
-        tokens,
-        chunk,
+        Ok(logits
+            .iter()
+            .zip(&c[1..])
+            .map(|(row, &next)| nll(row, next))
+            .sum())
     })
 }
 

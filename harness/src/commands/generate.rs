@@ -4,7 +4,7 @@ use crate::cli::GenerateArgs;
 use crate::session::{Session, observe_threads};
 use anyhow::Result;
 use serde_json::json;
-use socbench_kernels::generate::{GenerateOptions, Sampling, generate};
+use socbench_kernels::generate::{GenerateOptions, Generation, Sampling, generate};
 
 /// Runs the command.
 pub fn run(args: &GenerateArgs) -> Result<()> {
@@ -49,10 +49,46 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         observe_threads(|| generate(&session.rt, &session.loaded.model, &prompt, &opts));
     let out = out?;
     let text = session.loaded.tokenizer.decode(&out.gen_ids[0])?;
+    let how = format!(
+        "{} on {} ×{} threads ({} busy)",
+        session.quant,
+        session.rt.backend,
+        session.rt.threads,
+        threads_observed.map_or("?".into(), |n| n.to_string()),
+    );
+    let sampling = json!(sampling);
+    let settings = session.settings(threads_observed);
+    print_generation(
+        args,
+        &prompt,
+        &out,
+        &text,
+        session.batch,
+        sampling,
+        settings,
+        &how,
+    );
+    Ok(())
+}
+
+/// Prints one generation: `--json`'s object (prompt and generated ids, text, timings and the
+/// throughputs derived from them, sampling, `settings`), else the text on stdout and a summary
+/// line, ending with `how` (level, backend, threads), on stderr. Shared by both runtimes.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn print_generation(
+    args: &GenerateArgs,
+    prompt: &[u32],
+    out: &Generation,
+    text: &str,
+    batch: usize,
+    sampling: serde_json::Value,
+    settings: serde_json::Value,
+    how: &str,
+) {
     let ttft_s = out.ttft.as_secs_f64();
     let decode_s: Vec<f64> = out.decode.iter().map(|d| d.as_secs_f64()).collect();
     let decode_total: f64 = decode_s.iter().sum();
-    let b = session.batch as f64;
+    let b = batch as f64;
     let decode_tok_per_s = (!decode_s.is_empty()).then(|| b * decode_s.len() as f64 / decode_total);
     let prefill_tok_per_s = b * prompt.len() as f64 / ttft_s;
     if args.model.json {
@@ -66,27 +102,21 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             "prefill_tok_per_s": prefill_tok_per_s,
             "decode_tok_per_s": decode_tok_per_s,
             "sampling": sampling,
-            "settings": session.settings(threads_observed),
+            "settings": settings,
         });
-        if session.batch > 1 {
+        if batch > 1 {
             obj["batch_gen_ids"] = json!(out.gen_ids);
         }
         println!("{obj}");
     } else {
         println!("{}{text}", args.prompt);
         eprintln!(
-            "{} prompt tokens, {} generated | TTFT {:.1} ms | prefill {:.1} tok/s | decode {} | \
-             {} on {} ×{} threads ({} busy)",
+            "{} prompt tokens, {} generated | TTFT {:.1} ms | prefill {:.1} tok/s | decode {} | {how}",
             prompt.len(),
             out.gen_ids[0].len(),
             ttft_s * 1e3,
             prefill_tok_per_s,
             decode_tok_per_s.map_or("n/a".into(), |v| format!("{v:.1} tok/s")),
-            session.quant,
-            session.rt.backend,
-            session.rt.threads,
-            threads_observed.map_or("?".into(), |n| n.to_string()),
         );
     }
-    Ok(())
 }

@@ -54,57 +54,36 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let mut ctx = model.context(m.batch, prompt.len() + args.tokens, threads)?;
     let out = ctx.generate(&prompt, args.tokens)?;
     let text = model.detokenize(&out.gen_ids[0]);
-    let ttft_s = out.ttft.as_secs_f64();
-    let decode_s: Vec<f64> = out.decode.iter().map(|d| d.as_secs_f64()).collect();
-    let decode_total: f64 = decode_s.iter().sum();
-    let b = m.batch as f64;
-    let decode_tok_per_s = (!decode_s.is_empty()).then(|| b * decode_s.len() as f64 / decode_total);
-    let prefill_tok_per_s = b * prompt.len() as f64 / ttft_s;
     let format =
         socbench_kernels::runtime::LlamaFormat::for_level(m.quant).map_err(anyhow::Error::msg)?;
-    if m.json {
-        let mut obj = json!({
-            "prompt": args.prompt,
-            "prompt_ids": prompt,
-            "gen_ids": out.gen_ids[0],
-            "text": text,
-            "ttft_s": ttft_s,
-            "decode_s": decode_s,
-            "prefill_tok_per_s": prefill_tok_per_s,
-            "decode_tok_per_s": decode_tok_per_s,
-            "sampling": "Greedy",
-            "settings": {
-                "runtime": "llama.cpp",
-                "model": model_arg,
-                "llama_cpp_file": file.display().to_string(),
-                "llama_cpp_format": format.name(),
-                "backend": socbench_kernels::runtime::LLAMA_CPP_BACKEND,
-                "quant": m.quant.name(),
-                "threads": threads,
-                "batch": m.batch,
-                "kv_window": Value::from("full"),
-                "load_s": model.load_s,
-                "weight_bytes": model.weight_bytes(),
-            },
-        });
-        if m.batch > 1 {
-            obj["batch_gen_ids"] = json!(out.gen_ids);
-        }
-        println!("{obj}");
-    } else {
-        println!("{}{text}", args.prompt);
-        eprintln!(
-            "{} prompt tokens, {} generated | TTFT {:.1} ms | prefill {:.1} tok/s | decode {} | \
-             llama.cpp {} ({}) ×{threads} threads",
-            prompt.len(),
-            out.gen_ids[0].len(),
-            ttft_s * 1e3,
-            prefill_tok_per_s,
-            decode_tok_per_s.map_or("n/a".into(), |v| format!("{v:.1} tok/s")),
-            m.quant,
-            format.name(),
-        );
-    }
+    let settings = json!({
+        "runtime": "llama.cpp",
+        "model": model_arg,
+        "llama_cpp_file": file.display().to_string(),
+        "llama_cpp_format": format.name(),
+        "backend": socbench_kernels::runtime::LLAMA_CPP_BACKEND,
+        "quant": m.quant.name(),
+        "threads": threads,
+        "batch": m.batch,
+        "kv_window": Value::from("full"),
+        "load_s": model.load_s,
+        "weight_bytes": model.weight_bytes(),
+    });
+    let how = format!(
+        "llama.cpp {} ({}) ×{threads} threads",
+        m.quant,
+        format.name()
+    );
+    super::generate::print_generation(
+        args,
+        &prompt,
+        &out,
+        &text,
+        m.batch,
+        json!("Greedy"),
+        settings,
+        &how,
+    );
     Ok(())
 }
 
