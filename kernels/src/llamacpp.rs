@@ -342,8 +342,8 @@ pub fn perplexity(
 }
 
 /// Writes `input` re-quantized to `format` at `output` with llama.cpp's quantizer (its default
-/// choices per tensor, as `llama-quantize` makes them), through a temporary file renamed into
-/// place, so a crash leaves no half-written model.
+/// choices per tensor, as `llama-quantize` makes them), through a temporary file of this
+/// process renamed into place, so a crash or a concurrent sweep leaves no half-written model.
 pub fn quantize(
     input: &Path,
     output: &Path,
@@ -351,7 +351,8 @@ pub fn quantize(
     threads: usize,
 ) -> Result<(), KernelError> {
     backend()?;
-    let tmp = output.with_extension("gguf.partial");
+    // Per process: two sweeps quantizing the same level at once each write their own file.
+    let tmp = output.with_extension(format!("gguf.partial-{}", std::process::id()));
     let c = |p: &Path| {
         p.to_str()
             .and_then(|s| CString::new(s).ok())
