@@ -30,17 +30,24 @@ pub struct Session {
     pub load_s: f64,
 }
 
+/// `--threads` (default: every core) once `--threads` and `--batch` are checked: what every
+/// runtime's `generate` validates first.
+pub fn checked_threads(args: &ModelArgs) -> Result<usize> {
+    let threads = match args.threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(t) => t,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    if args.batch == 0 {
+        anyhow::bail!("--batch must be at least 1");
+    }
+    Ok(threads)
+}
+
 impl Session {
     /// Validates `args`, opens the backend and loads the model.
     pub fn open(args: &ModelArgs) -> Result<Self> {
-        let threads = match args.threads {
-            Some(0) => anyhow::bail!("--threads must be at least 1"),
-            Some(t) => t,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        if args.batch == 0 {
-            anyhow::bail!("--batch must be at least 1");
-        }
+        let threads = checked_threads(args)?;
         // Refused before anything is fetched or loaded.
         args.quant.support(args.backend).map_err(|reason| {
             socbench_kernels::KernelError::Unsupported {

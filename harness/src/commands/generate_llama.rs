@@ -17,14 +17,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     use socbench_kernels::llamacpp::LlamaCppModel;
     use socbench_kernels::load::ModelSpec;
     let m = &args.model;
-    let threads = match m.threads {
-        Some(0) => anyhow::bail!("--threads must be at least 1"),
-        Some(t) => t,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    if m.batch == 0 {
-        anyhow::bail!("--batch must be at least 1");
-    }
+    let threads = crate::session::checked_threads(m)?;
     let path = match &m.model {
         Some(ModelSpec::File(p)) => p.clone(),
         Some(ModelSpec::SyntheticTiny) => anyhow::bail!(
