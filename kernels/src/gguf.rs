@@ -10,6 +10,7 @@
 //! Every read here is bounds-checked, and no count read from the file allocates before the
 //! bytes it promises are known to exist.
 
+use crate::mapped::FileBytes;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -216,7 +217,8 @@ impl TensorInfo {
     }
 }
 
-/// A parsed GGUF file held in memory.
+/// A parsed GGUF file: metadata and tensor directory parsed, tensor data mapped from disk
+/// (or held in memory, for bytes given to [`GgufFile::parse`]).
 #[derive(Debug)]
 pub struct GgufFile {
     /// Format version (2 or 3).
@@ -225,7 +227,7 @@ pub struct GgufFile {
     pub metadata: BTreeMap<String, Value>,
     /// Tensor directory, in file order.
     pub tensors: Vec<TensorInfo>,
-    bytes: Vec<u8>,
+    bytes: FileBytes,
     data_start: usize,
 }
 
@@ -333,19 +335,25 @@ impl<'a> Cursor<'a> {
 }
 
 impl GgufFile {
-    /// Reads and parses a GGUF file.
+    /// Maps and parses a GGUF file. Only the header is read here; tensor data is read when
+    /// [`GgufFile::tensor_bytes`] is, and can be let go with [`GgufFile::release`].
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        let bytes = std::fs::read(path).map_err(|source| GgufError::Io {
+        let io = |source| GgufError::Io {
             path: path.display().to_string(),
             source,
-        })?;
-        Self::parse(bytes)
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        Self::parse_bytes(FileBytes::map(&file).map_err(io)?)
     }
 
     /// Parses GGUF bytes.
     pub fn parse(bytes: Vec<u8>) -> Result<Self, GgufError> {
+        Self::parse_bytes(FileBytes::Owned(bytes))
+    }
+
+    fn parse_bytes(bytes: FileBytes) -> Result<Self, GgufError> {
         let mut cur = Cursor {
-            bytes: &bytes,
+            bytes: bytes.as_slice(),
             pos: 0,
         };
         let magic: [u8; 4] = cur.array("the magic number")?;
@@ -445,12 +453,12 @@ impl GgufFile {
         let end = start
             .checked_add(nbytes)
             .ok_or_else(|| bad("size overflows".into()))?;
-        if end > self.bytes.len() as u64 {
+        if end > self.bytes.as_slice().len() as u64 {
             return Err(GgufError::Truncated {
                 what: format!("data of tensor {:?} ({})", info.name, info.ty),
                 offset: start,
                 needed: nbytes,
-                len: self.bytes.len() as u64,
+                len: self.bytes.as_slice().len() as u64,
             });
         }
         Ok(start as usize..end as usize)
@@ -475,7 +483,23 @@ impl GgufFile {
                 ),
             });
         }
-        Ok(&self.bytes[self.tensor_range(info)?])
+        Ok(&self.bytes.as_slice()[self.tensor_range(info)?])
+    }
+
+    /// Maps the pages of `info`'s data in before it is read (one call instead of a page fault
+    /// per page; a hint, without effect on bytes held in memory).
+    pub fn populate(&self, info: &TensorInfo) {
+        if let Ok(range) = self.tensor_range(info) {
+            self.bytes.populate(range);
+        }
+    }
+
+    /// Lets the pages of `info`'s data leave the process's resident memory once the loader
+    /// has converted the tensor (a mapped file; a later read maps them back in).
+    pub fn release(&self, info: &TensorInfo) {
+        if let Ok(range) = self.tensor_range(info) {
+            self.bytes.release(range);
+        }
     }
 
     /// Total size of all tensor data in bytes.

@@ -39,6 +39,7 @@ pub mod gguf;
 #[cfg(feature = "llama-cpp")]
 pub mod llamacpp;
 pub mod load;
+mod mapped;
 pub mod model;
 pub mod qmatmul;
 pub mod quant;

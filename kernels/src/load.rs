@@ -1,13 +1,17 @@
 //! Building the model from a GGUF file, or from the synthetic model's seeded weights.
 
 use crate::KernelError;
+use crate::backend::BackendKind;
 use crate::dequant::{dequantize, quantize_q4_1, quantize_q8_0};
 use crate::gguf::{GgufError, GgufFile, GgufWriter, TensorInfo};
 use crate::model::{Attention, Block, Llama, LlamaConfig, Mlp, Proj, Rope};
+use crate::qmatmul::{BLOCK, PackedWeight};
+use crate::quant::{self, QuantLevel};
 use crate::tokenizer::{Tokenizer, synthetic_vocab};
 use burn::module::Param;
 use burn::nn::{Embedding, RmsNorm};
 use burn::prelude::*;
+use rayon::prelude::*;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -82,11 +86,33 @@ impl ModelSpec {
         self.load_opened(&self.open()?, device)
     }
 
-    /// Loads the model from `file`, this spec's already opened GGUF, onto `device`.
+    /// Loads the model from `file`, this spec's already opened GGUF, onto `device`, in `f32`
+    /// (for [`crate::quant::apply`] to convert afterwards, as the benches do).
     pub fn load_opened(
         &self,
         file: &GgufFile,
         device: &Device,
+    ) -> Result<LoadedModel, KernelError> {
+        self.load_as(file, device, QuantLevel::F32, BackendKind::Flex)
+    }
+
+    /// Loads the model from `file` onto `device`, every weight built straight in the form
+    /// `level` runs as on `backend`, one tensor at a time: packed [`crate::qmatmul`] blocks
+    /// copied from the file's blocks where the formats agree (Q8_0 at q8, Q4_1 at q4) and
+    /// re-quantized block by block otherwise; Burn tensors (f32, f16, Burn's quantization)
+    /// decoded tensor by tensor. Each tensor's file pages are let go once it is converted
+    /// ([`GgufFile::release`]), so loading never holds more than the converted model and one
+    /// tensor in flight.
+    ///
+    /// A tied embedding is one table: the output projection's, looked up row by row
+    /// ([`Proj::embed`]), except under Burn's quantized storage, which has no row lookup (the
+    /// table is then kept apart in f32).
+    pub fn load_as(
+        &self,
+        file: &GgufFile,
+        device: &Device,
+        level: QuantLevel,
+        backend: BackendKind,
     ) -> Result<LoadedModel, KernelError> {
         let with_path = |e: KernelError| match (self, e) {
             (Self::File(path), KernelError::Gguf(source)) => KernelError::ModelFile {
@@ -102,8 +128,22 @@ impl ModelSpec {
             },
             Self::SyntheticTiny => KernelError::Invalid(e.to_string()),
         })?;
-        let tokenizer = Tokenizer::from_gguf(file)?;
-        let model = build(file, &config, device).map_err(with_path)?;
+        let target = Target {
+            level,
+            backend,
+            device,
+        };
+        // The tokenizer (a BPE vocabulary and its merges, tens of milliseconds to build) is
+        // built on a second thread while the weights convert: loading is ready that much sooner
+        // and holds no more memory.
+        let (tokenizer, model) = std::thread::scope(|scope| {
+            let tokenizer = scope.spawn(|| Tokenizer::from_gguf(file));
+            let model = build(file, &config, &target);
+            (tokenizer.join(), model)
+        });
+        let tokenizer = tokenizer
+            .map_err(|_| KernelError::Invalid("building the tokenizer panicked".into()))??;
+        let model = model.map_err(with_path)?;
         Ok(LoadedModel {
             model,
             tokenizer,
@@ -114,9 +154,20 @@ impl ModelSpec {
     }
 }
 
-/// Dequantized data of a tensor, checked against the shape the model expects
-/// (`expected` innermost first, as GGUF lists dimensions).
-fn read(file: &GgufFile, name: &str, expected: &[usize]) -> Result<Vec<f32>, KernelError> {
+/// What the loader converts each weight to.
+struct Target<'d> {
+    level: QuantLevel,
+    backend: BackendKind,
+    device: &'d Device,
+}
+
+/// The directory entry of `name`, checked against the shape the model expects (`expected`
+/// innermost first, as GGUF lists dimensions).
+fn checked<'f>(
+    file: &'f GgufFile,
+    name: &str,
+    expected: &[usize],
+) -> Result<&'f TensorInfo, KernelError> {
     let info: &TensorInfo = file.tensor(name)?;
     let dims: Vec<usize> = info.dims.iter().map(|&d| d as usize).collect();
     if dims != expected {
@@ -126,36 +177,97 @@ fn read(file: &GgufFile, name: &str, expected: &[usize]) -> Result<Vec<f32>, Ker
         }
         .into());
     }
+    Ok(info)
+}
+
+fn undecodable(info: &TensorInfo, bytes: usize) -> KernelError {
+    GgufError::BadTensor {
+        name: info.name.clone(),
+        reason: format!("{} data of {bytes} bytes does not decode", info.ty),
+    }
+    .into()
+}
+
+/// Dequantized data of a tensor, in the file's order.
+fn read(file: &GgufFile, name: &str, expected: &[usize]) -> Result<Vec<f32>, KernelError> {
+    let info = checked(file, name, expected)?;
     let bytes = file.tensor_bytes(info)?;
     let mut out = vec![0f32; info.elements() as usize];
-    dequantize(info.ty, bytes, &mut out).ok_or_else(|| GgufError::BadTensor {
-        name: name.into(),
-        reason: format!("{} data of {} bytes does not decode", info.ty, bytes.len()),
-    })?;
+    dequantize(info.ty, bytes, &mut out).ok_or_else(|| undecodable(info, bytes.len()))?;
     Ok(out)
 }
 
-/// A GGUF matrix `[ne0 = d_in, ne1 = d_out]` (row-major `[d_out][d_in]`) as a [`Proj`],
-/// which stores `[d_in, d_out]`.
+/// A GGUF matrix `[ne0 = d_in, ne1 = d_out]` (row-major `[d_out][d_in]`) decoded into Burn's
+/// `[d_in, d_out]` layout, row by row: one float buffer, no second copy.
+fn transposed(
+    info: &TensorInfo,
+    bytes: &[u8],
+    d_in: usize,
+    d_out: usize,
+) -> Result<Vec<f32>, KernelError> {
+    let mut t = vec![0f32; d_in * d_out];
+    let (elems, block_bytes) = info
+        .ty
+        .block_layout()
+        .ok_or_else(|| undecodable(info, bytes.len()))?;
+    let (elems, block_bytes) = (elems as usize, block_bytes as usize);
+    if d_in.is_multiple_of(elems) {
+        let row_bytes = d_in / elems * block_bytes;
+        let mut row = vec![0f32; d_in];
+        for (o, raw) in bytes.chunks_exact(row_bytes).enumerate() {
+            dequantize(info.ty, raw, &mut row).ok_or_else(|| undecodable(info, bytes.len()))?;
+            for (i, &v) in row.iter().enumerate() {
+                t[i * d_out + o] = v;
+            }
+        }
+    } else {
+        // Rows that split blocks (odd test shapes only): decode whole, then transpose.
+        let mut w = vec![0f32; d_in * d_out];
+        dequantize(info.ty, bytes, &mut w).ok_or_else(|| undecodable(info, bytes.len()))?;
+        for o in 0..d_out {
+            for i in 0..d_in {
+                t[i * d_out + o] = w[o * d_in + i];
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// The projection stored as `name` (`[d_in, d_out]` in GGUF's order), converted to `level`.
 fn linear(
     file: &GgufFile,
     name: &str,
-    d_in: usize,
-    d_out: usize,
-    device: &Device,
+    [d_in, d_out]: [usize; 2],
+    level: QuantLevel,
+    target: &Target<'_>,
 ) -> Result<Proj, KernelError> {
-    let w = read(file, name, &[d_in, d_out])?;
-    Ok(linear_from_rows(&w, d_in, d_out, device))
-}
-
-fn linear_from_rows(w: &[f32], d_in: usize, d_out: usize, device: &Device) -> Proj {
-    let mut t = vec![0f32; w.len()];
-    for o in 0..d_out {
-        for i in 0..d_in {
-            t[i * d_out + o] = w[o * d_in + i];
+    let info = checked(file, name, &[d_in, d_out])?;
+    file.populate(info);
+    let bytes = file.tensor_bytes(info)?;
+    let packed = quant::packed_format(level, target.backend)
+        .filter(|_| d_in.is_multiple_of(BLOCK))
+        .map(|format| PackedWeight::from_ggml_rows(format, info.ty, bytes, d_in, d_out));
+    let proj = match packed {
+        Some(Ok(packed)) => Proj::packed(packed, target.device),
+        Some(Err(e)) => {
+            return Err(GgufError::BadTensor {
+                name: name.into(),
+                reason: e.to_string(),
+            }
+            .into());
         }
-    }
-    Proj::new(Tensor::from_data(TensorData::new(t, [d_in, d_out]), device))
+        None => {
+            let w = transposed(info, bytes, d_in, d_out)?;
+            let mut proj = Proj::new(Tensor::from_data(
+                TensorData::new(w, [d_in, d_out]),
+                target.device,
+            ));
+            quant::quantize_proj_burn(&mut proj, level, target.backend);
+            proj
+        }
+    };
+    file.release(info);
+    Ok(proj)
 }
 
 fn norm(
@@ -172,48 +284,80 @@ fn norm(
     })
 }
 
-fn build(file: &GgufFile, c: &LlamaConfig, device: &Device) -> Result<Llama, KernelError> {
+/// Decoder block `l`, converted to the target's level.
+fn block(
+    file: &GgufFile,
+    c: &LlamaConfig,
+    l: usize,
+    target: &Target<'_>,
+) -> Result<Block, KernelError> {
+    let (d, kv) = (c.d_model, c.n_kv_heads * c.head_dim());
+    let n = |s: &str| format!("blk.{l}.{s}.weight");
+    let proj = |s: &str, dims: [usize; 2]| linear(file, &n(s), dims, target.level, target);
+    let norm = |s: &str| norm(file, &n(s), d, c.norm_eps, target.device);
+    Ok(Block {
+        attn_norm: norm("attn_norm")?,
+        attn: Attention {
+            q: proj("attn_q", [d, d])?,
+            k: proj("attn_k", [d, kv])?,
+            v: proj("attn_v", [d, kv])?,
+            o: proj("attn_output", [d, d])?,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            fused: false,
+        },
+        ffn_norm: norm("ffn_norm")?,
+        mlp: Mlp {
+            gate: proj("ffn_gate", [d, c.d_ff])?,
+            up: proj("ffn_up", [d, c.d_ff])?,
+            down: proj("ffn_down", [c.d_ff, d])?,
+        },
+    })
+}
+
+fn build(file: &GgufFile, c: &LlamaConfig, target: &Target<'_>) -> Result<Llama, KernelError> {
     let (d, v) = (c.d_model, c.vocab_size);
-    let kv = c.n_kv_heads * c.head_dim();
-    let emb = read(file, "token_embd.weight", &[d, v])?;
-    let output = match file.tensor("output.weight") {
-        Ok(_) => linear(file, "output.weight", d, v, device)?,
+    let (level, device) = (target.level, target.device);
+    let out_level = quant::output_level(level);
+    // The largest tensor first, while nothing else is resident.
+    let (output, tied) = match file.tensor("output.weight") {
+        Ok(_) => (
+            linear(file, "output.weight", [d, v], out_level, target)?,
+            false,
+        ),
         // Tied embeddings: the output projection is the embedding table, transposed.
-        Err(GgufError::MissingTensor { .. }) => linear_from_rows(&emb, d, v, device),
+        Err(GgufError::MissingTensor { .. }) => (
+            linear(file, "token_embd.weight", [d, v], out_level, target)?,
+            true,
+        ),
         Err(e) => return Err(e.into()),
     };
-    let embedding = Embedding {
-        weight: Param::from_tensor(Tensor::from_data(TensorData::new(emb, [v, d]), device)),
+    let embedding = if tied && output.can_embed() {
+        None
+    } else {
+        let table = read(file, "token_embd.weight", &[d, v])?;
+        file.release(file.tensor("token_embd.weight")?);
+        Some(Embedding {
+            weight: Param::from_tensor(Tensor::from_data(TensorData::new(table, [v, d]), device)),
+        })
     };
-    let mut blocks = Vec::with_capacity(c.n_layers);
-    for l in 0..c.n_layers {
-        let n = |s: &str| format!("blk.{l}.{s}.weight");
-        blocks.push(Block {
-            attn_norm: norm(file, &n("attn_norm"), d, c.norm_eps, device)?,
-            attn: Attention {
-                q: linear(file, &n("attn_q"), d, d, device)?,
-                k: linear(file, &n("attn_k"), d, kv, device)?,
-                v: linear(file, &n("attn_v"), d, kv, device)?,
-                o: linear(file, &n("attn_output"), d, d, device)?,
-                n_heads: c.n_heads,
-                n_kv_heads: c.n_kv_heads,
-                fused: false,
-            },
-            ffn_norm: norm(file, &n("ffn_norm"), d, c.norm_eps, device)?,
-            mlp: Mlp {
-                gate: linear(file, &n("ffn_gate"), d, c.d_ff, device)?,
-                up: linear(file, &n("ffn_up"), d, c.d_ff, device)?,
-                down: linear(file, &n("ffn_down"), c.d_ff, d, device)?,
-            },
-        });
-    }
-    Ok(Llama {
+    // Blocks convert in parallel on the backend's pool (the threads the run was given), each
+    // tensor on its own: at most one tensor per thread in flight.
+    let blocks = (0..c.n_layers)
+        .into_par_iter()
+        .map(|l| block(file, c, l, target))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut model = Llama {
         embedding,
         blocks,
         norm: norm(file, "output_norm.weight", d, c.norm_eps, device)?,
         output,
         rope: Rope::new(c.head_dim(), c.max_seq_len, c.rope_theta, device),
-    })
+    };
+    if level == QuantLevel::F16 {
+        model.cast_to_f16();
+    }
+    Ok(model)
 }
 
 /// Deterministic pseudo-random numbers (SplitMix64), so the synthetic model is the same on
@@ -346,4 +490,89 @@ pub fn synthetic_tiny_gguf() -> Vec<u8> {
     }
     w.tensor_f32("output_norm.weight", &[d], &vec![1.0; d as usize]);
     w.to_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{KvCache, Logits};
+
+    fn logits(model: &Llama, device: &Device) -> Vec<f32> {
+        let ids =
+            Tensor::<2, Int>::from_data(TensorData::new(vec![5i64, 17, 42, 99], [1, 4]), device);
+        let mut cache = KvCache::new(model.n_layers(), None);
+        model
+            .forward(ids, &mut cache, Logits::All)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn loading_for_a_level_equals_loading_f32_then_converting() {
+        let spec = ModelSpec::SyntheticTiny;
+        let file = spec.open().unwrap();
+        let cases = [
+            (BackendKind::Flex, QuantLevel::F32),
+            (BackendKind::Flex, QuantLevel::F16),
+            (BackendKind::Flex, QuantLevel::Q8),
+            (BackendKind::Flex, QuantLevel::Q4),
+            (BackendKind::NdArray, QuantLevel::Q8),
+            (BackendKind::Flex, QuantLevel::Q8Tensor),
+        ];
+        for (backend, level) in cases {
+            let device = backend.device().unwrap();
+            let direct = spec.load_as(&file, &device, level, backend).unwrap().model;
+            let mut converted = spec.load_opened(&file, &device).unwrap().model;
+            quant::apply(&mut converted, level, backend);
+            let (a, b) = (logits(&direct, &device), logits(&converted, &device));
+            assert_eq!(a.len(), b.len());
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            // The file's blocks copied vs re-quantized from their decoded floats: the same
+            // weights up to the last bit of a scale.
+            assert!(err <= 1e-3 * scale, "{backend} {level}: {err} of {scale}");
+            // One embedding table where the output projection can serve it, in both paths.
+            let tied = level != QuantLevel::Q8Tensor;
+            assert_eq!(direct.embedding.is_none(), tied, "{backend} {level}");
+            assert_eq!(converted.embedding.is_none(), tied, "{backend} {level}");
+        }
+    }
+
+    #[test]
+    fn a_tied_embedding_reads_the_files_token_rows() {
+        let spec = ModelSpec::SyntheticTiny;
+        let file = spec.open().unwrap();
+        let device = BackendKind::Flex.device().unwrap();
+        let c = LlamaConfig::from_gguf(&file).unwrap();
+        let table = read(&file, "token_embd.weight", &[c.d_model, c.vocab_size]).unwrap();
+        let ids = [0usize, 7, c.vocab_size - 1];
+        for level in [QuantLevel::F32, QuantLevel::Q8, QuantLevel::Q4] {
+            let model = spec
+                .load_as(&file, &device, level, BackendKind::Flex)
+                .unwrap()
+                .model;
+            let tokens = Tensor::<2, Int>::from_data(
+                TensorData::new(ids.iter().map(|&i| i as i64).collect(), [1, ids.len()]),
+                &device,
+            );
+            let rows: Vec<f32> = model
+                .output
+                .embed(tokens)
+                .into_data()
+                .try_into_vec()
+                .unwrap();
+            let want: Vec<f32> = ids
+                .iter()
+                .flat_map(|&i| table[i * c.d_model..(i + 1) * c.d_model].to_vec())
+                .collect();
+            // The file's Q8_0 table, kept as it is at every one of these levels.
+            assert_eq!(rows, want, "{level}");
+        }
+    }
 }

@@ -19,6 +19,7 @@ use crate::model::Llama;
 use crate::model::Proj;
 use crate::qmatmul::{BlockFormat, PackedWeight};
 use burn::module::Param;
+use burn::nn::Embedding;
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::quantization::{Calibration, compute_q_params, compute_range};
@@ -319,11 +320,7 @@ fn pack(proj: &mut Proj, format: BlockFormat) {
     // A projection whose inputs are not whole blocks stays in f32: no LLaMA-family model has
     // one (d_model and d_ff are multiples of 32), so this only guards odd test shapes.
     if let Ok(packed) = PackedWeight::quantize(format, &values, d_in, d_out) {
-        proj.packed = Some(std::sync::Arc::new(packed));
-        proj.weight = Param::from_tensor(Tensor::from_data(
-            TensorData::new(Vec::<f32>::new(), [0, 0]),
-            &device,
-        ));
+        *proj = Proj::packed(packed, &device);
     }
 }
 
@@ -339,23 +336,83 @@ pub fn quantize_proj_burn(proj: &mut Proj, level: QuantLevel, backend: BackendKi
     }
 }
 
-/// Converts `model`'s matmul weights (and, for `f16`, every parameter) to `level`.
+/// The level the output projection runs at when the blocks run at `level`: at q4 it stays at
+/// 8 bits, as 4-bit GGUF files store it (SmolLM2's is Q8_0): measured here, squeezing it to
+/// 4 bits alone costs +3.7 % perplexity.
+pub fn output_level(level: QuantLevel) -> QuantLevel {
+    if level == QuantLevel::Q4 {
+        QuantLevel::Q8
+    } else {
+        level
+    }
+}
+
+/// Converts `model`'s matmul weights (and, for `f16`, every parameter) to `level`: for a model
+/// loaded in f32 ([`crate::load::ModelSpec::load`]); a model loaded for its level
+/// ([`crate::load::ModelSpec::load_as`]) is built that way, one tensor at a time.
+///
+/// A tied embedding stays one table when the converted output projection can hand out rows
+/// ([`Proj::can_embed`]); before Burn's quantized storage replaces it, the table is kept
+/// apart in f32.
 pub fn apply(model: &mut Llama, level: QuantLevel, backend: BackendKind) {
     let convert = |proj: &mut Proj, level: QuantLevel| quantize_proj(proj, level, backend);
     for proj in block_projections(model) {
         convert(proj, level);
     }
-    // At q4 the output projection stays at 8 bits, as 4-bit GGUF files store it (SmolLM2's
-    // is Q8_0): measured here, squeezing it to 4 bits alone costs +3.7 % perplexity.
-    let output_level = if level == QuantLevel::Q4 {
-        QuantLevel::Q8
-    } else {
-        level
-    };
-    convert(&mut model.output, output_level);
+    let output = output_level(level);
+    if model.embedding.is_none()
+        && packed_format(output, backend).is_none()
+        && output.scheme(backend).is_some()
+    {
+        model.embedding = Some(Embedding {
+            weight: Param::from_tensor(model.output.weight.val().transpose()),
+        });
+    }
+    convert(&mut model.output, output);
     if level == QuantLevel::F16 {
         model.cast_to_f16();
     }
+}
+
+/// Bytes the model's weights occupy once converted to `level` on `backend` (computed from the
+/// tensors as stored: packed blocks as held, Burn tensors at [`stored_bytes_per_weight`]):
+/// every projection, the output projection, the norms, and the embedding table when it is
+/// held apart from the output projection. Position tables and activations are not weights.
+pub fn resident_weight_bytes(model: &Llama, level: QuantLevel, backend: BackendKind) -> u64 {
+    let float = if level == QuantLevel::F16 { 2.0 } else { 4.0 };
+    let proj = |p: &Proj, level: QuantLevel| match &p.packed {
+        Some(w) => w.stored_bytes() as f64,
+        None => {
+            let numel = p.dims().iter().product::<usize>() as f64;
+            let per = if level.scheme(backend).is_none() {
+                float
+            } else {
+                stored_bytes_per_weight(level, backend)
+            };
+            numel * per
+        }
+    };
+    let mut bytes = proj(&model.output, output_level(level));
+    let mut d_model = 0;
+    for block in &model.blocks {
+        for p in [
+            &block.attn.q,
+            &block.attn.k,
+            &block.attn.v,
+            &block.attn.o,
+            &block.mlp.gate,
+            &block.mlp.up,
+            &block.mlp.down,
+        ] {
+            bytes += proj(p, level);
+        }
+        d_model = block.attn.q.dims()[0];
+    }
+    bytes += (2 * model.blocks.len() + 1) as f64 * d_model as f64 * float;
+    if let Some(table) = &model.embedding {
+        bytes += table.weight.val().dims().iter().product::<usize>() as f64 * float;
+    }
+    bytes.round() as u64
 }
 
 #[cfg(test)]

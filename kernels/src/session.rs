@@ -4,7 +4,7 @@
 use crate::KernelError;
 use crate::backend::{BackendKind, Runtime, set_matmul_threads};
 use crate::load::{LoadedModel, ModelSpec};
-use crate::quant::{self, QuantLevel};
+use crate::quant::QuantLevel;
 
 /// A model loaded and quantized on its runtime.
 #[derive(Debug)]
@@ -19,7 +19,7 @@ pub struct ModelSession {
 
 impl ModelSession {
     /// Checks that `quant` runs on `backend`, opens the backend with `threads` workers, loads
-    /// `spec` and applies the quantization. The file is parsed before the backend starts, so a
+    /// `spec` with every weight built for `quant` ([`ModelSpec::load_as`]). The file is parsed before the backend starts, so a
     /// missing or corrupt model is reported before a GPU is touched.
     ///
     /// Call it once per process for NdArray: its matmul pool is sized at first use.
@@ -42,24 +42,34 @@ impl ModelSession {
         if backend == BackendKind::NdArray {
             set_matmul_threads(threads);
         }
+        // Load time counts mapping and parsing the file and converting its weights, not
+        // starting the backend.
+        let start = std::time::Instant::now();
         let file = spec.open()?;
+        let opened_s = start.elapsed().as_secs_f64();
         let rt = Runtime::new(backend, threads)?;
         let start = std::time::Instant::now();
-        let mut loaded = rt.run(|device| spec.load_opened(&file, device))?;
+        let unsupported = |reason| KernelError::Unsupported {
+            backend,
+            quant,
+            reason,
+        };
+        // Burn's quantization panics on what it cannot do: an unsupported cell, not a crash.
+        let mut loaded = rt
+            .run(|device| {
+                crate::catch_panic(|| spec.load_as(&file, device, quant, backend))
+                    .map_err(unsupported)
+            })
+            .and_then(|r| r)?;
+        drop(file);
         loaded
             .model
             .use_fused_attention(backend == BackendKind::Flex);
-        rt.run(|_| crate::catch_panic(|| quant::apply(&mut loaded.model, quant, backend)))
-            .map_err(|reason| KernelError::Unsupported {
-                backend,
-                quant,
-                reason,
-            })?;
         rt.sync()?;
         Ok(Self {
             rt,
             loaded,
-            load_s: start.elapsed().as_secs_f64(),
+            load_s: opened_s + start.elapsed().as_secs_f64(),
         })
     }
 }

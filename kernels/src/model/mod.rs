@@ -46,8 +46,10 @@ pub enum Logits {
 /// A LLaMA-family decoder: embedding, blocks, final norm, output projection.
 #[derive(Module, Debug)]
 pub struct Llama {
-    /// Token embedding, `[vocab, d_model]`.
-    pub embedding: Embedding,
+    /// Token embedding `[vocab, d_model]` — `None` when the embedding is tied to the output
+    /// projection and that projection can hand out its rows ([`Proj::can_embed`]): the table
+    /// is then held once, at the level the model runs at.
+    pub embedding: Option<Embedding>,
     /// Decoder blocks.
     pub blocks: Vec<Block>,
     /// Final norm.
@@ -84,7 +86,10 @@ impl Llama {
             first_kept,
             window,
         };
-        let mut x = self.embedding.forward(tokens);
+        let mut x = match &self.embedding {
+            Some(table) => table.forward(tokens),
+            None => self.output.embed(tokens),
+        };
         let mask =
             (s > 1).then(|| causal_mask(pos0, s, first_visible, window, &device).cast(x.dtype()));
         for (block, layer_cache) in self.blocks.iter().zip(cache.layers.iter_mut()) {
@@ -110,7 +115,9 @@ impl Llama {
     /// activations stay in `f16` from the embedding on (see [`crate::quant`]).
     pub(crate) fn cast_to_f16(&mut self) {
         use burn::tensor::DType::F16;
-        self.embedding.weight = self.embedding.weight.clone().map(|t| t.cast(F16));
+        if let Some(table) = &mut self.embedding {
+            table.weight = table.weight.clone().map(|t| t.cast(F16));
+        }
         let norms = self
             .blocks
             .iter_mut()

@@ -1,4 +1,4 @@
-use crate::qmatmul::{SharedWeight, packed_matmul};
+use crate::qmatmul::{PackedWeight, SharedWeight, packed_matmul};
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::module::linear;
@@ -36,6 +36,60 @@ impl Proj {
             block: 1,
             packed: None,
         }
+    }
+
+    /// A projection run by [`crate::qmatmul`]'s kernels from `packed`; the Burn weight is empty.
+    pub fn packed(packed: PackedWeight, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::from_data(
+                TensorData::new(Vec::<f32>::new(), [0, 0]),
+                device,
+            )),
+            offset: None,
+            block: 1,
+            packed: Some(std::sync::Arc::new(packed)),
+        }
+    }
+
+    /// Whether [`Proj::embed`] can read token rows from this weight: packed, or a plain float
+    /// tensor (not Burn's quantized storage, which has no row lookup).
+    pub fn can_embed(&self) -> bool {
+        self.packed.is_some() || (self.offset.is_none() && self.weight.val().dtype().is_float())
+    }
+
+    /// The weights of outputs `tokens` as embedding rows (a tied embedding table is the output
+    /// projection's weight, transposed): packed blocks are dequantized row by row, a float
+    /// weight is gathered along its output axis. Only meaningful when [`Proj::can_embed`].
+    ///
+    /// # Shapes
+    ///
+    /// - tokens: `[batch, seq]`
+    /// - output: `[batch, seq, d_in]`
+    ///
+    /// # Panics
+    ///
+    /// On a token id outside `0..d_out`, as Burn's embedding lookup does.
+    pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let [b, s] = tokens.dims();
+        let device = tokens.device();
+        if let Some(packed) = &self.packed {
+            let ids: Vec<i64> = tokens
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec()
+                .unwrap_or_default();
+            let d = packed.dims()[0];
+            let mut rows = vec![0f32; ids.len() * d];
+            for (row, &id) in rows.chunks_exact_mut(d).zip(&ids) {
+                packed.column_into(usize::try_from(id).unwrap_or(usize::MAX), row);
+            }
+            return Tensor::from_data(TensorData::new(rows, [b, s, d]), &device);
+        }
+        let w = self.weight.val();
+        let d = w.dims()[0];
+        w.select(1, tokens.reshape([b * s]))
+            .transpose()
+            .reshape([b, s, d])
     }
 
     /// `[d_in, d_out]`, however the weight is stored.

@@ -21,13 +21,15 @@ impl Rope {
         let half = head_dim / 2;
         let mut cos = Vec::with_capacity(max_seq_len * half);
         let mut sin = Vec::with_capacity(max_seq_len * half);
+        // In f64 so that long positions keep their precision.
+        let freqs: Vec<f64> = (0..half)
+            .map(|i| theta.powf(-2.0 * i as f64 / head_dim as f64))
+            .collect();
         for pos in 0..max_seq_len {
-            for i in 0..half {
-                // In f64 so that long positions keep their precision.
-                let freq = theta.powf(-2.0 * i as f64 / head_dim as f64);
-                let angle = pos as f64 * freq;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
+            for freq in &freqs {
+                let (s, c) = (pos as f64 * freq).sin_cos();
+                cos.push(c as f32);
+                sin.push(s as f32);
             }
         }
         let shape = [max_seq_len, half];

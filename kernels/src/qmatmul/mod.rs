@@ -32,6 +32,7 @@
 //! value; its gate and up) as one parallel loop, and [`matmul_swiglu`] adds SwiGLU's gating, so
 //! that a decoder block wakes the thread pool four times per token, not seven.
 
+use crate::gguf::GgmlType;
 use rayon::prelude::*;
 use std::fmt;
 use std::ops::Range;
@@ -40,6 +41,7 @@ use std::sync::Arc;
 #[cfg(target_arch = "aarch64")]
 mod arm;
 mod extension;
+mod pack;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -178,6 +180,24 @@ pub enum PackError {
         /// Outputs.
         d_out: usize,
     },
+    /// Stored data of a type that cannot be decoded.
+    #[error("{ty} data cannot be packed (F32, F16, Q4_0, Q4_1 and Q8_0 can)")]
+    Type {
+        /// The stored type.
+        ty: GgmlType,
+    },
+    /// Stored data whose size does not match the shape.
+    #[error("{len} bytes of {ty} data given for a {d_in}x{d_out} weight")]
+    Bytes {
+        /// The stored type.
+        ty: GgmlType,
+        /// Bytes given.
+        len: usize,
+        /// Inputs.
+        d_in: usize,
+        /// Outputs.
+        d_out: usize,
+    },
     /// The values do not fill the shape.
     #[error("{len} values given for a {d_in}x{d_out} weight")]
     Length {
@@ -199,93 +219,6 @@ struct QBlock {
 }
 
 impl PackedWeight {
-    /// Quantizes `w`, a row-major `[d_in, d_out]` weight (Burn's `Linear` layout), to `format`,
-    /// in the [`Layout`] of this CPU's fastest kernel.
-    ///
-    /// Q8_0 takes `d = max|w| / 127` per block; Q4_1 puts the block's minimum and maximum on
-    /// the ends of the 16-step grid, so weights that came from a Q4_1 file come back exactly.
-    pub fn quantize(
-        format: BlockFormat,
-        w: &[f32],
-        d_in: usize,
-        d_out: usize,
-    ) -> Result<Self, PackError> {
-        Self::quantize_in(format, Layout::best(), w, d_in, d_out)
-    }
-
-    /// [`PackedWeight::quantize`] into a given layout.
-    pub fn quantize_in(
-        format: BlockFormat,
-        layout: Layout,
-        w: &[f32],
-        d_in: usize,
-        d_out: usize,
-    ) -> Result<Self, PackError> {
-        if d_in == 0 || !d_in.is_multiple_of(BLOCK) {
-            return Err(PackError::Shape { d_in, d_out });
-        }
-        if w.len() != d_in * d_out {
-            return Err(PackError::Length {
-                len: w.len(),
-                d_in,
-                d_out,
-            });
-        }
-        let blocks = d_in / BLOCK;
-        let width = layout.width();
-        let units = d_out.div_ceil(width);
-        let n = units * blocks;
-        let mut scales = vec![0f32; n * width];
-        let mut mins = match format {
-            BlockFormat::Q8_0 => Vec::new(),
-            BlockFormat::Q4_1 => vec![0f32; n * width],
-        };
-        let mut values = match (format, layout) {
-            (BlockFormat::Q8_0, Layout::Lanes) => Values::Q8(vec![[[0; BLOCK]; LANES]; n]),
-            (BlockFormat::Q4_1, Layout::Lanes) => Values::Q4(vec![[[0; BLOCK / 2]; LANES]; n]),
-            (BlockFormat::Q8_0, Layout::Panels) => Values::Q8Panel(vec![[0; Q8_PANEL_BYTES]; n]),
-            (BlockFormat::Q4_1, Layout::Panels) => Values::Q4Panel(vec![[0; Q4_PANEL_BYTES]; n]),
-        };
-        for o in 0..units * width {
-            let (u, j) = (o / width, o % width);
-            for b in 0..blocks {
-                // Block `b` of output `o`; zeros past `d_out` (the padding of the last unit).
-                let x: [f32; BLOCK] = std::array::from_fn(|i| {
-                    if o < d_out {
-                        w[(b * BLOCK + i) * d_out + o]
-                    } else {
-                        0.0
-                    }
-                });
-                let k = u * blocks + b;
-                let block = match format {
-                    BlockFormat::Q8_0 => {
-                        let (d, q) = quantize_q8(&x);
-                        QBlock {
-                            d,
-                            m: 0.0,
-                            q: q.map(i32::from),
-                        }
-                    }
-                    BlockFormat::Q4_1 => quantize_q4_1(&x),
-                };
-                scales[k * width + j] = block.d;
-                if let Some(m) = mins.get_mut(k * width + j) {
-                    *m = block.m;
-                }
-                values.store(k, j, &block.q);
-            }
-        }
-        Ok(Self {
-            d_in,
-            d_out,
-            layout,
-            values,
-            scales,
-            mins,
-        })
-    }
-
     /// The storage format.
     pub fn format(&self) -> BlockFormat {
         match self.values {
@@ -338,6 +271,25 @@ impl PackedWeight {
             }
         }
         w
+    }
+
+    /// The `d_in` weights of output `o` (column `o` of the `[d_in, d_out]` weight) into
+    /// `out`: the row of a tied embedding table, read where the output projection keeps it.
+    ///
+    /// # Panics
+    ///
+    /// When `o >= d_out` or `out.len() != d_in`.
+    pub fn column_into(&self, o: usize, out: &mut [f32]) {
+        assert!(
+            o < self.d_out && out.len() == self.d_in,
+            "column {o} of {self:?}"
+        );
+        for (b, chunk) in out.chunks_exact_mut(BLOCK).enumerate() {
+            let QBlock { d, m, q } = self.block(o, b);
+            for (v, q) in chunk.iter_mut().zip(q) {
+                *v = m + d * q as f32;
+            }
+        }
     }
 
     /// `x W` for `rows` rows of `x` (row-major `[rows, d_in]`), as row-major `[rows, d_out]`.
@@ -501,21 +453,27 @@ enum Order {
 impl Values {
     /// Writes the integer values of block `k`, output `j` of its unit.
     fn store(&mut self, k: usize, j: usize, q: &[i32; BLOCK]) {
-        // Every value is in range by construction (`quantize_q8`, `quantize_q4_1`).
-        let byte = |v: i32| u8::try_from(v).unwrap_or(0);
+        // Every value is in range by construction (Q8_0: -128..=127, Q4_1: 0..=15), so the
+        // casts keep them; the loops run over whole chunks so that loading a model (which
+        // stores every block of every weight) is a few copies, not a bounds check per byte.
         match self {
-            Self::Q8(v) => v[k][j] = q.map(|v| i8::try_from(v).unwrap_or(0)),
-            Self::Q4(v) => v[k][j] = std::array::from_fn(|i| byte(q[i]) | (byte(q[i + 16]) << 4)),
+            Self::Q8(v) => v[k][j] = q.map(|v| v as i8),
+            Self::Q4(v) => {
+                v[k][j] = std::array::from_fn(|i| (q[i] as u8 & 15) | ((q[i + 16] as u8) << 4));
+            }
             Self::Q8Panel(v) => {
-                for (i, &q) in q.iter().enumerate() {
-                    v[k][(i / 4) * 64 + j * 4 + i % 4] = byte(q + 128);
+                for (chunk, q) in v[k].chunks_exact_mut(64).zip(q.chunks_exact(4)) {
+                    let out = &mut chunk[j * 4..j * 4 + 4];
+                    for t in 0..4 {
+                        out[t] = (q[t] + 128) as u8;
+                    }
                 }
             }
             Self::Q4Panel(v) => {
-                for c in 0..BLOCK / 8 {
+                for (chunk, q) in v[k].chunks_exact_mut(64).zip(q.chunks_exact(8)) {
+                    let out = &mut chunk[j * 4..j * 4 + 4];
                     for t in 0..4 {
-                        v[k][c * 64 + j * 4 + t] =
-                            byte(q[8 * c + t]) | (byte(q[8 * c + 4 + t]) << 4);
+                        out[t] = (q[t] as u8 & 15) | ((q[t + 4] as u8) << 4);
                     }
                 }
             }
@@ -619,6 +577,21 @@ impl QuantizedRows {
 }
 
 /// Symmetric 8-bit quantization of one block: `(d, q)` with `x ≈ d q`, `q` in `-127..=127`.
+/// One block of 32 weights quantized to `format`.
+fn quantize_block(format: BlockFormat, x: &[f32; BLOCK]) -> QBlock {
+    match format {
+        BlockFormat::Q8_0 => {
+            let (d, q) = quantize_q8(x);
+            QBlock {
+                d,
+                m: 0.0,
+                q: q.map(i32::from),
+            }
+        }
+        BlockFormat::Q4_1 => quantize_q4_1(x),
+    }
+}
+
 fn quantize_q8(x: &[f32; BLOCK]) -> (f32, [i8; BLOCK]) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;

@@ -283,3 +283,108 @@ fn swiglu_equals_burns_silu_of_the_gate_times_up() {
         assert!(err <= 1e-5 * max_abs(&want).max(1.0), "rows {rows}: {err}");
     }
 }
+
+/// GGML rows `[d_out][d_in]` of `ty` encoding `raw`, and the floats they decode to, in Burn's
+/// `[d_in, d_out]` layout.
+fn ggml_rows(ty: GgmlType, raw: &[f32], d_in: usize, d_out: usize) -> (Vec<u8>, Vec<f32>) {
+    let bytes = match ty {
+        GgmlType::Q8_0 => crate::dequant::quantize_q8_0(raw),
+        GgmlType::Q4_1 => quantize_q4_1(raw),
+        GgmlType::Q4_0 => raw
+            .chunks_exact(BLOCK)
+            .flat_map(|b| {
+                let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = amax / 8.0;
+                let q = |v: f32| ((v / d).round() as i32 + 8).clamp(0, 15) as u8;
+                let mut out = half::f16::from_f32(d).to_le_bytes().to_vec();
+                out.extend((0..16).map(|j| q(b[j]) | (q(b[j + 16]) << 4)));
+                out
+            })
+            .collect(),
+        GgmlType::F16 => raw
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        _ => raw.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    let mut rows = vec![0f32; raw.len()];
+    dequantize(ty, &bytes, &mut rows).expect("decodes");
+    let mut w = vec![0f32; raw.len()];
+    for o in 0..d_out {
+        for i in 0..d_in {
+            w[i * d_out + o] = rows[o * d_in + i];
+        }
+    }
+    (bytes, w)
+}
+
+#[test]
+fn packing_stored_blocks_equals_quantizing_their_values() {
+    // 37 outputs: a partial last unit in both layouts.
+    let (d_in, d_out) = (96, 37);
+    let raw = random(d_in * d_out, 11);
+    let types = [
+        GgmlType::Q8_0,
+        GgmlType::Q4_1,
+        GgmlType::Q4_0,
+        GgmlType::F16,
+        GgmlType::F32,
+    ];
+    for ty in types {
+        let (bytes, w) = ggml_rows(ty, &raw, d_in, d_out);
+        for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+            for layout in LAYOUTS {
+                let case = format!("{ty} into {format} {layout:?}");
+                let stored =
+                    PackedWeight::from_ggml_rows_in(format, layout, ty, &bytes, d_in, d_out)
+                        .expect(&case);
+                let via_floats =
+                    PackedWeight::quantize_in(format, layout, &w, d_in, d_out).expect(&case);
+                let exact_copy = matches!(
+                    (ty, format),
+                    (GgmlType::Q8_0, BlockFormat::Q8_0) | (GgmlType::Q4_1, BlockFormat::Q4_1)
+                );
+                if exact_copy {
+                    // The file's own blocks, bit for bit.
+                    assert_eq!(stored.dequantize(), w, "{case}");
+                } else if (ty, format) == (GgmlType::Q4_0, BlockFormat::Q4_1) {
+                    // `d (q - 8)` held as `-8 d + d q`: the same values up to float rounding.
+                    let err = max_abs_diff(&stored.dequantize(), &w);
+                    assert!(err <= 1e-6 * max_abs(&w), "{case}: {err}");
+                } else {
+                    // Re-quantized from the same 32 floats by the same quantizer.
+                    assert_eq!(stored.dequantize(), via_floats.dequantize(), "{case}");
+                }
+                // And the kernels run the stored weight, padding included: within the 8-bit
+                // activations' rounding of the exact product.
+                let x = random(3 * d_in, 12);
+                let want = exact(&x, &stored.dequantize(), 3, d_in, d_out);
+                let err = max_abs_diff(&stored.matmul(&x, 3), &want);
+                assert!(err <= 0.02 * max_abs(&want), "{case}: {err}");
+                let mut column = vec![0f32; d_in];
+                stored.column_into(d_out - 1, &mut column);
+                let expected: Vec<f32> = (0..d_in).map(|i| w[i * d_out + d_out - 1]).collect();
+                if exact_copy {
+                    assert_eq!(column, expected, "{case}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn stored_data_of_the_wrong_size_or_type_is_an_error() {
+    let (d_in, d_out) = (64, 8);
+    let (bytes, _) = ggml_rows(GgmlType::Q8_0, &random(d_in * d_out, 1), d_in, d_out);
+    let pack =
+        |ty, bytes: &[u8]| PackedWeight::from_ggml_rows(BlockFormat::Q8_0, ty, bytes, d_in, d_out);
+    assert!(matches!(
+        pack(GgmlType::Q8_0, &bytes[1..]),
+        Err(PackError::Bytes { .. })
+    ));
+    assert!(matches!(
+        pack(GgmlType::Other(12), &bytes),
+        Err(PackError::Type { .. })
+    ));
+    assert!(pack(GgmlType::Q8_0, &bytes).is_ok());
+}
