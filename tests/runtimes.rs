@@ -152,6 +152,25 @@ fn a_sweep_on_both_runtimes_writes_both_and_the_report_sets_them_side_by_side() 
                     assert!(r.decode_tok_per_s.is_some_and(|v| v > 0.0), "{r:?}");
                     assert!(r.ttft_s.is_some_and(|v| v > 0.0), "{r:?}");
                     assert!(r.peak_rss_bytes.is_some_and(|v| v > 0.0), "{r:?}");
+                    // Memory and load, on both runtimes: the weights as they run, the cache
+                    // (Burn: the 16 + 8 - 1 positions run, f32; llama.cpp: the context it
+                    // allocated, f16), the load time, and PSS where the kernel has it.
+                    assert!(r.load_s.is_some_and(|v| v > 0.0), "{r:?}");
+                    let resident = r.weight_bytes_resident.unwrap();
+                    assert!(resident > 50e6 && resident < r.peak_rss_bytes.unwrap());
+                    let kv = r.kv_cache_bytes.unwrap();
+                    let per_position = (30 * 2 * 3 * 64) as f64;
+                    if runtime == "burn" {
+                        assert_eq!(kv, 23.0 * per_position * 4.0, "{r:?}");
+                        // The agent per cell: under the bound from the stored model.
+                        let bound = 1.5 * r.model_bytes.unwrap() + 100.0 * 1048576.0;
+                        assert!(r.peak_rss_bytes.unwrap() <= bound, "{r:?}");
+                    } else {
+                        assert!(kv >= 24.0 * per_position * 2.0, "{r:?}");
+                    }
+                    if Path::new("/proc/self/smaps_rollup").exists() {
+                        assert!(r.pss_bytes.is_some_and(|v| v > 0.0), "{r:?}");
+                    }
                     let backend = if runtime == "burn" { "flex" } else { "cpu" };
                     assert_eq!(r.backend, backend);
                     assert!(r.run_id.contains(if runtime == "burn" {
@@ -166,10 +185,10 @@ fn a_sweep_on_both_runtimes_writes_both_and_the_report_sets_them_side_by_side() 
     let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
     let section = &html[html.find("id=\"runtimes\"").unwrap()..];
     let table = &section[..section.find("</table>").unwrap()];
-    // One row per Burn cell; a ratio for decode, prefill, TTFT and peak memory in each (this
-    // host has no power sensor: energy says so).
+    // One row per Burn cell; a ratio for decode, prefill, TTFT, peak memory and load time in
+    // each (this host has no power sensor: energy says so).
     assert_eq!(table.matches("<tr><td>").count(), 4, "{table}");
-    assert_eq!(table.matches("×<br><small>[").count(), 16, "{table}");
+    assert_eq!(table.matches("×<br><small>[").count(), 20, "{table}");
     assert_eq!(table.matches("not measured").count(), 4, "{table}");
     for quant in ["q8", "q4"] {
         assert!(
@@ -188,7 +207,7 @@ fn a_sweep_on_both_runtimes_writes_both_and_the_report_sets_them_side_by_side() 
     let md = String::from_utf8_lossy(&md.stdout);
     let table = &md[md.find("### Runtimes").unwrap()..];
     assert_eq!(table.matches("\n| `local` |").count(), 4, "{table}");
-    assert_eq!(table.matches("×** [").count(), 16, "{table}");
+    assert_eq!(table.matches("×** [").count(), 20, "{table}");
     // The manifest records what the agent can run.
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("manifest.json")).unwrap())

@@ -102,6 +102,11 @@ impl Session {
             "batch": self.batch,
             "kv_window": self.kv_window.map_or(Value::from("full"), Value::from),
             "load_s": self.load_s,
+            "weight_bytes_resident": socbench_kernels::quant::resident_weight_bytes(
+                &self.loaded.model,
+                self.quant,
+                self.rt.backend,
+            ),
         })
     }
 }

@@ -53,6 +53,9 @@ pub struct Generation {
     pub ttft: Duration,
     /// Time of each decode step after the first token (one entry per further token).
     pub decode: Vec<Duration>,
+    /// Bytes of keys and values the KV cache held at the end of the run (computed from the
+    /// cache's buffers; llama.cpp: the cache it allocated for the context).
+    pub kv_cache_bytes: u64,
 }
 
 fn logits_to_host(logits: Tensor<2>) -> Result<Vec<f32>, KernelError> {
@@ -193,6 +196,7 @@ pub fn generate(
             gen_ids,
             ttft,
             decode,
+            kv_cache_bytes: cache.held_bytes(),
         })
     })
 }
@@ -379,6 +383,52 @@ mod tests {
             "{p:?}"
         );
         assert!(perplexity(&rt, &loaded.model, &ids[..1], 64).is_err());
+    }
+
+    #[test]
+    fn the_kv_cache_holds_what_the_run_put_through_the_model() {
+        use crate::backend::BackendKind;
+        use crate::quant::QuantLevel;
+        let spec = crate::load::ModelSpec::SyntheticTiny;
+        let file = spec.open().unwrap();
+        // Burn's cache (f32, then f16 tensors) and the packed path's host cache (f32).
+        let cases = [
+            (QuantLevel::F32, 4),
+            (QuantLevel::F16, 2),
+            (QuantLevel::Q8, 4),
+        ];
+        for (level, elem) in cases {
+            let rt = Runtime::new(BackendKind::Flex, 1).unwrap();
+            let loaded = rt
+                .run(|d| spec.load_as(&file, d, level, BackendKind::Flex))
+                .unwrap();
+            let c = &loaded.config;
+            let per_position = c.n_layers * 2 * c.n_kv_heads * c.head_dim() * elem;
+            let prompt = [5u32, 6, 7, 8, 9];
+            for (batch, window, held) in [(2, None, 5 + 3), (1, Some(4), 4), (1, Some(64), 8)] {
+                let opts = GenerateOptions {
+                    max_new_tokens: 4,
+                    batch,
+                    kv_window: window,
+                    sampling: Sampling::Greedy,
+                    stop_at: None,
+                };
+                let g = generate(&rt, &loaded.model, &prompt, &opts).unwrap();
+                // The prompt and every generated token but the last went through the model;
+                // a window keeps its last positions (the host cache may keep up to as many
+                // again until it compacts).
+                let want = (batch * held * per_position) as u64;
+                let ok = match window {
+                    Some(w) if w < 8 => g.kv_cache_bytes >= want && g.kv_cache_bytes <= 2 * want,
+                    _ => g.kv_cache_bytes == want,
+                };
+                assert!(
+                    ok,
+                    "{level} b{batch} {window:?}: {} vs {want}",
+                    g.kv_cache_bytes
+                );
+            }
+        }
     }
 
     #[test]

@@ -204,10 +204,17 @@ impl LlamaCppModel {
             .model
             .new_context(backend()?, params)
             .map_err(|e| err("creating a context", e))?;
+        // llama.cpp allocates the cache for the whole context up front, keys and values in
+        // f16 (its default cache type) for every layer's key/value heads.
+        let m = &self.model;
+        let kv_width =
+            m.n_embd().max(0) as u64 / u64::from(m.n_head().max(1)) * u64::from(m.n_head_kv());
+        let kv_cache_bytes = u64::from(ctx.n_ctx()) * u64::from(m.n_layer()) * 2 * kv_width * 2;
         Ok(LlamaCppContext {
             ctx,
             sequences,
             positions: positions.max(1),
+            kv_cache_bytes,
         })
     }
 }
@@ -218,6 +225,8 @@ pub struct LlamaCppContext<'m> {
     ctx: LlamaContext<'m>,
     sequences: usize,
     positions: usize,
+    /// The KV cache allocated for the context, bytes (computed).
+    kv_cache_bytes: u64,
 }
 
 fn token(id: u32) -> LlamaToken {
@@ -289,6 +298,7 @@ impl LlamaCppContext<'_> {
             gen_ids,
             ttft,
             decode,
+            kv_cache_bytes: self.kv_cache_bytes,
         })
     }
 

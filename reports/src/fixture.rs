@@ -167,7 +167,17 @@ impl Fixture {
                 format!("{}", decode_s / f64::from(GEN) * 1e3),
             ),
             ("peak_rss_bytes", format!("{:.0}", rss)),
+            ("pss_bytes", format!("{:.0}", rss * 0.9)),
             ("model_bytes", "98362432".into()),
+            ("load_s", format!("{:.3}", 0.1 + 0.05 * q)),
+            (
+                "weight_bytes_resident",
+                format!("{:.0}", 560_000_000.0 / (q * 2.0)),
+            ),
+            (
+                "kv_cache_bytes",
+                format!("{}", u64::from(kv_positions * row.batch) * 46_080),
+            ),
             (
                 "weight_bytes_per_step",
                 format!("{:.0}", 540_000_000.0 / (q * 2.0)),
@@ -407,15 +417,16 @@ impl Fixture {
 
 /// A result directory (`results.csv` only) with one configuration of the local host measured
 /// on both runtimes, three repetitions each: Burn (flex) decodes and prefills at 1.5× and
-/// holds 4× the memory of llama.cpp, with the same jitter on both sides. No energy.
+/// holds 4× the memory of llama.cpp and loads in 2× its time, with the same jitter on both
+/// sides. No energy.
 pub fn write_runtime_pair(dir: &Path) -> std::io::Result<()> {
     let mut out = RESULT_COLUMNS.join(",");
     out.push('\n');
     let sides = [
-        ("burn", "flex", "flex", 1.5, 400e6),
-        ("llama.cpp", "cpu", "llama.cpp-cpu", 1.0, 100e6),
+        ("burn", "flex", "flex", 1.5, 400e6, 0.2),
+        ("llama.cpp", "cpu", "llama.cpp-cpu", 1.0, 100e6, 0.1),
     ];
-    for (runtime, backend, engine, speed, rss) in sides {
+    for (runtime, backend, engine, speed, rss, load_s) in sides {
         for rep in 0..3u32 {
             let key = CellKey {
                 device: "local".into(),
@@ -438,6 +449,7 @@ pub fn write_runtime_pair(dir: &Path) -> std::io::Result<()> {
             row.set(Metric::PrefillTokPerS, Some(prefill));
             row.set(Metric::TtftS, Some(16.0 / prefill));
             row.set(Metric::PeakRssBytes, Some(rss));
+            row.set(Metric::LoadS, Some(load_s));
             row.session = "20261130T120000Z-1".into();
             let line = row
                 .to_csv_line()

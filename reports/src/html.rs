@@ -36,9 +36,13 @@ dl{display:grid;grid-template-columns:max-content auto;gap:.1rem 1rem;font-size:
 ";
 
 /// Metrics of the summary table, in column order.
-const TABLE: [Metric; 10] = [
+const TABLE: [Metric; 14] = [
     Metric::ModelBytes,
+    Metric::LoadS,
+    Metric::WeightBytesResident,
+    Metric::KvCacheBytes,
     Metric::PeakRssBytes,
+    Metric::PssBytes,
     Metric::TtftS,
     Metric::DecodeMsPerToken,
     Metric::DecodeTokPerS,

@@ -16,7 +16,7 @@ use std::path::Path;
 /// The version this build writes into every row: `major.minor`. A reader refuses rows of a
 /// newer major version (their columns may mean something else); minor versions only add
 /// columns, which older readers ignore.
-pub const SCHEMA_VERSION: &str = "2.1";
+pub const SCHEMA_VERSION: &str = "2.2";
 /// The newest major version this build reads.
 pub const SCHEMA_MAJOR: u32 = 2;
 
@@ -62,7 +62,7 @@ impl fmt::Display for Status {
 
 /// Columns of `results.csv`, in the order [`ResultRow`] writes them (a unit test holds the two
 /// together).
-pub const RESULT_COLUMNS: [&str; 40] = [
+pub const RESULT_COLUMNS: [&str; 44] = [
     "run_id",
     "session",
     "model",
@@ -84,7 +84,11 @@ pub const RESULT_COLUMNS: [&str; 40] = [
     "decode_tok_per_s",
     "decode_ms_per_token",
     "peak_rss_bytes",
+    "pss_bytes",
     "model_bytes",
+    "load_s",
+    "weight_bytes_resident",
+    "kv_cache_bytes",
     "weight_bytes_per_step",
     "decode_bw_fraction",
     "prefill_gemm_fraction",
@@ -164,9 +168,22 @@ pub struct ResultRow {
     /// Peak resident memory of the repetition, bytes.
     #[serde(default)]
     pub peak_rss_bytes: Option<f64>,
+    /// Proportional set size after the repetition, bytes (schema 2.2; empty where
+    /// `/proc/self/smaps_rollup` is unreadable).
+    #[serde(default)]
+    pub pss_bytes: Option<f64>,
     /// Model file size, bytes.
     #[serde(default)]
     pub model_bytes: Option<f64>,
+    /// Seconds to load the model variant and convert its weights (schema 2.2).
+    #[serde(default)]
+    pub load_s: Option<f64>,
+    /// Bytes of the model's weights in memory as they run, computed (schema 2.2).
+    #[serde(default)]
+    pub weight_bytes_resident: Option<f64>,
+    /// Bytes of the KV cache at the end of the repetition, computed (schema 2.2).
+    #[serde(default)]
+    pub kv_cache_bytes: Option<f64>,
     /// Bytes of weights one decode step streams.
     #[serde(default)]
     pub weight_bytes_per_step: Option<f64>,
@@ -253,7 +270,11 @@ impl ResultRow {
             decode_tok_per_s: None,
             decode_ms_per_token: None,
             peak_rss_bytes: None,
+            pss_bytes: None,
             model_bytes: None,
+            load_s: None,
+            weight_bytes_resident: None,
+            kv_cache_bytes: None,
             weight_bytes_per_step: None,
             decode_bw_fraction: None,
             prefill_gemm_fraction: None,
@@ -335,6 +356,10 @@ metric_fields! {
     DecodeMsPerToken => decode_ms_per_token,
     PeakRssBytes => peak_rss_bytes,
     ModelBytes => model_bytes,
+    LoadS => load_s,
+    WeightBytesResident => weight_bytes_resident,
+    KvCacheBytes => kv_cache_bytes,
+    PssBytes => pss_bytes,
     AvgPowerW => avg_power_w,
     EnergyJ => energy_j,
     EnergyPerTokenJ => energy_per_token_j,

@@ -19,11 +19,12 @@ pub const REFERENCE: &str = "llama.cpp";
 pub const BURN: &str = "burn";
 
 /// The metrics the Runtimes section compares.
-pub const RUNTIME_METRICS: [Metric; 5] = [
+pub const RUNTIME_METRICS: [Metric; 6] = [
     Metric::DecodeTokPerS,
     Metric::PrefillTokPerS,
     Metric::TtftS,
     Metric::PeakRssBytes,
+    Metric::LoadS,
     Metric::EnergyPerTokenJ,
 ];
 
@@ -143,7 +144,7 @@ pub fn pairs(set: &ResultSet, a: &Analysis) -> Vec<Pair> {
 /// configuration, each metric as `Burn · llama.cpp · ratio [95 % interval]`.
 pub fn markdown(pairs: &[Pair]) -> String {
     use std::fmt::Write as _;
-    const COLS: [(Metric, &str, f64); 4] = [
+    const COLS: [(Metric, &str, f64); 5] = [
         (Metric::DecodeTokPerS, "Decode tok/s", 1.0),
         (Metric::PrefillTokPerS, "Prefill tok/s", 1.0),
         (Metric::TtftS, "TTFT ms", 1e3),
@@ -152,6 +153,7 @@ pub fn markdown(pairs: &[Pair]) -> String {
             "Peak RSS MiB",
             1.0 / (1024.0 * 1024.0),
         ),
+        (Metric::LoadS, "Load ms", 1e3),
     ];
     if pairs.is_empty() {
         return String::new();

@@ -93,6 +93,18 @@ pub enum Metric {
     PeakRssBytes,
     /// Model file size, bytes.
     ModelBytes,
+    /// Seconds to map or read the model file and convert its weights to the form they run in
+    /// (the agent's load, once per model variant; every row of the variant carries it).
+    LoadS,
+    /// Bytes the model's weights occupy in memory as they run (computed from the converted
+    /// tensors; llama.cpp: the size of its tensors).
+    WeightBytesResident,
+    /// Bytes of the KV cache at the end of the repetition (computed: sequences × layers ×
+    /// keys and values × positions held × element size; llama.cpp: its allocated context).
+    KvCacheBytes,
+    /// Proportional set size of the process after the repetition (`Pss:` of
+    /// `/proc/self/smaps_rollup`), bytes: the figure Android's memory accounting uses.
+    PssBytes,
     /// Average power over the repetition, watts.
     AvgPowerW,
     /// Energy over the repetition, joules.
@@ -126,9 +138,13 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 19] = [
+    pub const ALL: [Metric; 23] = [
         Metric::ModelBytes,
+        Metric::LoadS,
+        Metric::WeightBytesResident,
+        Metric::KvCacheBytes,
         Metric::PeakRssBytes,
+        Metric::PssBytes,
         Metric::TtftS,
         Metric::DecodeMsPerToken,
         Metric::DecodeTokPerS,
@@ -157,6 +173,10 @@ impl Metric {
             Metric::DecodeMsPerToken => "decode_ms_per_token",
             Metric::PeakRssBytes => "peak_rss_bytes",
             Metric::ModelBytes => "model_bytes",
+            Metric::LoadS => "load_s",
+            Metric::WeightBytesResident => "weight_bytes_resident",
+            Metric::KvCacheBytes => "kv_cache_bytes",
+            Metric::PssBytes => "pss_bytes",
             Metric::AvgPowerW => "avg_power_w",
             Metric::EnergyJ => "energy_j",
             Metric::EnergyPerTokenJ => "energy_per_token_j",
@@ -182,6 +202,10 @@ impl Metric {
             Metric::DecodeMsPerToken => "ms/token",
             Metric::PeakRssBytes => "Peak RAM",
             Metric::ModelBytes => "Model size",
+            Metric::LoadS => "Load time",
+            Metric::WeightBytesResident => "Weights in RAM",
+            Metric::KvCacheBytes => "KV cache",
+            Metric::PssBytes => "PSS",
             Metric::AvgPowerW => "Avg power",
             Metric::EnergyJ => "Energy",
             Metric::EnergyPerTokenJ => "Energy/token",
@@ -209,6 +233,10 @@ impl Metric {
             | Metric::DecodeMsPerToken
             | Metric::PeakRssBytes
             | Metric::ModelBytes
+            | Metric::LoadS
+            | Metric::WeightBytesResident
+            | Metric::KvCacheBytes
+            | Metric::PssBytes
             | Metric::WeightBytesPerStep
             | Metric::Perplexity
             | Metric::AvgPowerW
@@ -253,7 +281,7 @@ impl Metric {
     /// A human-readable value with its unit: `1.23 s` as `1.23 s`, bytes as MiB, and so on.
     pub fn format(self, v: f64) -> String {
         match self {
-            Metric::TtftS | Metric::CooldownWaitS => {
+            Metric::TtftS | Metric::CooldownWaitS | Metric::LoadS => {
                 if v.abs() < 1.0 {
                     format!("{} ms", sig3(v * 1e3))
                 } else {
@@ -262,7 +290,12 @@ impl Metric {
             }
             Metric::PrefillTokPerS | Metric::DecodeTokPerS => sig3(v),
             Metric::DecodeMsPerToken => format!("{} ms", sig3(v)),
-            Metric::PeakRssBytes | Metric::ModelBytes | Metric::WeightBytesPerStep => {
+            Metric::PeakRssBytes
+            | Metric::ModelBytes
+            | Metric::WeightBytesPerStep
+            | Metric::WeightBytesResident
+            | Metric::KvCacheBytes
+            | Metric::PssBytes => {
                 format!("{} MiB", sig3(v / (1024.0 * 1024.0)))
             }
             Metric::AvgPowerW => format!("{} W", sig3(v)),

@@ -34,6 +34,8 @@ pub struct LoadFacts {
     pub weight_bytes_per_step: u64,
     /// Matmul FLOPs per token.
     pub matmul_flops_per_token: u64,
+    /// Bytes of the model's weights in memory as they run.
+    pub weight_bytes_resident: u64,
 }
 
 impl Engine {
@@ -75,6 +77,11 @@ impl Engine {
                     load_s: s.load_s,
                     weight_bytes_per_step: t.bytes_per_step,
                     matmul_flops_per_token: t.matmul_flops_per_token,
+                    weight_bytes_resident: socbench_kernels::quant::resident_weight_bytes(
+                        &s.loaded.model,
+                        plan.quant,
+                        plan.backend,
+                    ),
                 }
             }
             #[cfg(feature = "llama-cpp")]
@@ -83,6 +90,8 @@ impl Engine {
                 // The tied embedding is the output projection: every weight is read per step.
                 weight_bytes_per_step: model.weight_bytes(),
                 matmul_flops_per_token: 2 * model.parameters(),
+                // Its tensors, mapped from the file and run as they are stored.
+                weight_bytes_resident: model.weight_bytes(),
             },
         }
     }

@@ -279,6 +279,13 @@ fn own_memory(field: &str) -> Option<u64> {
     socbench_devices::sensors::proc_status_bytes(Path::new("/proc/self/status"), field)
 }
 
+/// This process's proportional set size (`Pss:` of `/proc/self/smaps_rollup`, Linux 4.14+),
+/// in bytes: shared pages counted by the share this process has of them, as Android's memory
+/// accounting does. `None` where the file is absent or unreadable.
+fn own_pss() -> Option<u64> {
+    socbench_devices::sensors::proc_status_bytes(Path::new("/proc/self/smaps_rollup"), "Pss:")
+}
+
 fn max_temp(set: &SensorSet) -> Option<f64> {
     let values = set.read();
     set.metas()
@@ -371,6 +378,7 @@ fn run_plan(path: &Path) -> Result<(), String> {
         rss_bytes: own_memory("VmRSS:"),
         weight_bytes_per_step: Some(facts.weight_bytes_per_step),
         matmul_flops_per_token: Some(facts.matmul_flops_per_token),
+        weight_bytes_resident: Some(facts.weight_bytes_resident),
     });
     if plan.quality {
         let scored = engine
@@ -493,6 +501,8 @@ fn run_cell(
                     batch: cell.batch,
                     peak_rss_bytes: own_memory("VmHWM:"),
                     peak_rss_is_per_rep: peak_reset,
+                    pss_bytes: own_pss(),
+                    kv_cache_bytes: Some(g.kv_cache_bytes),
                 };
                 emitter.emit(&Event::Rep(result));
             }

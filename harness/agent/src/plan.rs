@@ -129,6 +129,12 @@ pub struct RepResult {
     pub peak_rss_bytes: Option<u64>,
     /// Whether the peak was reset before this run (else it is the process's peak so far).
     pub peak_rss_is_per_rep: bool,
+    /// Proportional set size after the run (`/proc/self/smaps_rollup`), bytes.
+    #[serde(default)]
+    pub pss_bytes: Option<u64>,
+    /// Bytes the KV cache held at the end of the run (computed by the runtime).
+    #[serde(default)]
+    pub kv_cache_bytes: Option<u64>,
 }
 
 /// One line of the agent's output.
@@ -164,6 +170,9 @@ pub enum Event {
         /// Matmul FLOPs per token.
         #[serde(default)]
         matmul_flops_per_token: Option<u64>,
+        /// Bytes of the model's weights in memory as they run (computed).
+        #[serde(default)]
+        weight_bytes_resident: Option<u64>,
     },
     /// A sensor sample.
     Sample {

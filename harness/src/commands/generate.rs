@@ -91,6 +91,13 @@ pub(super) fn print_generation(
     let b = batch as f64;
     let decode_tok_per_s = (!decode_s.is_empty()).then(|| b * decode_s.len() as f64 / decode_total);
     let prefill_tok_per_s = b * prompt.len() as f64 / ttft_s;
+    // The process's own memory once the run is over: its peak (load included) and its
+    // proportional set size, as the kernel counts them.
+    let own = |file: &str, field: &str| {
+        socbench_devices::sensors::proc_status_bytes(std::path::Path::new(file), field)
+    };
+    let peak_rss = own("/proc/self/status", "VmHWM:");
+    let pss = own("/proc/self/smaps_rollup", "Pss:");
     if args.model.json {
         let mut obj = json!({
             "prompt": args.prompt,
@@ -103,6 +110,11 @@ pub(super) fn print_generation(
             "decode_tok_per_s": decode_tok_per_s,
             "sampling": sampling,
             "settings": settings,
+            "memory": {
+                "peak_rss_bytes": peak_rss,
+                "pss_bytes": pss,
+                "kv_cache_bytes": out.kv_cache_bytes,
+            },
         });
         if batch > 1 {
             obj["batch_gen_ids"] = json!(out.gen_ids);
@@ -111,12 +123,13 @@ pub(super) fn print_generation(
     } else {
         println!("{}{text}", args.prompt);
         eprintln!(
-            "{} prompt tokens, {} generated | TTFT {:.1} ms | prefill {:.1} tok/s | decode {} | {how}",
+            "{} prompt tokens, {} generated | TTFT {:.1} ms | prefill {:.1} tok/s | decode {} | peak RSS {} | {how}",
             prompt.len(),
             out.gen_ids[0].len(),
             ttft_s * 1e3,
             prefill_tok_per_s,
             decode_tok_per_s.map_or("n/a".into(), |v| format!("{v:.1} tok/s")),
+            peak_rss.map_or("n/a".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0)),
         );
     }
 }

@@ -60,7 +60,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         "batch": m.batch,
         "kv_window": Value::from("full"),
         "load_s": model.load_s,
-        "weight_bytes": model.weight_bytes(),
+        "weight_bytes_resident": model.weight_bytes(),
     });
     let how = format!(
         "llama.cpp {} ({}) ×{threads} threads",

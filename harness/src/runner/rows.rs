@@ -98,6 +98,8 @@ pub(super) struct AgentRun<'a> {
     pub model_bytes: Option<u64>,
     /// Weight bytes per decode step and matmul FLOPs per token of the loaded variant.
     traffic: Option<(u64, u64)>,
+    /// Load time (s) and resident weight bytes of the loaded variant.
+    load: Option<(f64, Option<u64>)>,
     /// The device's measured roofs.
     pub roofline: Option<Roofline>,
     /// Perplexity of the quality text for the loaded variant.
@@ -167,6 +169,7 @@ impl<'a> AgentRun<'a> {
             samples: Samples::default(),
             model_bytes: None,
             traffic: None,
+            load: None,
             roofline: None,
             perplexity: None,
             ctx: HashMap::new(),
@@ -193,6 +196,9 @@ impl<'a> AgentRun<'a> {
         self.cells = cells.iter().map(|c| (c.key.clone(), *c)).collect();
         self.samples = Samples::default();
         self.model_bytes = model_bytes;
+        // Until this agent run's `loaded` event, nothing is known of its variant.
+        self.traffic = None;
+        self.load = None;
         self.finished.clear();
         self.current = None;
         self.started_any = false;
@@ -229,6 +235,10 @@ impl<'a> AgentRun<'a> {
         row.model_id = self.model_id.clone();
         row.note = note.to_owned();
         row.set(Metric::ModelBytes, self.model_bytes.map(|b| b as f64));
+        if let Some((load_s, resident)) = self.load {
+            row.set(Metric::LoadS, Some(load_s));
+            row.set(Metric::WeightBytesResident, resident.map(|b| b as f64));
+        }
         let has_device_sensors = self
             .samples
             .metas
@@ -273,6 +283,8 @@ impl<'a> AgentRun<'a> {
             }
         }
         row.set(Metric::PeakRssBytes, r.peak_rss_bytes.map(|v| v as f64));
+        row.set(Metric::PssBytes, r.pss_bytes.map(|v| v as f64));
+        row.set(Metric::KvCacheBytes, r.kv_cache_bytes.map(|v| v as f64));
         if let Some((joules, source)) = self.samples.energy(r.t_start_s, r.t_end_s, simulated) {
             let dur = (r.t_end_s - r.t_start_s).max(1e-9);
             row.set(Metric::EnergyJ, Some(joules));
@@ -422,11 +434,14 @@ impl<'a> AgentRun<'a> {
                 self.pid = Some(pid);
             }
             Event::Loaded {
+                load_s,
                 model_file_bytes,
                 weight_bytes_per_step,
                 matmul_flops_per_token,
+                weight_bytes_resident,
                 ..
             } => {
+                self.load = Some((load_s, weight_bytes_resident));
                 if model_file_bytes.is_some() {
                     self.model_bytes = model_file_bytes;
                 }

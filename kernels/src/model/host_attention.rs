@@ -81,6 +81,16 @@ impl HostKv {
         self.len
     }
 
+    /// Bytes of keys and values in the buffers, positions out of the window not yet removed
+    /// included.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|b| b.len() * std::mem::size_of::<f32>())
+            .sum()
+    }
+
     /// Appends the keys and values of this step's (already rotated) `[q | k | v]` rows, runs
     /// the step's queries against everything they may see (causal, and within the window),
     /// then keeps the last `window` positions. Returns `[batch × seq, heads × head_dim]`.

@@ -80,6 +80,22 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// Bytes of keys and values held, every block's, at their element size: what the cache
+    /// occupies (buffers' spare capacity aside). It grows with the positions run and is never
+    /// sized by the model's maximum context.
+    pub fn held_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| {
+                let burn = l.kv.as_ref().map_or(0, |(k, v)| {
+                    let numel = |t: &Tensor<4>| t.dims().iter().product::<usize>();
+                    (numel(k) + numel(v)) * k.dtype().size()
+                });
+                burn + l.host.held_bytes()
+            })
+            .sum::<usize>() as u64
+    }
+
     /// An empty cache for `n_layers` blocks.
     pub fn new(n_layers: usize, window: Option<usize>) -> Self {
         Self {
