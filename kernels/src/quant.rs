@@ -1,8 +1,10 @@
 //! Weight quantization levels, through Burn's own quantization (`QuantScheme`).
 //!
-//! The GGUF file's weights are dequantized to `f32` at load, then converted to the requested
-//! level. Only the matmul weights (the seven projections of every block and the output
-//! projection) are quantized; the embedding lookup table and the norms stay in full precision.
+//! The loader builds each weight straight at the requested level, one tensor at a time
+//! ([`crate::load::ModelSpec::load_as`]); [`apply`] converts a model loaded in `f32`, as the
+//! benches do. Only the matmul weights (the seven projections of every block and the output
+//! projection) are quantized; the norms stay in full precision, and a tied embedding table is
+//! the output projection's (kept apart in f32 only under Burn's quantized storage).
 //!
 //! `q4` is asymmetric, like the file's own Q4_1 blocks (a scale and a minimum per 32 inputs),
 //! although Burn's quantized values are symmetric: see [`Proj`] for how the minimum is carried.

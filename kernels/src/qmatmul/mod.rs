@@ -128,6 +128,27 @@ const Q8_PANEL_BYTES: usize = PANEL * BLOCK;
 /// Bytes of one Q4_1 panel block.
 const Q4_PANEL_BYTES: usize = PANEL * BLOCK / 2;
 
+/// The bytes of one [`Layout::Panels`] block, aligned to a cache line, so that each 64-byte
+/// load of the kernels is one line, never a load split over two (a weight of its own mapping
+/// would otherwise start 16 bytes into a page, and every load of it would be split).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct PanelBlock<const N: usize>([u8; N]);
+
+impl<const N: usize> std::ops::Deref for PanelBlock<N> {
+    type Target = [u8; N];
+
+    fn deref(&self) -> &[u8; N] {
+        &self.0
+    }
+}
+
+impl<const N: usize> std::ops::DerefMut for PanelBlock<N> {
+    fn deref_mut(&mut self) -> &mut [u8; N] {
+        &mut self.0
+    }
+}
+
 #[derive(Clone)]
 enum Values {
     /// [`Layout::Lanes`], signed values.
@@ -136,10 +157,10 @@ enum Values {
     Q4(Vec<Group<[u8; BLOCK / 2]>>),
     /// [`Layout::Panels`]: byte `64 c + 4 o + t` is `q + 128` of input `4 c + t` of output `o`
     /// (offset so that the weights are `vpdpbusd`'s unsigned operand).
-    Q8Panel(Vec<[u8; Q8_PANEL_BYTES]>),
+    Q8Panel(Vec<PanelBlock<Q8_PANEL_BYTES>>),
     /// [`Layout::Panels`]: byte `64 c + 4 o + t` holds input `8 c + t` of output `o` in its low
     /// nibble and input `8 c + 4 + t` in its high one.
-    Q4Panel(Vec<[u8; Q4_PANEL_BYTES]>),
+    Q4Panel(Vec<PanelBlock<Q4_PANEL_BYTES>>),
 }
 
 /// A `[d_in, d_out]` projection weight in quantized blocks, ready for [`PackedWeight::matmul`].

@@ -3,7 +3,7 @@
 //! otherwise), so that loading a model never needs a float copy of a weight.
 
 use super::{
-    BLOCK, BlockFormat, LANES, Layout, PANEL, PackError, PackedWeight, Q4_PANEL_BYTES,
+    BLOCK, BlockFormat, LANES, Layout, PANEL, PackError, PackedWeight, PanelBlock, Q4_PANEL_BYTES,
     Q8_PANEL_BYTES, QBlock, Values, quantize_block,
 };
 use crate::gguf::GgmlType;
@@ -174,8 +174,12 @@ impl PackedWeight {
         let mut values = match (format, layout) {
             (BlockFormat::Q8_0, Layout::Lanes) => Values::Q8(vec![[[0; BLOCK]; LANES]; n]),
             (BlockFormat::Q4_1, Layout::Lanes) => Values::Q4(vec![[[0; BLOCK / 2]; LANES]; n]),
-            (BlockFormat::Q8_0, Layout::Panels) => Values::Q8Panel(vec![[0; Q8_PANEL_BYTES]; n]),
-            (BlockFormat::Q4_1, Layout::Panels) => Values::Q4Panel(vec![[0; Q4_PANEL_BYTES]; n]),
+            (BlockFormat::Q8_0, Layout::Panels) => {
+                Values::Q8Panel(vec![PanelBlock([0; Q8_PANEL_BYTES]); n])
+            }
+            (BlockFormat::Q4_1, Layout::Panels) => {
+                Values::Q4Panel(vec![PanelBlock([0; Q4_PANEL_BYTES]); n])
+            }
         };
         for o in 0..units * width {
             let (u, j) = (o / width, o % width);
@@ -223,11 +227,11 @@ fn copy_panels<const N: usize>(
     [d_in, d_out]: [usize; 2],
     fill: u8,
     copy: CopyBlock<N>,
-    wrap: fn(Vec<[u8; N]>) -> Values,
+    wrap: fn(Vec<PanelBlock<N>>) -> Values,
 ) -> PackedWeight {
     let blocks = d_in / BLOCK;
     let n = d_out.div_ceil(PANEL) * blocks;
-    let mut values = vec![[fill; N]; n];
+    let mut values = vec![PanelBlock([fill; N]); n];
     let mut scales = vec![0f32; n * PANEL];
     let mut mins = match format {
         BlockFormat::Q8_0 => Vec::new(),

@@ -9,7 +9,9 @@
 //! the matching target features).
 #![allow(unsafe_code)]
 
-use super::{ActBlock, BLOCK, Group, LANES, PANEL, PackedWeight, QuantizedRows, Values};
+use super::{
+    ActBlock, BLOCK, Group, LANES, PANEL, PackedWeight, PanelBlock, QuantizedRows, Values,
+};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -260,7 +262,7 @@ fn panel_tile<const R: usize, const C: usize>(
 /// Q8_0 panels: `Σ_b d_b s_b (Σ (q + 128) qx - 128 Σ qx)`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn q8_tile<const R: usize, const C: usize>(
-    q: &[[u8; PANEL * BLOCK]],
+    q: &[PanelBlock<{ PANEL * BLOCK }>],
     scales: &[[f32; PANEL]],
     x: &QuantizedRows,
     tile: Tile,
@@ -302,7 +304,7 @@ fn q8_tile<const R: usize, const C: usize>(
 /// operand as they are.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn q4_tile<const R: usize, const C: usize>(
-    q: &[[u8; PANEL * BLOCK / 2]],
+    q: &[PanelBlock<{ PANEL * BLOCK / 2 }>],
     scales: &[[f32; PANEL]],
     mins: &[[f32; PANEL]],
     x: &QuantizedRows,
