@@ -65,7 +65,7 @@ pub struct LoadedModel {
 }
 
 impl ModelSpec {
-    /// Reads the GGUF file (or builds the synthetic one).
+    /// Maps and parses the GGUF file (or builds the synthetic one).
     pub fn open(&self) -> Result<GgufFile, KernelError> {
         match self {
             Self::SyntheticTiny => Ok(GgufFile::parse(synthetic_tiny_gguf())?),
