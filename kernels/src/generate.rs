@@ -156,6 +156,7 @@ pub fn generate(
             } => sample(row, temperature, top_k, rng),
         };
         let mut cache = KvCache::new(model.n_layers(), opts.kv_window);
+        cache.reserve(prompt.len() + opts.max_new_tokens);
         let mut gen_ids: Vec<Vec<u32>> = vec![Vec::with_capacity(opts.max_new_tokens); b];
         let mut done = vec![false; b];
         let mut decode = Vec::with_capacity(opts.max_new_tokens);

@@ -73,6 +73,9 @@ pub(crate) struct HostKv {
     dropped: usize,
     /// Positions held (after the dropped ones).
     len: usize,
+    /// Positions to reserve room for when the buffers are created (the run's length, so that
+    /// the cache never moves while it decodes).
+    pub(crate) reserve: usize,
 }
 
 impl HostKv {
@@ -105,8 +108,9 @@ impl HostKv {
         let streams = batch * kv_heads;
         if self.keys.len() != streams {
             assert_eq!(self.len, 0, "batch size changed with keys cached");
-            self.keys = vec![Vec::new(); streams];
-            self.values = vec![Vec::new(); streams];
+            let room = || Vec::with_capacity(self.reserve * hd);
+            self.keys = (0..streams).map(|_| room()).collect();
+            self.values = (0..streams).map(|_| room()).collect();
         }
         let (k_at, v_at) = (heads * hd, (heads + kv_heads) * hd);
         for (r, row) in qkv.chunks_exact(shape.row_width()).enumerate() {

@@ -96,6 +96,16 @@ impl KvCache {
             .sum::<usize>() as u64
     }
 
+    /// Reserves room for `positions` positions per sequence in the host cache's buffers (with
+    /// a window, for the window and as many again, what it holds before it compacts), so that
+    /// they are allocated once, not moved as a run grows.
+    pub fn reserve(&mut self, positions: usize) {
+        let positions = self.window.map_or(positions, |w| positions.min(2 * w));
+        for layer in &mut self.layers {
+            layer.host.reserve = positions;
+        }
+    }
+
     /// An empty cache for `n_layers` blocks.
     pub fn new(n_layers: usize, window: Option<usize>) -> Self {
         Self {
