@@ -427,6 +427,18 @@ fn read_source(src: &Source) -> Option<f64> {
     }
 }
 
+/// This process's own memory: a `kB` field of `/proc/self/status` (`VmRSS:`, `VmHWM:`…), or
+/// `Pss:` from `/proc/self/smaps_rollup` (Linux 4.14+: shared pages counted by this process's
+/// share of them, as Android's memory accounting does), in bytes; `None` where unreadable.
+pub fn own_memory_bytes(field: &str) -> Option<u64> {
+    let file = if field == "Pss:" {
+        "/proc/self/smaps_rollup"
+    } else {
+        "/proc/self/status"
+    };
+    proc_status_bytes(Path::new(file), field)
+}
+
 /// A `kB` field of a `/proc/<pid>/status` file (`VmRSS:`, `VmHWM:`…), in bytes.
 pub fn proc_status_bytes(path: &Path, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;

@@ -17,8 +17,8 @@
 //! ([`quantize_proj_burn`] keeps Burn's path for comparison, as the benches do).
 
 use crate::backend::BackendKind;
-use crate::model::Llama;
 use crate::model::Proj;
+use crate::model::{Block, Llama};
 use crate::qmatmul::{BlockFormat, PackedWeight};
 use burn::module::Param;
 use burn::nn::Embedding;
@@ -253,25 +253,21 @@ pub struct WeightTraffic {
     pub matmul_flops_per_token: u64,
 }
 
+/// Width of the residual stream (the query projection's inputs); 0 for a model without blocks.
+fn d_model(model: &Llama) -> usize {
+    model.blocks.first().map_or(0, |b| b.attn.q.dims()[0])
+}
+
 /// [`WeightTraffic`] of `model` converted to `level` on `backend`.
 pub fn weight_traffic(model: &Llama, level: QuantLevel, backend: BackendKind) -> WeightTraffic {
     let numel = |p: &Proj| p.dims().iter().product::<usize>() as f64;
-    let mut projections = 0.0;
-    let mut d_model = 0;
-    for block in &model.blocks {
-        for p in [
-            &block.attn.q,
-            &block.attn.k,
-            &block.attn.v,
-            &block.attn.o,
-            &block.mlp.gate,
-            &block.mlp.up,
-            &block.mlp.down,
-        ] {
-            projections += numel(p);
-        }
-        d_model = block.attn.q.dims()[0];
-    }
+    let projections: f64 = model
+        .blocks
+        .iter()
+        .flat_map(Block::projections)
+        .map(numel)
+        .sum();
+    let d_model = d_model(model);
     let output = numel(&model.output);
     let output_level = if level == QuantLevel::Q4 {
         QuantLevel::Q8
@@ -395,22 +391,13 @@ pub fn resident_weight_bytes(model: &Llama, level: QuantLevel, backend: BackendK
         }
     };
     let mut bytes = proj(&model.output, output_level(level));
-    let mut d_model = 0;
-    for block in &model.blocks {
-        for p in [
-            &block.attn.q,
-            &block.attn.k,
-            &block.attn.v,
-            &block.attn.o,
-            &block.mlp.gate,
-            &block.mlp.up,
-            &block.mlp.down,
-        ] {
-            bytes += proj(p, level);
-        }
-        d_model = block.attn.q.dims()[0];
-    }
-    bytes += (2 * model.blocks.len() + 1) as f64 * d_model as f64 * float;
+    bytes += model
+        .blocks
+        .iter()
+        .flat_map(Block::projections)
+        .map(|p| proj(p, level))
+        .sum::<f64>();
+    bytes += (2 * model.blocks.len() + 1) as f64 * d_model(model) as f64 * float;
     if let Some(table) = &model.embedding {
         bytes += table.weight.val().dims().iter().product::<usize>() as f64 * float;
     }

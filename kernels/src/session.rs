@@ -19,8 +19,9 @@ pub struct ModelSession {
 
 impl ModelSession {
     /// Checks that `quant` runs on `backend`, opens the backend with `threads` workers, loads
-    /// `spec` with every weight built for `quant` ([`ModelSpec::load_as`]). The file is parsed before the backend starts, so a
-    /// missing or corrupt model is reported before a GPU is touched.
+    /// `spec` with every weight built for `quant` ([`ModelSpec::load_as`]). The file is parsed
+    /// before the backend starts, so a missing or corrupt model is reported before a GPU is
+    /// touched.
     ///
     /// Call it once per process for NdArray: its matmul pool is sized at first use.
     pub fn open(

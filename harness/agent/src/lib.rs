@@ -290,16 +290,9 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-/// This process's `VmRSS:`/`VmHWM:` in bytes.
+/// This process's `VmRSS:`/`VmHWM:`/`Pss:` in bytes.
 fn own_memory(field: &str) -> Option<u64> {
-    socbench_devices::sensors::proc_status_bytes(Path::new("/proc/self/status"), field)
-}
-
-/// This process's proportional set size (`Pss:` of `/proc/self/smaps_rollup`, Linux 4.14+),
-/// in bytes: shared pages counted by the share this process has of them, as Android's memory
-/// accounting does. `None` where the file is absent or unreadable.
-fn own_pss() -> Option<u64> {
-    socbench_devices::sensors::proc_status_bytes(Path::new("/proc/self/smaps_rollup"), "Pss:")
+    socbench_devices::sensors::own_memory_bytes(field)
 }
 
 fn max_temp(set: &SensorSet) -> Option<f64> {
@@ -518,7 +511,7 @@ fn run_cell(
                     batch: cell.batch,
                     peak_rss_bytes: own_memory("VmHWM:"),
                     peak_rss_is_per_rep: peak_reset,
-                    pss_bytes: own_pss(),
+                    pss_bytes: own_memory("Pss:"),
                     kv_cache_bytes: Some(g.kv_cache_bytes),
                 };
                 emitter.emit(&Event::Rep(result));

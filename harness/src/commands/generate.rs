@@ -93,11 +93,8 @@ pub(super) fn print_generation(
     let prefill_tok_per_s = b * prompt.len() as f64 / ttft_s;
     // The process's own memory once the run is over: its peak (load included) and its
     // proportional set size, as the kernel counts them.
-    let own = |file: &str, field: &str| {
-        socbench_devices::sensors::proc_status_bytes(std::path::Path::new(file), field)
-    };
-    let peak_rss = own("/proc/self/status", "VmHWM:");
-    let pss = own("/proc/self/smaps_rollup", "Pss:");
+    let own = socbench_devices::sensors::own_memory_bytes;
+    let (peak_rss, pss) = (own("VmHWM:"), own("Pss:"));
     if args.model.json {
         let mut obj = json!({
             "prompt": args.prompt,

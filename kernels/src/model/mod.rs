@@ -33,6 +33,21 @@ pub struct Block {
     pub mlp: Mlp,
 }
 
+impl Block {
+    /// The block's seven projections: query, key, value, output, gate, up, down.
+    pub fn projections(&self) -> [&Proj; 7] {
+        [
+            &self.attn.q,
+            &self.attn.k,
+            &self.attn.v,
+            &self.attn.o,
+            &self.mlp.gate,
+            &self.mlp.up,
+            &self.mlp.down,
+        ]
+    }
+}
+
 /// Which positions' logits a forward pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logits {

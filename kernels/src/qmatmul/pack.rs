@@ -31,9 +31,7 @@ impl PackedWeight {
         d_in: usize,
         d_out: usize,
     ) -> Result<Self, PackError> {
-        if d_in == 0 || !d_in.is_multiple_of(BLOCK) {
-            return Err(PackError::Shape { d_in, d_out });
-        }
+        check_shape(d_in, d_out)?;
         if w.len() != d_in * d_out {
             return Err(PackError::Length {
                 len: w.len(),
@@ -72,9 +70,7 @@ impl PackedWeight {
         d_in: usize,
         d_out: usize,
     ) -> Result<Self, PackError> {
-        if d_in == 0 || !d_in.is_multiple_of(BLOCK) {
-            return Err(PackError::Shape { d_in, d_out });
-        }
+        check_shape(d_in, d_out)?;
         let Some((elems, block_bytes)) = ty.block_layout() else {
             return Err(PackError::Type { ty });
         };
@@ -159,9 +155,7 @@ impl PackedWeight {
         d_out: usize,
         mut block_of: impl FnMut(usize, usize) -> QBlock,
     ) -> Result<Self, PackError> {
-        if d_in == 0 || !d_in.is_multiple_of(BLOCK) {
-            return Err(PackError::Shape { d_in, d_out });
-        }
+        check_shape(d_in, d_out)?;
         let blocks = d_in / BLOCK;
         let width = layout.width();
         let units = d_out.div_ceil(width);
@@ -206,6 +200,14 @@ impl PackedWeight {
             mins,
         })
     }
+}
+
+/// A weight packs when its inputs are a whole, non-zero number of blocks.
+fn check_shape(d_in: usize, d_out: usize) -> Result<(), PackError> {
+    if d_in == 0 || !d_in.is_multiple_of(BLOCK) {
+        return Err(PackError::Shape { d_in, d_out });
+    }
+    Ok(())
 }
 
 #[inline]
