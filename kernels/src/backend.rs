@@ -7,8 +7,9 @@
 //! - Flex, and NdArray's element-wise kernels, run on the rayon pool the work is *installed*
 //!   in: [`Runtime::run`] installs a pool of exactly `threads` workers around the work.
 //! - NdArray's matmul goes through `matrixmultiply`, which sizes its own pool from
-//!   `MATMUL_NUM_THREADS` once per process: [`set_matmul_threads`] must run before the first
-//!   matmul, which is why the CLI calls it before creating any tensor.
+//!   `MATMUL_NUM_THREADS` once per process: [`set_matmul_threads`] sets it while the process
+//!   still has one thread (the CLI right after parsing its arguments, the agent before its
+//!   first thread), and the runner starts agents with it in their environment.
 //! - wgpu runs kernels on the GPU; the pool only bounds host-side work.
 
 use crate::KernelError;
@@ -96,18 +97,52 @@ impl FromStr for BackendKind {
     }
 }
 
-/// Sets the thread count of NdArray's matmul (`matrixmultiply` reads `MATMUL_NUM_THREADS`
+/// The variable `matrixmultiply` (NdArray's matmul) sizes its thread pool from.
+pub const MATMUL_THREADS_ENV: &str = "MATMUL_NUM_THREADS";
+
+/// The thread count NdArray's matmul will use, when the environment sets it.
+pub fn matmul_threads() -> Option<usize> {
+    std::env::var(MATMUL_THREADS_ENV).ok()?.parse().ok()
+}
+
+/// Sets the thread count of NdArray's matmul (`matrixmultiply` reads [`MATMUL_THREADS_ENV`]
 /// once, at its first use, and caps it at 4).
 ///
-/// Call it at the start of the process, before any other thread exists and before any tensor
-/// is created: a later call has no effect on a pool that is already built.
-pub fn set_matmul_threads(threads: usize) {
-    // SAFETY: the environment is only unsafe to modify while other threads may read it. The
-    // CLI calls this first thing in `main`'s command dispatch, before any thread is spawned.
+/// Changing the environment is only sound while no other thread can read it, so this checks
+/// that the calling thread is the process's only one (`/proc/self/task`) and refuses
+/// otherwise: call it at the start of the process (the CLI does, right after parsing its
+/// arguments; the agent before it starts any thread), or start the process with the variable
+/// set (what the runner does for the agents it launches). A later call has no effect on a pool
+/// that is already built.
+///
+/// # Errors
+///
+/// When another thread exists (or `/proc` cannot tell) and the variable does not already say
+/// `threads`.
+pub fn set_matmul_threads(threads: usize) -> Result<(), KernelError> {
+    if matmul_threads() == Some(threads) {
+        return Ok(());
+    }
+    if !single_threaded() {
+        return Err(KernelError::Invalid(format!(
+            "{MATMUL_THREADS_ENV} can only be set before any other thread exists; start the \
+             process with {MATMUL_THREADS_ENV}={threads}"
+        )));
+    }
+    // SAFETY: modifying the environment is unsound only while another thread may read or
+    // write it; `single_threaded` just saw that the calling thread is the only one, and only
+    // this thread could start another between that check and this call.
     #[allow(unsafe_code)]
     unsafe {
-        std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+        std::env::set_var(MATMUL_THREADS_ENV, threads.to_string());
     }
+    Ok(())
+}
+
+/// Whether the calling thread is the only thread of the process (`false` where `/proc` cannot
+/// tell).
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
 }
 
 /// A backend device together with the CPU thread pool its work runs in.
@@ -186,5 +221,20 @@ impl Runtime {
             }),
             Ok(Err(reason)) | Err(reason) => Err(KernelError::Backend { backend, reason }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_matmul_thread_count_is_left_alone_once_other_threads_exist() {
+        // Tests run on the harness's worker threads: this process has more than one.
+        let before = matmul_threads();
+        let other = before.map_or(3, |n| n + 1);
+        let err = set_matmul_threads(other).unwrap_err();
+        assert!(err.to_string().contains("MATMUL_NUM_THREADS"), "{err}");
+        assert_eq!(matmul_threads(), before);
     }
 }

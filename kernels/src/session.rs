@@ -41,7 +41,10 @@ impl ModelSession {
                 reason,
             })?;
         if backend == BackendKind::NdArray {
-            set_matmul_threads(threads);
+            // Takes effect only while this is the process's one thread (the CLI's `generate`);
+            // the agent sets it before its first thread. Otherwise NdArray's matmul keeps the
+            // count it was started with, and the observed threads of the run say so.
+            let _ = set_matmul_threads(threads);
         }
         // Load time counts mapping and parsing the file and converting its weights, not
         // starting the backend.

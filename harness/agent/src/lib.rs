@@ -109,6 +109,13 @@ pub fn main() -> ExitCode {
 /// The agent with `args` (without the program name): what `socbench-agent ARGS` and
 /// `socbench agent ARGS` run.
 pub fn main_with(args: &[String]) -> ExitCode {
+    // Before the first thread (the parent watch below): NdArray's matmul pool is sized from
+    // the environment, which may only change while this is the process's one thread.
+    if let Some(threads) = matmul_threads_for(args)
+        && let Err(e) = socbench_kernels::backend::set_matmul_threads(threads)
+    {
+        eprintln!("socbench-agent: {e}");
+    }
     // Every subcommand (a probe runs for minutes) dies with a local controller.
     supervise::bind_to_parent();
     match args.first().map(String::as_str) {
@@ -182,11 +189,23 @@ pub fn main_with(args: &[String]) -> ExitCode {
     }
 }
 
+/// The thread count NdArray's matmul should get for `args`: the plan's for an NdArray plan,
+/// one for a probe (each of its GEMMs runs on its caller's thread: the probe's threads are the
+/// parallelism), none otherwise. An unreadable plan is left for `run` to report.
+fn matmul_threads_for(args: &[String]) -> Option<usize> {
+    match (args.first().map(String::as_str), args.get(1)) {
+        (Some("probe"), _) => Some(1),
+        (Some("run"), Some(path)) => {
+            let plan: Plan = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+            (plan.backend == BackendKind::NdArray).then_some(plan.threads)
+        }
+        _ => None,
+    }
+}
+
 /// `probe [--threads LIST] [--quick]`: the device's triad bandwidth and GEMM roofs as JSON.
 fn probe(args: &[String]) -> Result<String, String> {
     use socbench_kernels::roofline::{ProbeOptions, default_thread_counts, probe};
-    // Each GEMM runs on its caller's thread: the probe's threads are the parallelism.
-    socbench_kernels::backend::set_matmul_threads(1);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut threads = default_thread_counts(cpus);
     let mut opts = ProbeOptions::default();
