@@ -1,5 +1,6 @@
-//! NEON inner loops for [`super::PackedWeight::matmul`] on arm64 (every arm64 CPU has NEON,
-//! so nothing is detected at run time).
+//! arm64 inner loops for [`super::PackedWeight::matmul`]: baseline NEON (every arm64 CPU), and
+//! the dot-product instructions phones have, chosen at run time (see [`super::Kernel::best`]).
+//! The NEON kernel is below; the `sdot` (dotprod) and `smmla` (i8mm) ones in `arm_dot`.
 //!
 //! [`super::Layout::Panels`] weights: one 16-byte load is 4 outputs × 4 consecutive inputs,
 //! multiplied by the row's 4 activations repeated four times (`smull`/`smull2` to 16 bits, then
@@ -11,10 +12,15 @@
 //! the `#[target_feature(enable = "neon")]` functions (NEON is part of the arm64 baseline, so
 //! every CPU this compiles for has it), and NEON loads and stores through references to arrays
 //! of exactly the vector's size. The arithmetic intrinsics are safe inside those functions.
+//! `dot` adds a third: one `asm!` instruction each for `sdot` and `smmla`, which have no stable
+//! intrinsics, entered only after the run-time feature check.
 //! (No closures below: a closure does not inherit its function's target features.)
 #![allow(unsafe_code)]
 
-use super::{BLOCK, PANEL, PackedWeight, QuantizedRows, Values};
+mod dot;
+pub(super) use dot::{dotprod_available, i8mm_available, run_dotprod, run_i8mm};
+
+use super::{BLOCK, BlockFormat, PANEL, PackedWeight, QuantizedRows, Values};
 use std::arch::aarch64::*;
 use std::ops::Range;
 
@@ -77,17 +83,26 @@ fn panel_tile<const R: usize>(
     let mut acc = [[vdupq_n_f32(0.0); 4]; R];
     for b in 0..nb {
         let k = tile.panel * nb + b;
-        let dots: [[int32x4_t; 4]; R] = match &w.values {
+        let mut dots: [[int32x4_t; 4]; R] = match &w.values {
             Values::Q8Panel(q) => q8_block::<R>(&q[k], x, tile.row * nb + b, nb),
             Values::Q4Panel(q) => q4_block::<R>(&q[k], x, tile.row * nb + b, nb),
             Values::Q8(_) | Values::Q4(_) => {
                 unreachable!("the NEON kernel runs only `Layout::Panels` weights")
             }
         };
+        if w.format == BlockFormat::Q4_0 {
+            // The nibbles are stored `+ 8`: take `8 Σ qx` back.
+            for (r, dots) in dots.iter_mut().enumerate() {
+                let offset = vdupq_n_s32(-8 * x.qsums[(tile.row + r) * nb + b]);
+                for dot in dots {
+                    *dot = vaddq_s32(*dot, offset);
+                }
+            }
+        }
         let (d, _) = scales[k].as_chunks::<4>();
-        let mins = match &w.values {
-            Values::Q4Panel(_) => Some(w.mins[k * PANEL..(k + 1) * PANEL].as_chunks::<4>().0),
-            _ => None,
+        let mins = match w.format {
+            BlockFormat::Q4_1 => Some(w.mins[k * PANEL..(k + 1) * PANEL].as_chunks::<4>().0),
+            BlockFormat::Q8_0 | BlockFormat::Q4_0 => None,
         };
         for (r, (acc, dots)) in acc.iter_mut().zip(&dots).enumerate() {
             let i = (tile.row + r) * nb + b;

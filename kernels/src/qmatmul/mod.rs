@@ -60,6 +60,8 @@ pub enum BlockFormat {
     Q8_0,
     /// 4-bit asymmetric: a scale and a minimum per block (GGUF's Q4_1).
     Q4_1,
+    /// 4-bit symmetric: a scale per block, `w = d (q - 8)` (GGUF's Q4_0).
+    Q4_0,
 }
 
 impl BlockFormat {
@@ -68,6 +70,7 @@ impl BlockFormat {
         match self {
             Self::Q8_0 => 1.0 + 4.0 / BLOCK as f64,
             Self::Q4_1 => 0.5 + 8.0 / BLOCK as f64,
+            Self::Q4_0 => 0.5 + 4.0 / BLOCK as f64,
         }
     }
 }
@@ -77,6 +80,7 @@ impl fmt::Display for BlockFormat {
         f.write_str(match self {
             Self::Q8_0 => "q8_0",
             Self::Q4_1 => "q4_1",
+            Self::Q4_0 => "q4_0",
         })
     }
 }
@@ -153,7 +157,8 @@ impl<const N: usize> std::ops::DerefMut for PanelBlock<N> {
 enum Values {
     /// [`Layout::Lanes`], signed values.
     Q8(Vec<Group<[i8; BLOCK]>>),
-    /// [`Layout::Lanes`]: inputs `0..16` in the low nibbles, `16..32` in the high ones.
+    /// [`Layout::Lanes`]: inputs `0..16` in the low nibbles, `16..32` in the high ones (Q4_1
+    /// and Q4_0: the nibble `q` of `w = m + d q` or of `w = d (q - 8)`).
     Q4(Vec<Group<[u8; BLOCK / 2]>>),
     /// [`Layout::Panels`]: byte `64 c + 4 o + t` is `q + 128` of input `4 c + t` of output `o`
     /// (offset so that the weights are `vpdpbusd`'s unsigned operand).
@@ -172,10 +177,11 @@ enum Values {
 pub struct PackedWeight {
     d_in: usize,
     d_out: usize,
+    format: BlockFormat,
     layout: Layout,
     values: Values,
     scales: Vec<f32>,
-    /// Q4_1 only.
+    /// Q4_1 only (empty otherwise).
     mins: Vec<f32>,
 }
 
@@ -235,17 +241,14 @@ pub enum PackError {
 struct QBlock {
     d: f32,
     m: f32,
-    /// Q8_0: `-127..=127`; Q4_1: `0..=15`.
+    /// Q8_0: `-127..=127`; Q4_1: `0..=15`; Q4_0: `-8..=7` (stored as the nibble `q + 8`).
     q: [i32; BLOCK],
 }
 
 impl PackedWeight {
     /// The storage format.
     pub fn format(&self) -> BlockFormat {
-        match self.values {
-            Values::Q8(_) | Values::Q8Panel(_) => BlockFormat::Q8_0,
-            Values::Q4(_) | Values::Q4Panel(_) => BlockFormat::Q4_1,
-        }
+        self.format
     }
 
     /// How the blocks are interleaved.
@@ -273,10 +276,14 @@ impl PackedWeight {
     fn block(&self, o: usize, b: usize) -> QBlock {
         let width = self.layout.width();
         let (k, j) = ((o / width) * (self.d_in / BLOCK) + b, o % width);
+        let mut q = self.values.load(k, j);
+        if self.format == BlockFormat::Q4_0 {
+            q = q.map(|q| q - 8);
+        }
         QBlock {
             d: self.scales[k * width + j],
             m: self.mins.get(k * width + j).copied().unwrap_or(0.0),
-            q: self.values.load(k, j),
+            q,
         }
     }
 
@@ -322,13 +329,13 @@ impl PackedWeight {
     ///
     /// When `x.len() != rows * d_in`: the callers derive both from one tensor shape.
     pub fn matmul(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        matmul_with(&[self], x, rows, false)
+        matmul_with(&[self], x, rows, None)
     }
 
     /// [`PackedWeight::matmul`] with the portable kernel: the reference the SIMD kernels are
     /// checked against (same quantized activations, same blocks, scalar arithmetic).
     pub fn matmul_portable(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        matmul_with(&[self], x, rows, true)
+        matmul_with(&[self], x, rows, Some(Kernel::Portable))
     }
 
     /// The kernel [`PackedWeight::matmul`] runs for this weight on this CPU.
@@ -373,7 +380,7 @@ impl PackedWeight {
 /// When `weights` is empty, their `d_in` differ, or `x.len() != rows * d_in`: the callers
 /// derive all of them from one layer's shapes.
 pub fn matmul_concat(weights: &[&PackedWeight], x: &[f32], rows: usize) -> Vec<f32> {
-    matmul_with(weights, x, rows, false)
+    matmul_with(weights, x, rows, None)
 }
 
 /// `silu(x G) ⊙ (x U)` (SwiGLU's hidden activations, `silu(v) = v / (1 + e^-v)`), row-major
@@ -405,20 +412,20 @@ pub fn matmul_swiglu(gate: &PackedWeight, up: &PackedWeight, x: &[f32], rows: us
     y
 }
 
-fn matmul_with(weights: &[&PackedWeight], x: &[f32], rows: usize, portable: bool) -> Vec<f32> {
+/// The product with `kernel` (one this CPU has, for the weights' layout), or the best one.
+fn matmul_with(
+    weights: &[&PackedWeight],
+    x: &[f32],
+    rows: usize,
+    kernel: Option<Kernel>,
+) -> Vec<f32> {
     let d_in = weights.first().expect("at least one weight").d_in;
     assert!(
         weights.iter().all(|w| w.d_in == d_in),
         "weights of different d_in"
     );
     assert_eq!(x.len(), rows * d_in, "x is not [rows, d_in]");
-    let kernel = |w: &PackedWeight| {
-        if portable {
-            Kernel::Portable
-        } else {
-            Kernel::best(w.layout)
-        }
-    };
+    let kernel = |w: &PackedWeight| kernel.unwrap_or_else(|| Kernel::best(w.layout));
     let qx = QuantizedRows::new(x, rows, d_in);
     // Each task owns a run of one weight's units and writes their outputs for every row into
     // its chunk of that weight's `yt`, in the kernel's `Order`.
@@ -529,8 +536,12 @@ pub(crate) struct QuantizedRows {
     scales: Vec<f32>,
     /// Exact float sum of each block (Q4_1's minimum term).
     sums: Vec<f32>,
-    /// Sum of each block's quantized values (the VNNI kernel's `+128` offset term).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the VNNI kernel's
+    /// Sum of each block's quantized values (the `+ 128` and `+ 8` offset terms of the SIMD
+    /// kernels).
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     qsums: Vec<i32>,
 }
 
@@ -610,6 +621,7 @@ fn quantize_block(format: BlockFormat, x: &[f32; BLOCK]) -> QBlock {
             }
         }
         BlockFormat::Q4_1 => quantize_q4_1(x),
+        BlockFormat::Q4_0 => quantize_q4_0(x),
     }
 }
 
@@ -648,6 +660,22 @@ fn quantize_q4_1(x: &[f32; BLOCK]) -> QBlock {
     }
 }
 
+/// Symmetric 4-bit quantization of one block, as GGUF's Q4_0 reference quantizer does it: the
+/// value of largest magnitude maps to `q = -8` (`d = v / -8`), the others round to the nearest
+/// step, clamped to `-8..=7`.
+fn quantize_q4_0(x: &[f32; BLOCK]) -> QBlock {
+    let extreme = x
+        .iter()
+        .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let d = extreme / -8.0;
+    let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
+    QBlock {
+        d,
+        m: 0.0,
+        q: x.map(|v| round(v * inv).clamp(-8, 7)),
+    }
+}
+
 /// Which inner loops run a product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kernel {
@@ -656,25 +684,47 @@ enum Kernel {
     Avx2,
     #[cfg(target_arch = "x86_64")]
     Vnni,
+    /// Baseline NEON (`smull`/`sadalp`): every arm64 CPU.
     #[cfg(target_arch = "aarch64")]
     Neon,
+    /// `sdot` (FEAT_DotProd, Armv8.2+).
+    #[cfg(target_arch = "aarch64")]
+    Dotprod,
+    /// `smmla` for pairs of rows, `sdot` for the rest (FEAT_I8MM, Armv8.6+).
+    #[cfg(target_arch = "aarch64")]
+    I8mm,
 }
 
 impl Kernel {
     /// The fastest kernel this CPU has for `layout`.
     fn best(layout: Layout) -> Self {
+        Self::available(layout)
+            .last()
+            .copied()
+            .unwrap_or(Self::Portable)
+    }
+
+    /// Every kernel this CPU can run for `layout`, slowest first (the portable one first).
+    fn available(layout: Layout) -> Vec<Self> {
+        let mut kernels = vec![Self::Portable];
         #[cfg(target_arch = "x86_64")]
         match layout {
-            Layout::Lanes if x86::available() => return Self::Avx2,
-            Layout::Panels if x86::vnni_available() => return Self::Vnni,
+            Layout::Lanes if x86::available() => kernels.push(Self::Avx2),
+            Layout::Panels if x86::vnni_available() => kernels.push(Self::Vnni),
             _ => {}
         }
         #[cfg(target_arch = "aarch64")]
         if layout == Layout::Panels {
-            return Self::Neon;
+            kernels.push(Self::Neon);
+            if arm::dotprod_available() {
+                kernels.push(Self::Dotprod);
+            }
+            if arm::i8mm_available() {
+                kernels.push(Self::I8mm);
+            }
         }
         let _ = layout;
-        Self::Portable
+        kernels
     }
 
     /// How [`Kernel::run`] fills its chunk of outputs.
@@ -683,20 +733,25 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Self::Vnni => Order::RowMajor,
             #[cfg(target_arch = "aarch64")]
-            Self::Neon => Order::RowMajor,
+            Self::Neon | Self::Dotprod | Self::I8mm => Order::RowMajor,
             _ => Order::OutputMajor,
         }
     }
 
+    /// The variant's name in results (`kernel` column), manifests and `socbench-agent info`.
     fn name(self) -> &'static str {
         match self {
             Self::Portable => "portable",
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => "avx2",
+            Self::Avx2 => "x86-avx2",
             #[cfg(target_arch = "x86_64")]
-            Self::Vnni => "avx512-vnni",
+            Self::Vnni => "x86-avx512vnni",
             #[cfg(target_arch = "aarch64")]
-            Self::Neon => "neon",
+            Self::Neon => "arm-neon",
+            #[cfg(target_arch = "aarch64")]
+            Self::Dotprod => "arm-dotprod",
+            #[cfg(target_arch = "aarch64")]
+            Self::I8mm => "arm-i8mm",
         }
     }
 
@@ -710,13 +765,31 @@ impl Kernel {
             Self::Vnni => x86::run_vnni(w, x, units, out),
             #[cfg(target_arch = "aarch64")]
             Self::Neon => arm::run_panels(w, x, units, out),
+            #[cfg(target_arch = "aarch64")]
+            Self::Dotprod => arm::run_dotprod(w, x, units, out),
+            #[cfg(target_arch = "aarch64")]
+            Self::I8mm => arm::run_i8mm(w, x, units, out),
         }
     }
 }
 
-/// The instruction set the quantized kernels use on this CPU, for reports and logs.
+/// The kernel variant the quantized products run on this CPU (`x86-avx512vnni`, `x86-avx2`,
+/// `arm-i8mm`, `arm-dotprod`, `arm-neon` or `portable`): what the `kernel` column, the
+/// manifest and `socbench-agent info` report.
 pub fn kernel_name() -> &'static str {
     Kernel::best(Layout::best()).name()
+}
+
+/// Every kernel variant this CPU can run, the portable one first.
+pub fn kernel_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Kernel::available(Layout::Lanes)
+        .into_iter()
+        .chain(Kernel::available(Layout::best()))
+        .map(Kernel::name)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 /// Any layout, scalar arithmetic: `Σ_b d_b s_b Σ q·qx + m_b Σ x_b` per row and output.
@@ -765,9 +838,9 @@ impl KernelCheck {
     }
 }
 
-/// Runs this CPU's kernels against the portable reference on fixed pseudo-random weights and
-/// activations (both formats, every layout this CPU packs, decode and prefill row counts, an
-/// odd number of units), so that a device can show its SIMD paths are right before it is
+/// Runs every kernel variant this CPU has against the portable reference on fixed
+/// pseudo-random weights and activations (every format, every layout this CPU packs, decode
+/// and prefill row counts, odd and even, an odd number of units), so that a device can show its SIMD paths are right before it is
 /// measured (`socbench-agent selftest`).
 pub fn self_check() -> Vec<KernelCheck> {
     let (d_in, d_out) = (96, 3 * PANEL + 5);
@@ -781,28 +854,33 @@ pub fn self_check() -> Vec<KernelCheck> {
     } else {
         vec![Layout::Lanes, Layout::best()]
     };
-    for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+    for format in [BlockFormat::Q8_0, BlockFormat::Q4_1, BlockFormat::Q4_0] {
         for &layout in &layouts {
             let Ok(packed) = PackedWeight::quantize_in(format, layout, &w, d_in, d_out) else {
                 continue;
             };
-            for rows in [1, 3, 7] {
+            for rows in [1, 2, 3, 7, 8] {
                 let x = random(rows * d_in);
-                let fast = packed.matmul(&x, rows);
                 let reference = packed.matmul_portable(&x, rows);
                 let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
-                let max_error = fast
-                    .iter()
-                    .zip(&reference)
-                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                checks.push(KernelCheck {
-                    format: format.to_string(),
-                    layout: format!("{layout:?}"),
-                    kernel: packed.kernel_name().to_owned(),
-                    rows,
-                    max_error,
-                    tolerance: 1e-5 * scale,
-                });
+                for kernel in Kernel::available(layout) {
+                    if kernel == Kernel::Portable {
+                        continue;
+                    }
+                    let fast = matmul_with(&[&packed], &x, rows, Some(kernel));
+                    let max_error = fast
+                        .iter()
+                        .zip(&reference)
+                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    checks.push(KernelCheck {
+                        format: format.to_string(),
+                        layout: format!("{layout:?}"),
+                        kernel: kernel.name().to_owned(),
+                        rows,
+                        max_error,
+                        tolerance: 1e-5 * scale,
+                    });
+                }
             }
         }
     }

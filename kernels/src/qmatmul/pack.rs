@@ -47,8 +47,8 @@ impl PackedWeight {
 
     /// Packs a weight stored as GGML rows — `bytes` of type `ty`, `d_out` rows of `d_in`
     /// values, GGUF's layout of a `[d_in, d_out]` projection — one block at a time, without a
-    /// float copy of the weight. Blocks already in `format` (Q8_0 into Q8_0, Q4_1 into Q4_1)
-    /// are copied exactly, Q4_0 into Q4_1 keeps its values (`m = -8 d`, equal up to float
+    /// float copy of the weight. Blocks already in `format` (Q8_0, Q4_1 and Q4_0 into
+    /// themselves) are copied exactly, Q4_0 into Q4_1 keeps its values (`m = -8 d`, equal up to float
     /// rounding); any other block is decoded to its 32 floats and quantized as
     /// [`PackedWeight::quantize`] does.
     pub fn from_ggml_rows(
@@ -110,6 +110,17 @@ impl PackedWeight {
                     Values::Q4Panel,
                 ));
             }
+            (GgmlType::Q4_0, BlockFormat::Q4_0, Layout::Panels) => {
+                return Ok(copy_panels(
+                    format,
+                    bytes,
+                    span,
+                    [d_in, d_out],
+                    0x88,
+                    copy_q4_0_block,
+                    Values::Q4Panel,
+                ));
+            }
             _ => {}
         }
         let blocks = d_in / BLOCK;
@@ -122,6 +133,14 @@ impl PackedWeight {
                     d: h(0),
                     m: 0.0,
                     q: std::array::from_fn(|i| i32::from(raw[2 + i] as i8)),
+                },
+                (GgmlType::Q4_0, BlockFormat::Q4_0) => QBlock {
+                    d: h(0),
+                    m: 0.0,
+                    q: std::array::from_fn(|i| {
+                        let byte = raw[2 + i % 16];
+                        i32::from(if i < 16 { byte & 15 } else { byte >> 4 }) - 8
+                    }),
                 },
                 (GgmlType::Q4_1 | GgmlType::Q4_0, BlockFormat::Q4_1) => {
                     let (d, nibbles) = (h(0), if ty == GgmlType::Q4_1 { 4 } else { 2 });
@@ -162,19 +181,23 @@ impl PackedWeight {
         let n = units * blocks;
         let mut scales = vec![0f32; n * width];
         let mut mins = match format {
-            BlockFormat::Q8_0 => Vec::new(),
             BlockFormat::Q4_1 => vec![0f32; n * width],
+            BlockFormat::Q8_0 | BlockFormat::Q4_0 => Vec::new(),
         };
         let mut values = match (format, layout) {
             (BlockFormat::Q8_0, Layout::Lanes) => Values::Q8(vec![[[0; BLOCK]; LANES]; n]),
-            (BlockFormat::Q4_1, Layout::Lanes) => Values::Q4(vec![[[0; BLOCK / 2]; LANES]; n]),
+            (BlockFormat::Q4_1 | BlockFormat::Q4_0, Layout::Lanes) => {
+                Values::Q4(vec![[[0; BLOCK / 2]; LANES]; n])
+            }
             (BlockFormat::Q8_0, Layout::Panels) => {
                 Values::Q8Panel(vec![PanelBlock([0; Q8_PANEL_BYTES]); n])
             }
-            (BlockFormat::Q4_1, Layout::Panels) => {
+            (BlockFormat::Q4_1 | BlockFormat::Q4_0, Layout::Panels) => {
                 Values::Q4Panel(vec![PanelBlock([0; Q4_PANEL_BYTES]); n])
             }
         };
+        // Q4_0 stores `q + 8` (a nibble); the others their values as they are.
+        let zero = if format == BlockFormat::Q4_0 { 8 } else { 0 };
         for o in 0..units * width {
             let (u, j) = (o / width, o % width);
             for b in 0..blocks {
@@ -188,12 +211,13 @@ impl PackedWeight {
                 if let Some(m) = mins.get_mut(k * width + j) {
                     *m = block.m;
                 }
-                values.store(k, j, &block.q);
+                values.store(k, j, &block.q.map(|q| q + zero));
             }
         }
         Ok(Self {
             d_in,
             d_out,
+            format,
             layout,
             values,
             scales,
@@ -236,8 +260,8 @@ fn copy_panels<const N: usize>(
     let mut values = vec![PanelBlock([fill; N]); n];
     let mut scales = vec![0f32; n * PANEL];
     let mut mins = match format {
-        BlockFormat::Q8_0 => Vec::new(),
         BlockFormat::Q4_1 => vec![0f32; n * PANEL],
+        BlockFormat::Q8_0 | BlockFormat::Q4_0 => Vec::new(),
     };
     for (o, row) in bytes.chunks_exact(blocks * span).enumerate() {
         let (u, j) = (o / PANEL, o % PANEL);
@@ -253,6 +277,7 @@ fn copy_panels<const N: usize>(
     PackedWeight {
         d_in,
         d_out,
+        format,
         layout: Layout::Panels,
         values: wrap(values),
         scales,
@@ -275,7 +300,19 @@ fn copy_q8_0_block(raw: &[u8], out: &mut [u8; Q8_PANEL_BYTES], j: usize) -> (f32
 /// output `j` of a panel block: byte `64 c + 4 j + t` holds input `8 c + t` low and
 /// `8 c + 4 + t` high.
 fn copy_q4_1_block(raw: &[u8], out: &mut [u8; Q4_PANEL_BYTES], j: usize) -> (f32, f32) {
-    let nibbles = &raw[4..4 + BLOCK / 2];
+    copy_nibbles(&raw[4..4 + BLOCK / 2], out, j);
+    (f16_at(raw, 0), f16_at(raw, 2))
+}
+
+/// A Q4_0 block (f16 scale, then nibbles as Q4_1's) into output `j` of a panel block.
+fn copy_q4_0_block(raw: &[u8], out: &mut [u8; Q4_PANEL_BYTES], j: usize) -> (f32, f32) {
+    copy_nibbles(&raw[2..2 + BLOCK / 2], out, j);
+    (f16_at(raw, 0), 0.0)
+}
+
+/// GGUF's 16 bytes of nibbles (byte `i`: input `i` low, `i + 16` high) into output `j` of a
+/// panel block (byte `64 c + 4 j + t`: input `8 c + t` low, `8 c + 4 + t` high).
+fn copy_nibbles(nibbles: &[u8], out: &mut [u8; Q4_PANEL_BYTES], j: usize) {
     let value = |i: usize| {
         if i < 16 {
             nibbles[i] & 15
@@ -289,5 +326,4 @@ fn copy_q4_1_block(raw: &[u8], out: &mut [u8; Q4_PANEL_BYTES], j: usize) -> (f32
             out[at + t] = value(8 * c + t) | (value(8 * c + 4 + t) << 4);
         }
     }
-    (f16_at(raw, 0), f16_at(raw, 2))
 }

@@ -96,7 +96,7 @@ fn both_layouts_hold_the_same_blocks() {
     // 70 outputs: a partial last unit in both layouts.
     let (d_in, d_out) = (64, 70);
     let w = random(d_in * d_out, 21);
-    for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+    for format in [BlockFormat::Q8_0, BlockFormat::Q4_1, BlockFormat::Q4_0] {
         let [lanes, panels] = LAYOUTS.map(|layout| {
             PackedWeight::quantize_in(format, layout, &w, d_in, d_out).expect("packs")
         });
@@ -111,7 +111,7 @@ fn both_layouts_hold_the_same_blocks() {
 #[test]
 fn simd_and_portable_kernels_agree_for_every_row_count() {
     let (d_in, d_out) = (128, 70);
-    for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+    for format in [BlockFormat::Q8_0, BlockFormat::Q4_1, BlockFormat::Q4_0] {
         for layout in LAYOUTS {
             let w =
                 PackedWeight::quantize_in(format, layout, &random(d_in * d_out, 2), d_in, d_out)
@@ -135,7 +135,7 @@ fn simd_and_portable_kernels_agree_for_every_row_count() {
 fn kernels_agree_at_model_shapes_split_over_tasks() {
     let (d_in, d_out, rows) = (576, 208, 7);
     let x = random(rows * d_in, 77);
-    for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+    for format in [BlockFormat::Q8_0, BlockFormat::Q4_1, BlockFormat::Q4_0] {
         for layout in LAYOUTS {
             let w =
                 PackedWeight::quantize_in(format, layout, &random(d_in * d_out, 78), d_in, d_out)
@@ -157,6 +157,8 @@ fn products_match_the_dequantized_weight_within_activation_rounding() {
         (BlockFormat::Q8_0, random(d_in * d_out, 12), Layout::Panels),
         (BlockFormat::Q4_1, q4_1_weight(d_in, d_out), Layout::Lanes),
         (BlockFormat::Q4_1, q4_1_weight(d_in, d_out), Layout::Panels),
+        (BlockFormat::Q4_0, random(d_in * d_out, 13), Layout::Lanes),
+        (BlockFormat::Q4_0, random(d_in * d_out, 13), Layout::Panels),
     ] {
         let packed = PackedWeight::quantize_in(format, layout, &w, d_in, d_out).expect("packs");
         let want = exact(&x, &packed.dequantize(), rows, d_in, d_out);
@@ -168,6 +170,47 @@ fn products_match_the_dequantized_weight_within_activation_rounding() {
         assert!(
             err < 0.01 * scale,
             "{format}: error {err} against outputs up to {scale}"
+        );
+    }
+}
+
+#[test]
+fn q4_0_maps_each_blocks_extreme_to_minus_eight_and_rounds_the_rest() {
+    let (d_in, d_out) = (64, 5);
+    let w = random(d_in * d_out, 14);
+    for layout in LAYOUTS {
+        let packed =
+            PackedWeight::quantize_in(BlockFormat::Q4_0, layout, &w, d_in, d_out).expect("packs");
+        assert_eq!(packed.format(), BlockFormat::Q4_0);
+        let back = packed.dequantize();
+        for o in 0..d_out {
+            for b in 0..d_in / BLOCK {
+                let idx = |i: usize| (b * BLOCK + i) * d_out + o;
+                let extreme = (0..BLOCK)
+                    .map(|i| w[idx(i)])
+                    .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+                let d = (extreme / 8.0).abs();
+                for i in 0..BLOCK {
+                    let v = w[idx(i)];
+                    if v == extreme {
+                        assert!((back[idx(i)] - v).abs() <= 1e-6, "{layout:?}: the extreme");
+                    } else {
+                        // Half a step, or the clamp at +7 steps for values near -extreme.
+                        let step = if v * extreme < 0.0 && v.abs() > 7.0 * d {
+                            1.0
+                        } else {
+                            0.5
+                        };
+                        assert!((back[idx(i)] - v).abs() <= step * d + 1e-6, "{layout:?}");
+                    }
+                }
+            }
+        }
+        // 4 bits and one f32 scale per 32 weights: no minimums held.
+        let panels = d_out.div_ceil(layout.width()) * layout.width();
+        assert_eq!(
+            packed.stored_bytes(),
+            panels * d_in / 2 + panels * d_in / BLOCK * 4
         );
     }
 }
@@ -207,7 +250,7 @@ fn concatenated_products_equal_the_separate_ones_side_by_side() {
     let d_in = 96;
     let widths = [48, 16, 20];
     for layout in LAYOUTS {
-        for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+        for format in [BlockFormat::Q8_0, BlockFormat::Q4_1, BlockFormat::Q4_0] {
             let weights: Vec<PackedWeight> = widths
                 .iter()
                 .enumerate()
@@ -332,7 +375,7 @@ fn packing_stored_blocks_equals_quantizing_their_values() {
     ];
     for ty in types {
         let (bytes, w) = ggml_rows(ty, &raw, d_in, d_out);
-        for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+        for format in [BlockFormat::Q8_0, BlockFormat::Q4_1, BlockFormat::Q4_0] {
             for layout in LAYOUTS {
                 let case = format!("{ty} into {format} {layout:?}");
                 let stored =
@@ -342,7 +385,9 @@ fn packing_stored_blocks_equals_quantizing_their_values() {
                     PackedWeight::quantize_in(format, layout, &w, d_in, d_out).expect(&case);
                 let exact_copy = matches!(
                     (ty, format),
-                    (GgmlType::Q8_0, BlockFormat::Q8_0) | (GgmlType::Q4_1, BlockFormat::Q4_1)
+                    (GgmlType::Q8_0, BlockFormat::Q8_0)
+                        | (GgmlType::Q4_1, BlockFormat::Q4_1)
+                        | (GgmlType::Q4_0, BlockFormat::Q4_0)
                 );
                 if exact_copy {
                     // The file's own blocks, bit for bit.
@@ -387,4 +432,36 @@ fn stored_data_of_the_wrong_size_or_type_is_an_error() {
         Err(PackError::Type { .. })
     ));
     assert!(pack(GgmlType::Q8_0, &bytes).is_ok());
+}
+
+#[test]
+fn every_kernel_variant_this_cpu_has_agrees_with_the_portable_one() {
+    let checks = self_check();
+    let checked: std::collections::BTreeSet<&str> =
+        checks.iter().map(|c| c.kernel.as_str()).collect();
+    eprintln!("kernels: {:?}, checked: {checked:?}", kernel_names());
+    for name in kernel_names() {
+        assert!(
+            name == "portable" || checked.contains(name),
+            "{name} was not checked"
+        );
+    }
+    assert!(kernel_names().contains(&kernel_name()));
+    for c in &checks {
+        assert!(c.ok(), "{c:?}");
+    }
+    // Every format, at decode and prefill row counts, for each variant.
+    for kernel in &checked {
+        for format in ["q8_0", "q4_1", "q4_0"] {
+            let rows: Vec<usize> = checks
+                .iter()
+                .filter(|c| c.kernel == *kernel && c.format == format)
+                .map(|c| c.rows)
+                .collect();
+            assert!(
+                rows.contains(&1) && rows.contains(&8),
+                "{kernel} {format}: {rows:?}"
+            );
+        }
+    }
 }

@@ -10,7 +10,8 @@
 #![allow(unsafe_code)]
 
 use super::{
-    ActBlock, BLOCK, Group, LANES, PANEL, PackedWeight, PanelBlock, QuantizedRows, Values,
+    ActBlock, BLOCK, BlockFormat, Group, LANES, PANEL, PackedWeight, PanelBlock, QuantizedRows,
+    Values,
 };
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -45,6 +46,9 @@ fn run_avx2(w: &PackedWeight, x: &QuantizedRows, groups: Range<usize>, out: &mut
             let (xq, xs) = (&x.values[row.clone()], &x.scales[row.clone()]);
             let y = match &w.values {
                 Values::Q8(q) => q8_group(&q[blocks.clone()], ws, xq, xs),
+                Values::Q4(q) if w.format == BlockFormat::Q4_0 => {
+                    q4_0_group(&q[blocks.clone()], ws, xq, xs, &x.qsums[row])
+                }
                 Values::Q4(q) => {
                     let (mins, _) =
                         w.mins[blocks.start * LANES..blocks.end * LANES].as_chunks::<LANES>();
@@ -163,6 +167,36 @@ fn q4_group(
     ]
 }
 
+/// The four outputs of a Q4_0 group for one row: `Σ_b d_b s_b (Σ q·qx - 8 Σ qx)` (the
+/// nibbles `q` are stored `+ 8`).
+#[target_feature(enable = "avx2,fma")]
+fn q4_0_group(
+    wq: &[Group<[u8; BLOCK / 2]>],
+    ws: &[Group<f32>],
+    xq: &[[i8; BLOCK]],
+    xs: &[f32],
+    qsums: &[i32],
+) -> Group<f32> {
+    let mut acc = [_mm256_setzero_ps(); LANES];
+    let mut shift = _mm_setzero_ps();
+    for (((w4, d4), xb), (&s, &qsum)) in wq.iter().zip(ws).zip(xq).zip(xs.iter().zip(qsums)) {
+        let xv = load32(xb);
+        for lane in 0..LANES {
+            let scale = _mm256_set1_ps(d4[lane] * s);
+            acc[lane] = _mm256_fmadd_ps(scale, dot_u8i8(unpack_q4(&w4[lane]), xv), acc[lane]);
+        }
+        shift = _mm_fmadd_ps(load4(d4), _mm_set1_ps(s * (-8 * qsum) as f32), shift);
+    }
+    let mut y = [0f32; LANES];
+    store4(&mut y, shift);
+    [
+        hsum(acc[0]) + y[0],
+        hsum(acc[1]) + y[1],
+        hsum(acc[2]) + y[2],
+        hsum(acc[3]) + y[3],
+    ]
+}
+
 #[target_feature(enable = "avx2")]
 fn store4(dst: &mut Group<f32>, v: __m128) {
     // SAFETY: `dst` is four writable `f32`; `storeu` has no alignment requirement.
@@ -240,9 +274,12 @@ fn panel_tile<const R: usize, const C: usize>(
     let (scales, _) = w.scales.as_chunks::<PANEL>();
     let acc = match &w.values {
         Values::Q8Panel(q) => q8_tile::<R, C>(q, scales, x, tile),
+        Values::Q4Panel(q) if w.format == BlockFormat::Q4_0 => {
+            q4_tile::<R, C, true>(q, scales, &[], x, tile)
+        }
         Values::Q4Panel(q) => {
             let (mins, _) = w.mins.as_chunks::<PANEL>();
-            q4_tile::<R, C>(q, scales, mins, x, tile)
+            q4_tile::<R, C, false>(q, scales, mins, x, tile)
         }
         Values::Q8(_) | Values::Q4(_) => {
             unreachable!("the VNNI kernel runs only `Layout::Panels` weights")
@@ -301,9 +338,9 @@ fn q8_tile<const R: usize, const C: usize>(
 }
 
 /// Q4_1 panels: `Σ_b (d_b s_b Σ q·qx + m_b Σ x_b)`; the nibbles are `vpdpbusd`'s unsigned
-/// operand as they are.
+/// operand as they are. Q4_0 panels (`SYMMETRIC`, no minimums): `Σ_b d_b s_b (Σ q·qx - 8 Σ qx)`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn q4_tile<const R: usize, const C: usize>(
+fn q4_tile<const R: usize, const C: usize, const SYMMETRIC: bool>(
     q: &[PanelBlock<{ PANEL * BLOCK / 2 }>],
     scales: &[[f32; PANEL]],
     mins: &[[f32; PANEL]],
@@ -315,6 +352,12 @@ fn q4_tile<const R: usize, const C: usize>(
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     for b in 0..nb {
         let mut dot = [[_mm512_setzero_si512(); C]; R];
+        if SYMMETRIC {
+            for (r, dot) in dot.iter_mut().enumerate() {
+                // The nibbles are stored `+ 8`: start at `-8 Σ qx` to take that back.
+                *dot = [_mm512_set1_epi32(-8 * x.qsums[(tile.row + r) * nb + b]); C];
+            }
+        }
         for k in 0..BLOCK / 8 {
             let mut lo = [_mm512_setzero_si512(); R];
             let mut hi = [_mm512_setzero_si512(); R];
@@ -336,13 +379,16 @@ fn q4_tile<const R: usize, const C: usize>(
         }
         for c in 0..C {
             let k = (tile.panel + c) * nb + b;
-            let (d, m) = (load16f(&scales[k]), load16f(&mins[k]));
+            let d = load16f(&scales[k]);
             for r in 0..R {
                 let i = (tile.row + r) * nb + b;
                 let s = _mm512_set1_ps(x.scales[i]);
                 let dot = _mm512_cvtepi32_ps(dot[r][c]);
                 acc[r][c] = _mm512_fmadd_ps(dot, _mm512_mul_ps(d, s), acc[r][c]);
-                acc[r][c] = _mm512_fmadd_ps(m, _mm512_set1_ps(x.sums[i]), acc[r][c]);
+                if !SYMMETRIC {
+                    let m = load16f(&mins[k]);
+                    acc[r][c] = _mm512_fmadd_ps(m, _mm512_set1_ps(x.sums[i]), acc[r][c]);
+                }
             }
         }
     }
