@@ -4,7 +4,9 @@
 //! agent has no wgpu), not failed.
 //!
 //! Needs `rustup target add aarch64-unknown-linux-musl` and `qemu-user-static` (.ci/run
-//! installs both); the test cross-builds the agent with `scripts/build-agent` itself.
+//! installs both); the test cross-builds the agent with `scripts/build-agent` itself. Issue
+//! #17: the arm64 kernel variants (NEON, dotprod, i8mm) and their run-time dispatch, under qemu
+//! CPU models with and without the dot-product instructions.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -74,15 +76,22 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
         serde_json::from_str(&adb(&["shell", "/data/local/tmp/probe-agent", "info"])).unwrap();
     assert_eq!(info["arch"], "aarch64", "{info}");
     assert_eq!(info["env"], "musl", "{info}");
-    // The NEON kernel against the portable one, on the (emulated) arm64 CPU.
+    // Every kernel variant the (emulated) arm64 CPU has against the portable one; qemu's
+    // default CPU model has them all.
+    let kernel = info["kernel"].as_str().unwrap().to_owned();
+    assert!(kernel.starts_with("arm-"), "{info}");
     let selftest: serde_json::Value =
         serde_json::from_str(&adb(&["shell", "/data/local/tmp/probe-agent", "selftest"])).unwrap();
-    assert_eq!(selftest["kernel"], "neon", "{selftest}");
+    assert_eq!(selftest["kernel"], kernel.as_str(), "{selftest}");
     assert_eq!(selftest["ok"], true, "{selftest}");
     let checks = selftest["checks"].as_array().unwrap();
     assert!(
-        checks.iter().filter(|c| c["kernel"] == "neon").count() >= 6,
-        "both formats at three row counts: {selftest}"
+        checks
+            .iter()
+            .filter(|c| c["kernel"] == kernel.as_str())
+            .count()
+            >= 15,
+        "three formats at five row counts: {selftest}"
     );
     // The pushed file is byte for byte the ELF (hashing it does not run it).
     let sum = adb(&["shell", "sha256sum", "/data/local/tmp/probe-agent"]);
@@ -97,7 +106,7 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
             "--backend",
             "flex,wgpu",
             "--quant",
-            "f32",
+            "f32,q8",
             "--threads",
             "1,2",
             "--prompt-tokens",
@@ -127,9 +136,9 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
             .filter(|r| r.key.backend == backend && r.status == status)
             .count()
     };
-    assert_eq!(by("flex", Status::Ok), 4, "{stderr}");
-    assert_eq!(by("wgpu", Status::Skipped), 4, "{stderr}");
-    assert_eq!(set.records.len(), 8);
+    assert_eq!(by("flex", Status::Ok), 8, "{stderr}");
+    assert_eq!(by("wgpu", Status::Skipped), 8, "{stderr}");
+    assert_eq!(set.records.len(), 16);
     for r in set.records.iter().filter(|r| r.status == Status::Skipped) {
         assert!(
             r.note.contains("aarch64-musl") && r.note.contains("ANDROID_NDK_HOME"),
@@ -138,12 +147,19 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
         );
     }
     // Decoding happened on the phone: tokens were timed, and the device is the arm64 one.
+    // Each row names the code that ran its products: the phone's packed kernel at q8.
     for r in set.records.iter().filter(|r| r.status == Status::Ok) {
         assert!(
             r.get(socbench_reports::schema::Metric::DecodeTokPerS)
                 .is_some_and(|v| v > 0.0),
             "{r:?}"
         );
+        let want = if r.key.quant == "q8" {
+            kernel.as_str()
+        } else {
+            "burn-flex"
+        };
+        assert_eq!(r.kernel, want, "{r:?}");
     }
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
@@ -156,5 +172,103 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
     // `run` checked the kernels on the phone before measuring, and kept the report.
     let check = &manifest["devices"][0]["outcome"]["kernel_check"];
     assert_eq!(check["ok"], true, "{check}");
-    assert_eq!(check["kernel"], "neon", "{check}");
+    assert_eq!(check["kernel"], kernel.as_str(), "{check}");
+}
+
+/// The agent's dispatch on three CPU models: `-cpu max` (dotprod and i8mm), a Cortex-A76
+/// (dotprod, no i8mm) and a Cortex-A53 (neither): the selected variant, and every variant the
+/// CPU has checked against the portable loop.
+#[test]
+fn the_agent_selects_and_checks_every_arm_kernel_the_cpu_has() {
+    let agent = musl_agent();
+    for (cpu, want, variants) in [
+        (
+            "max",
+            "arm-i8mm",
+            &["arm-dotprod", "arm-i8mm", "arm-neon"][..],
+        ),
+        (
+            "cortex-a76",
+            "arm-dotprod",
+            &["arm-dotprod", "arm-neon"][..],
+        ),
+        ("cortex-a53", "arm-neon", &["arm-neon"][..]),
+    ] {
+        let out = Command::new("qemu-aarch64-static")
+            .args(["-cpu", cpu])
+            .arg(&agent)
+            .arg("selftest")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cpu}: {out:?}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["kernel"], want, "{cpu}: {report}");
+        assert_eq!(report["ok"], true, "{cpu}: {report}");
+        let mut checked: Vec<&str> = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["kernel"].as_str().unwrap())
+            .collect();
+        checked.sort_unstable();
+        checked.dedup();
+        assert_eq!(checked, variants, "{cpu}: {report}");
+        let info = Command::new("qemu-aarch64-static")
+            .args(["-cpu", cpu])
+            .arg(&agent)
+            .arg("info")
+            .output()
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        assert_eq!(info["kernel"], want, "{cpu}: {info}");
+    }
+}
+
+/// The kernels' own unit tests, cross-built for aarch64 and run under qemu on a CPU model with
+/// every extension and on one with none, so each variant's inner loops (and the NEON fallback)
+/// pass the same tests the host's kernels do.
+#[test]
+fn the_kernel_unit_tests_pass_on_arm64_with_and_without_the_dot_product_instructions() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let build = Command::new(env!("CARGO"))
+        .args([
+            "test",
+            "-p",
+            "socbench-kernels",
+            "--no-default-features",
+            "--target",
+            "aarch64-unknown-linux-musl",
+            "--lib",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let exe = String::from_utf8_lossy(&build.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"]["name"] == "socbench_kernels" && v["profile"]["test"] == true)
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .expect("the kernels' test executable");
+    for cpu in ["max", "cortex-a53"] {
+        let out = Command::new("qemu-aarch64-static")
+            .args(["-cpu", cpu])
+            .arg(&exe)
+            .args(["qmatmul::", "--test-threads", "2"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{cpu}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("test result: ok. 1"), "{cpu}: {text}");
+    }
 }

@@ -102,6 +102,7 @@ impl Session {
             "batch": self.batch,
             "kv_window": self.kv_window.map_or(Value::from("full"), Value::from),
             "load_s": self.load_s,
+            "kernel": socbench_kernels::quant::kernel_label(self.quant, self.rt.backend),
             "weight_bytes_resident": socbench_kernels::quant::resident_weight_bytes(
                 &self.loaded.model,
                 self.quant,

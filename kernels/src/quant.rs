@@ -47,6 +47,11 @@ pub enum QuantLevel {
     /// wgpu; the output projection at q8, as 4-bit GGUF files keep it.
     #[serde(rename = "q4")]
     Q4,
+    /// 4-bit symmetric integers per block of 32 inputs with one f32 scale, `w = d (q - 8)`
+    /// (GGUF's Q4_0, the 4-bit format llama.cpp's fast CPU paths use): packed blocks on the CPU
+    /// backends only; the output projection at q8, as for q4.
+    #[serde(rename = "q4_0")]
+    Q4_0,
     /// 8-bit symmetric integers, one f32 scale for the whole tensor.
     #[serde(rename = "q8-tensor")]
     Q8Tensor,
@@ -57,11 +62,12 @@ pub enum QuantLevel {
 
 impl QuantLevel {
     /// Every level.
-    pub const ALL: [QuantLevel; 6] = [
+    pub const ALL: [QuantLevel; 7] = [
         Self::F32,
         Self::F16,
         Self::Q8,
         Self::Q4,
+        Self::Q4_0,
         Self::Q8Tensor,
         Self::Q4Tensor,
     ];
@@ -73,6 +79,7 @@ impl QuantLevel {
             Self::F16 => "f16",
             Self::Q8 => "q8",
             Self::Q4 => "q4",
+            Self::Q4_0 => "q4_0",
             Self::Q8Tensor => "q8-tensor",
             Self::Q4Tensor => "q4-tensor",
         }
@@ -84,7 +91,7 @@ impl QuantLevel {
             Self::F32 => 32,
             Self::F16 => 16,
             Self::Q8 | Self::Q8Tensor => 8,
-            Self::Q4 | Self::Q4Tensor => 4,
+            Self::Q4 | Self::Q4_0 | Self::Q4Tensor => 4,
         }
     }
 
@@ -97,7 +104,7 @@ impl QuantLevel {
             Self::F32 | Self::F16 => return None,
             Self::Q8 | Self::Q8Tensor => QuantValue::Q8S,
             Self::Q4 => QuantValue::Q4F,
-            Self::Q4Tensor => QuantValue::Q4S,
+            Self::Q4_0 | Self::Q4Tensor => QuantValue::Q4S,
         };
         let store = match (backend, value) {
             (BackendKind::Wgpu, _) => QuantStore::PackedU32(0),
@@ -105,7 +112,7 @@ impl QuantLevel {
         };
         let scheme = QuantScheme::default().with_value(value).with_store(store);
         Some(match self {
-            Self::Q8 | Self::Q4 => scheme.per_block([32], ScaleDtype::F32),
+            Self::Q8 | Self::Q4 | Self::Q4_0 => scheme.per_block([32], ScaleDtype::F32),
             _ => scheme.per_tensor(ScaleDtype::F32),
         })
     }
@@ -119,6 +126,9 @@ impl QuantLevel {
         match (backend, self) {
             (_, F32) => Ok(()),
             (NdArray, F16) => Err("burn-ndarray 0.22 has no f16 tensors (\"Unsupported dtype: F16\")".into()),
+            (Wgpu, Q4_0) => Err(
+                "q4_0 runs on socbench's packed CPU kernels only (on wgpu, use q4)".into(),
+            ),
             (NdArray, Q4Tensor) => Err(
                 "burn-ndarray 0.22 does not implement 4-bit quantization (native or packed storage)"
                     .into(),
@@ -232,6 +242,7 @@ pub fn stored_bytes_per_weight(level: QuantLevel, backend: BackendKind) -> f64 {
         QuantLevel::Q8 => 1.0 + 4.0 / 32.0,
         QuantLevel::Q8Tensor => 1.0,
         QuantLevel::Q4 => (if packed { 0.5 } else { 1.0 }) + 8.0 / 32.0,
+        QuantLevel::Q4_0 => (if packed { 0.5 } else { 1.0 }) + 4.0 / 32.0,
         QuantLevel::Q4Tensor => {
             if packed {
                 0.5
@@ -269,11 +280,7 @@ pub fn weight_traffic(model: &Llama, level: QuantLevel, backend: BackendKind) ->
         .sum();
     let d_model = d_model(model);
     let output = numel(&model.output);
-    let output_level = if level == QuantLevel::Q4 {
-        QuantLevel::Q8
-    } else {
-        level
-    };
+    let output_level = output_level(level);
     // Norm weights (two per block and the final one) and the embedding row stay as loaded.
     let float = if level == QuantLevel::F16 { 2.0 } else { 4.0 };
     let small = (2 * model.blocks.len() + 1 + 1) as f64 * d_model as f64 * float;
@@ -291,7 +298,18 @@ pub fn packed_format(level: QuantLevel, backend: BackendKind) -> Option<BlockFor
     match (backend.is_cpu(), level) {
         (true, QuantLevel::Q8) => Some(BlockFormat::Q8_0),
         (true, QuantLevel::Q4) => Some(BlockFormat::Q4_1),
+        (true, QuantLevel::Q4_0) => Some(BlockFormat::Q4_0),
         _ => None,
+    }
+}
+
+/// The code that runs `level`'s matrix products on `backend`, as results name it: the packed
+/// kernel variant this CPU selected ([`crate::qmatmul::kernel_name`]) where [`packed_format`]
+/// applies, `burn-<backend>` (Burn's own kernels) otherwise.
+pub fn kernel_label(level: QuantLevel, backend: BackendKind) -> String {
+    match packed_format(level, backend) {
+        Some(_) => crate::qmatmul::kernel_name().to_owned(),
+        None => format!("burn-{backend}"),
     }
 }
 
@@ -334,14 +352,13 @@ pub fn quantize_proj_burn(proj: &mut Proj, level: QuantLevel, backend: BackendKi
     }
 }
 
-/// The level the output projection runs at when the blocks run at `level`: at q4 it stays at
-/// 8 bits, as 4-bit GGUF files store it (SmolLM2's is Q8_0): measured here, squeezing it to
-/// 4 bits alone costs +3.7 % perplexity.
+/// The level the output projection runs at when the blocks run at `level`: at q4 and q4_0 it
+/// stays at 8 bits, as 4-bit GGUF files store it (SmolLM2's is Q8_0): measured here, squeezing
+/// it to 4 bits alone costs +3.7 % perplexity.
 pub fn output_level(level: QuantLevel) -> QuantLevel {
-    if level == QuantLevel::Q4 {
-        QuantLevel::Q8
-    } else {
-        level
+    match level {
+        QuantLevel::Q4 | QuantLevel::Q4_0 => QuantLevel::Q8,
+        level => level,
     }
 }
 

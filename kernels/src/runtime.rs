@@ -81,6 +81,9 @@ pub enum LlamaFormat {
     Q8_0,
     /// `Q4_1`: 4-bit, f16 scale and minimum per block of 32 (the shipped SmolLM2 file).
     Q4_1,
+    /// `Q4_0`: 4-bit, one f16 scale per block of 32 (the 4-bit format llama.cpp's fastest
+    /// CPU paths are built for).
+    Q4_0,
 }
 
 impl LlamaFormat {
@@ -91,6 +94,7 @@ impl LlamaFormat {
             Self::F16 => "F16",
             Self::Q8_0 => "Q8_0",
             Self::Q4_1 => "Q4_1",
+            Self::Q4_0 => "Q4_0",
         }
     }
 
@@ -100,6 +104,7 @@ impl LlamaFormat {
         match self {
             Self::F32 => 0,
             Self::F16 => 1,
+            Self::Q4_0 => 2,
             Self::Q4_1 => 3,
             Self::Q8_0 => 7,
         }
@@ -112,6 +117,7 @@ impl LlamaFormat {
             QuantLevel::F16 => Ok(Self::F16),
             QuantLevel::Q8 => Ok(Self::Q8_0),
             QuantLevel::Q4 => Ok(Self::Q4_1),
+            QuantLevel::Q4_0 => Ok(Self::Q4_0),
             QuantLevel::Q8Tensor | QuantLevel::Q4Tensor => Err(format!(
                 "llama.cpp has no per-tensor-scale format like `{level}` (its formats scale \
                  each block of 32: use q8 or q4)"
@@ -169,6 +175,10 @@ mod tests {
         assert_eq!(
             LlamaFormat::for_level(QuantLevel::Q4),
             Ok(LlamaFormat::Q4_1)
+        );
+        assert_eq!(
+            LlamaFormat::for_level(QuantLevel::Q4_0),
+            Ok(LlamaFormat::Q4_0)
         );
         assert_eq!(
             LlamaFormat::for_level(QuantLevel::F16),

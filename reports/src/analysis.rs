@@ -35,6 +35,8 @@ pub struct CellSummary {
     pub sensors: String,
     /// Where energy came from, when it was measured.
     pub power_source: String,
+    /// The code that ran the products (the rows' `kernel`), when a repetition was measured.
+    pub kernel: String,
     /// Repetitions during which the device throttled, of those where it could be told.
     pub throttled_reps: (usize, usize),
     /// Repetitions that started on a charger, of those where it could be told.
@@ -331,6 +333,10 @@ fn summarize_cell(
             .iter()
             .find(|r| !r.power_source.is_empty())
             .map_or(String::new(), |r| r.power_source.clone()),
+        kernel: ok
+            .iter()
+            .find(|r| !r.kernel.is_empty())
+            .map_or(String::new(), |r| r.kernel.clone()),
         throttled_reps: known(|r| r.throttled),
         charging_reps: known(|r| r.charging),
         time_to_throttle_s,

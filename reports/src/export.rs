@@ -73,7 +73,7 @@ pub fn csv(a: &Analysis) -> String {
         Status::ALL
             .iter()
             .map(|s| format!("reps_{}", s.name()))
-            .chain(["sensors".into(), "power_source".into()]),
+            .chain(["sensors".into(), "power_source".into(), "kernel".into()]),
     );
     for m in Metric::ALL {
         for suffix in ["median", "ci_low", "ci_high", "std", "n", "outliers"] {
@@ -96,6 +96,7 @@ pub fn csv(a: &Analysis) -> String {
         row.extend(Status::ALL.iter().map(|s| c.count(*s).to_string()));
         row.push(c.sensors.clone());
         row.push(c.power_source.clone());
+        row.push(c.kernel.clone());
         for m in Metric::ALL {
             match c.metric(m) {
                 Some(s) => row.extend([
@@ -147,6 +148,7 @@ pub fn json(a: &Analysis) -> String {
                 "notes": c.notes,
                 "sensors": c.sensors,
                 "power_source": c.power_source,
+                "kernel": c.kernel,
                 "metrics": metrics,
                 "throttled_reps": c.throttled_reps.0,
                 "throttle_known_reps": c.throttled_reps.1,

@@ -125,6 +125,7 @@ impl Row {
                 ("charging", _) => row.charging = value.parse().ok(),
                 ("power_source", _) => row.power_source = value.clone(),
                 ("sensors", _) => row.sensors = value.clone(),
+                ("kernel", _) => row.kernel = value.clone(),
                 _ => {}
             }
         }
@@ -170,6 +171,19 @@ impl Fixture {
             ("pss_bytes", format!("{:.0}", rss * 0.9)),
             ("model_bytes", "98362432".into()),
             ("load_s", format!("{:.3}", 0.1 + 0.05 * q)),
+            (
+                "kernel",
+                if row.quant == "q8" {
+                    if row.device == PHONE {
+                        "arm-dotprod"
+                    } else {
+                        "x86-avx512vnni"
+                    }
+                } else {
+                    "burn-flex"
+                }
+                .into(),
+            ),
             (
                 "weight_bytes_resident",
                 format!("{:.0}", 560_000_000.0 / (q * 2.0)),

@@ -16,7 +16,7 @@ use std::path::Path;
 /// The version this build writes into every row: `major.minor`. A reader refuses rows of a
 /// newer major version (their columns may mean something else); minor versions only add
 /// columns, which older readers ignore.
-pub const SCHEMA_VERSION: &str = "2.2";
+pub const SCHEMA_VERSION: &str = "2.3";
 /// The newest major version this build reads.
 pub const SCHEMA_MAJOR: u32 = 2;
 
@@ -62,7 +62,7 @@ impl fmt::Display for Status {
 
 /// Columns of `results.csv`, in the order [`ResultRow`] writes them (a unit test holds the two
 /// together).
-pub const RESULT_COLUMNS: [&str; 44] = [
+pub const RESULT_COLUMNS: [&str; 45] = [
     "run_id",
     "session",
     "model",
@@ -105,6 +105,7 @@ pub const RESULT_COLUMNS: [&str; 44] = [
     "cooldown_wait_s",
     "power_source",
     "sensors",
+    "kernel",
     "note",
     "schema_version",
 ];
@@ -232,6 +233,11 @@ pub struct ResultRow {
     /// `real`, `simulated` or `none`.
     #[serde(default)]
     pub sensors: String,
+    /// The code that ran the matrix products: socbench's packed kernel variant
+    /// (`x86-avx512vnni`, `x86-avx2`, `arm-i8mm`, `arm-dotprod`, `arm-neon`, `portable`),
+    /// `burn-<backend>` for Burn's own ops, `ggml-cpu` for llama.cpp; empty when not loaded.
+    #[serde(default)]
+    pub kernel: String,
     /// Why a repetition failed or was skipped (any text: commas, quotes, newlines).
     #[serde(default)]
     pub note: String,
@@ -291,6 +297,7 @@ impl ResultRow {
             cooldown_wait_s: None,
             power_source: String::new(),
             sensors: String::new(),
+            kernel: String::new(),
             note: String::new(),
             schema_version: SCHEMA_VERSION.to_owned(),
         }

@@ -430,6 +430,8 @@ pub struct Record {
     pub power_source: String,
     /// `real`, `simulated` or `none`.
     pub sensors: String,
+    /// The code that ran the products (see [`ResultRow::kernel`]).
+    pub kernel: String,
     /// Why a repetition failed or was skipped.
     pub note: String,
     /// The result directory it came from.
@@ -745,6 +747,7 @@ impl Record {
             throttled: row.throttled,
             charging: row.charging,
             power_source: row.power_source,
+            kernel: row.kernel,
             sensors: row.sensors,
             note: row.note,
             source,

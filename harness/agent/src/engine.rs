@@ -26,7 +26,7 @@ pub enum Engine {
 }
 
 /// What the `loaded` event reports of a model.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LoadFacts {
     /// Seconds to load (and, for Burn, convert) the model.
     pub load_s: f64,
@@ -36,6 +36,10 @@ pub struct LoadFacts {
     pub matmul_flops_per_token: u64,
     /// Bytes of the model's weights in memory as they run.
     pub weight_bytes_resident: u64,
+    /// The code that runs the products: the packed kernel variant this CPU selected
+    /// (`socbench_kernels::qmatmul::kernel_name`) for packed levels, `burn-<backend>` for
+    /// Burn's own, `ggml-cpu` for llama.cpp.
+    pub kernel: String,
 }
 
 impl Engine {
@@ -82,6 +86,7 @@ impl Engine {
                         plan.quant,
                         plan.backend,
                     ),
+                    kernel: socbench_kernels::quant::kernel_label(plan.quant, plan.backend),
                 }
             }
             #[cfg(feature = "llama-cpp")]
@@ -92,6 +97,7 @@ impl Engine {
                 matmul_flops_per_token: 2 * model.parameters(),
                 // Its tensors, mapped from the file and run as they are stored.
                 weight_bytes_resident: model.weight_bytes(),
+                kernel: "ggml-cpu".into(),
             },
         }
     }

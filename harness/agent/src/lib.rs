@@ -258,6 +258,8 @@ pub fn build_info() -> serde_json::Value {
         "env": env,
         "backends": BackendKind::built().iter().map(|b| b.name()).collect::<Vec<_>>(),
         "runtimes": RuntimeKind::built().iter().map(|r| r.name()).collect::<Vec<_>>(),
+        "kernel": socbench_kernels::qmatmul::kernel_name(),
+        "kernels": socbench_kernels::qmatmul::kernel_names(),
         "llama_cpp": llama_cpp_info(),
     })
 }
@@ -407,6 +409,7 @@ fn run_plan(path: &Path) -> Result<(), String> {
         weight_bytes_per_step: Some(facts.weight_bytes_per_step),
         matmul_flops_per_token: Some(facts.matmul_flops_per_token),
         weight_bytes_resident: Some(facts.weight_bytes_resident),
+        kernel: facts.kernel,
     });
     if plan.quality {
         let scored = engine

@@ -173,6 +173,9 @@ pub enum Event {
         /// Bytes of the model's weights in memory as they run (computed).
         #[serde(default)]
         weight_bytes_resident: Option<u64>,
+        /// The code that runs the products (the `kernel` result column).
+        #[serde(default)]
+        kernel: String,
     },
     /// A sensor sample.
     Sample {

@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn a_failed_kernel_check_names_the_kernel_and_the_error() {
-        let check = |max_error: f64| json!({"kernel": "neon", "format": "q4_1", "rows": 3, "max_error": max_error, "tolerance": 1e-4});
+        let check = |max_error: f64| json!({"kernel": "arm-neon", "format": "q4_1", "rows": 3, "max_error": max_error, "tolerance": 1e-4});
         let passed = json!({"ok": true, "checks": [check(0.0)]});
         assert_eq!(kernel_check_failure(&passed), None);
         // An agent without the subcommand gives no report: nothing is skipped for it.

@@ -98,8 +98,8 @@ pub(super) struct AgentRun<'a> {
     pub model_bytes: Option<u64>,
     /// Weight bytes per decode step and matmul FLOPs per token of the loaded variant.
     traffic: Option<(u64, u64)>,
-    /// Load time (s) and resident weight bytes of the loaded variant.
-    load: Option<(f64, Option<u64>)>,
+    /// Load time (s), resident weight bytes and kernel of the loaded variant.
+    load: Option<(f64, Option<u64>, String)>,
     /// The device's measured roofs.
     pub roofline: Option<Roofline>,
     /// Perplexity of the quality text for the loaded variant.
@@ -235,9 +235,10 @@ impl<'a> AgentRun<'a> {
         row.model_id = self.model_id.clone();
         row.note = note.to_owned();
         row.set(Metric::ModelBytes, self.model_bytes.map(|b| b as f64));
-        if let Some((load_s, resident)) = self.load {
-            row.set(Metric::LoadS, Some(load_s));
+        if let Some((load_s, resident, kernel)) = &self.load {
+            row.set(Metric::LoadS, Some(*load_s));
             row.set(Metric::WeightBytesResident, resident.map(|b| b as f64));
+            row.kernel = kernel.clone();
         }
         let has_device_sensors = self
             .samples
@@ -439,9 +440,10 @@ impl<'a> AgentRun<'a> {
                 weight_bytes_per_step,
                 matmul_flops_per_token,
                 weight_bytes_resident,
+                kernel,
                 ..
             } => {
-                self.load = Some((load_s, weight_bytes_resident));
+                self.load = Some((load_s, weight_bytes_resident, kernel));
                 if model_file_bytes.is_some() {
                     self.model_bytes = model_file_bytes;
                 }
