@@ -173,6 +173,13 @@ fn a_sweep_on_both_runtimes_writes_both_and_the_report_sets_them_side_by_side() 
                     }
                     let backend = if runtime == "burn" { "flex" } else { "cpu" };
                     assert_eq!(r.backend, backend);
+                    // Which code ran the products: this CPU's packed kernel, or llama.cpp's.
+                    let kernel = if runtime == "burn" {
+                        socbench_kernels::qmatmul::kernel_name()
+                    } else {
+                        "ggml-cpu"
+                    };
+                    assert_eq!(r.kernel, kernel, "{r:?}");
                     assert!(r.run_id.contains(if runtime == "burn" {
                         "|flex|"
                     } else {

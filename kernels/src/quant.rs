@@ -345,6 +345,10 @@ pub fn quantize_proj_burn(proj: &mut Proj, level: QuantLevel, backend: BackendKi
     match (level, level.scheme(backend)) {
         (QuantLevel::F16, _) => proj.weight = proj.weight.clone().map(|t| t.cast(DType::F16)),
         (QuantLevel::Q4, Some(scheme)) => quantize_asymmetric(proj, &scheme, 32),
+        // `QuantLevel::support` refuses it first; a caller that skipped that check is a bug.
+        (QuantLevel::Q4_0, _) => {
+            panic!("q4_0 runs on the packed CPU kernels only, not on {backend}")
+        }
         (_, Some(scheme)) => {
             proj.weight = proj.weight.clone().map(|t| t.quantize_dynamic(&scheme));
         }

@@ -599,7 +599,7 @@ fn summary_tables(page: &mut Page, a: &Analysis) {
             );
         }
         page.body
-            .push_str("<table class=\"summary\"><thead><tr><th>Configuration</th>");
+            .push_str("<table class=\"summary\"><thead><tr><th>Configuration</th><th>Kernel</th>");
         for m in TABLE {
             let _ = write!(page.body, "<th>{}</th>", xml(m.label()));
         }
@@ -612,6 +612,8 @@ fn summary_tables(page: &mut Page, a: &Analysis) {
                 xml(&format!("{}|{}", c.key.device, a.label(&c.key))),
                 xml(&a.label(&c.key))
             );
+            // The code that ran the products (a packed kernel variant, Burn's, llama.cpp's).
+            let _ = write!(page.body, "<td><code>{}</code></td>", xml(&c.kernel));
             for m in TABLE {
                 page.body.push_str(&metric_cell(c, m));
             }
