@@ -39,7 +39,8 @@ pub enum QuantLevel {
     /// 16-bit floats (activations too).
     #[serde(rename = "f16")]
     F16,
-    /// 8-bit symmetric integers, one f32 scale per block of 32 values.
+    /// 8-bit symmetric integers, one scale per block of 32 values (f16 in the packed CPU blocks,
+    /// as GGUF's Q8_0; f32 in Burn's storage).
     #[serde(rename = "q8")]
     Q8,
     /// 4-bit integers per block of 32 inputs with an f32 scale and minimum (GGUF's Q4_1
@@ -47,7 +48,7 @@ pub enum QuantLevel {
     /// wgpu; the output projection at q8, as 4-bit GGUF files keep it.
     #[serde(rename = "q4")]
     Q4,
-    /// 4-bit symmetric integers per block of 32 inputs with one f32 scale, `w = d (q - 8)`
+    /// 4-bit symmetric integers per block of 32 inputs with one f16 scale, `w = d (q - 8)`
     /// (GGUF's Q4_0, the 4-bit format llama.cpp's fast CPU paths use): packed blocks on the CPU
     /// backends only; the output projection at q8, as for q4.
     #[serde(rename = "q4_0")]
@@ -481,7 +482,8 @@ mod tests {
         assert_eq!(f32.bytes_per_step, 4 * weights + small);
         assert_eq!(f32.matmul_flops_per_token, 2 * weights);
         let q8 = weight_traffic(&loaded.model, QuantLevel::Q8, BackendKind::Flex);
-        assert_eq!(q8.bytes_per_step, weights * 9 / 8 + small);
+        // Packed on the CPU: a byte and an f16 scale per 32 weights (GGUF's Q8_0 size).
+        assert_eq!(q8.bytes_per_step, weights * 17 / 16 + small);
         // q4 packed on wgpu: half a byte and two f32 per 32 weights, the output at q8.
         let q4 = weight_traffic(&loaded.model, QuantLevel::Q4, BackendKind::Wgpu);
         let out = (c.d_model * c.vocab_size) as u64;

@@ -13,7 +13,8 @@
 //! every CPU this compiles for has it), and NEON loads and stores through references to arrays
 //! of exactly the vector's size. The arithmetic intrinsics are safe inside those functions.
 //! `dot` adds a third: one `asm!` instruction each for `sdot` and `smmla`, which have no stable
-//! intrinsics, entered only after the run-time feature check.
+//! intrinsics, entered only after the run-time feature check; and `fcvtl` (baseline) turns the
+//! weights' `f16` scales into `f32`.
 //! (No closures below: a closure does not inherit its function's target features.)
 #![allow(unsafe_code)]
 
@@ -21,7 +22,9 @@ mod dot;
 pub(super) use dot::{dotprod_available, i8mm_available, run_dotprod, run_i8mm};
 
 use super::{BLOCK, BlockFormat, PANEL, PackedWeight, QuantizedRows, Values};
+use half::f16;
 use std::arch::aarch64::*;
+use std::arch::asm;
 use std::ops::Range;
 
 /// Computes the outputs of `units` (panels) for every row of `x` into `out`, row-major within
@@ -108,10 +111,10 @@ fn panel_tile<const R: usize>(
             let i = (tile.row + r) * nb + b;
             let s = x.scales[i];
             for g in 0..4 {
-                let ds = vmulq_n_f32(load4f(&d[g]), s);
+                let ds = vmulq_n_f32(load4h(&d[g]), s);
                 acc[g] = vfmaq_f32(acc[g], vcvtq_f32_s32(dots[g]), ds);
                 if let Some(m) = mins {
-                    acc[g] = vfmaq_n_f32(acc[g], load4f(&m[g]), x.sums[i]);
+                    acc[g] = vfmaq_n_f32(acc[g], load4h(&m[g]), x.sums[i]);
                 }
             }
         }
@@ -220,11 +223,26 @@ fn load16(v: &[u8; 16]) -> uint8x16_t {
     unsafe { vld1q_u8(v.as_ptr()) }
 }
 
+/// Four `f16` scales as `f32` (`fcvtl`, base ARMv8 SIMD: the intrinsics that take `f16`
+/// vectors are not stable in Rust 1.95).
 #[inline]
 #[target_feature(enable = "neon")]
-fn load4f(v: &[f32; 4]) -> float32x4_t {
-    // SAFETY: `v` is four readable `f32`; `ld1` has no alignment requirement.
-    unsafe { vld1q_f32(v.as_ptr()) }
+fn load4h(v: &[f16; 4]) -> float32x4_t {
+    // SAFETY: `v` is four readable `f16` (8 bytes; `f16` is a transparent `u16`); `ld1` has no
+    // alignment requirement.
+    let h = unsafe { vld1_u16(v.as_ptr().cast()) };
+    let out: float32x4_t;
+    // SAFETY: one `fcvtl` on two vector registers: no memory, stack or flags touched; NEON is
+    // in the arm64 baseline.
+    unsafe {
+        asm!(
+            "fcvtl {out:v}.4s, {h:v}.4h",
+            out = lateout(vreg) out,
+            h = in(vreg) h,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    out
 }
 
 #[inline]

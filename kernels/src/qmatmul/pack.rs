@@ -7,6 +7,7 @@ use super::{
     Q8_PANEL_BYTES, QBlock, Values, quantize_block,
 };
 use crate::gguf::GgmlType;
+use half::f16;
 
 impl PackedWeight {
     /// Quantizes `w`, a row-major `[d_in, d_out]` weight (Burn's `Linear` layout), to `format`,
@@ -179,9 +180,9 @@ impl PackedWeight {
         let width = layout.width();
         let units = d_out.div_ceil(width);
         let n = units * blocks;
-        let mut scales = vec![0f32; n * width];
+        let mut scales = vec![f16::ZERO; n * width];
         let mut mins = match format {
-            BlockFormat::Q4_1 => vec![0f32; n * width],
+            BlockFormat::Q4_1 => vec![f16::ZERO; n * width],
             BlockFormat::Q8_0 | BlockFormat::Q4_0 => Vec::new(),
         };
         let mut values = match (format, layout) {
@@ -207,9 +208,9 @@ impl PackedWeight {
                     quantize_block(format, &[0.0; BLOCK])
                 };
                 let k = u * blocks + b;
-                scales[k * width + j] = block.d;
+                scales[k * width + j] = f16::from_f32(block.d);
                 if let Some(m) = mins.get_mut(k * width + j) {
-                    *m = block.m;
+                    *m = f16::from_f32(block.m);
                 }
                 values.store(k, j, &block.q.map(|q| q + zero));
             }
@@ -235,12 +236,12 @@ fn check_shape(d_in: usize, d_out: usize) -> Result<(), PackError> {
 }
 
 #[inline]
-fn f16_at(raw: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([raw[at], raw[at + 1]]).to_f32()
+fn f16_at(raw: &[u8], at: usize) -> f16 {
+    f16::from_le_bytes([raw[at], raw[at + 1]])
 }
 
 /// Copies one stored block into output `j` of a panel block; returns its scale and minimum.
-type CopyBlock<const N: usize> = fn(&[u8], &mut [u8; N], usize) -> (f32, f32);
+type CopyBlock<const N: usize> = fn(&[u8], &mut [u8; N], usize) -> (f16, f16);
 
 /// A [`Layout::Panels`] weight whose stored blocks (`span` bytes each, GGUF rows of `d_in`
 /// values) are already in `format`: `copy` writes block `raw` into output `j` of its panel block
@@ -258,9 +259,9 @@ fn copy_panels<const N: usize>(
     let blocks = d_in / BLOCK;
     let n = d_out.div_ceil(PANEL) * blocks;
     let mut values = vec![PanelBlock([fill; N]); n];
-    let mut scales = vec![0f32; n * PANEL];
+    let mut scales = vec![f16::ZERO; n * PANEL];
     let mut mins = match format {
-        BlockFormat::Q4_1 => vec![0f32; n * PANEL],
+        BlockFormat::Q4_1 => vec![f16::ZERO; n * PANEL],
         BlockFormat::Q8_0 | BlockFormat::Q4_0 => Vec::new(),
     };
     for (o, row) in bytes.chunks_exact(blocks * span).enumerate() {
@@ -287,27 +288,27 @@ fn copy_panels<const N: usize>(
 
 /// A Q8_0 block (f16 scale, 32 signed bytes) into output `j` of a panel block: byte
 /// `64 c + 4 j + t` is `q + 128` of input `4 c + t` (the sign bit flipped).
-fn copy_q8_0_block(raw: &[u8], out: &mut [u8; Q8_PANEL_BYTES], j: usize) -> (f32, f32) {
+fn copy_q8_0_block(raw: &[u8], out: &mut [u8; Q8_PANEL_BYTES], j: usize) -> (f16, f16) {
     for (c, q) in raw[2..2 + BLOCK].chunks_exact(4).enumerate() {
         let at = c * 64 + j * 4;
         let four = u32::from_ne_bytes([q[0], q[1], q[2], q[3]]) ^ 0x8080_8080;
         out[at..at + 4].copy_from_slice(&four.to_ne_bytes());
     }
-    (f16_at(raw, 0), 0.0)
+    (f16_at(raw, 0), f16::ZERO)
 }
 
 /// A Q4_1 block (f16 scale and minimum; byte `i` holds input `i` low and `i + 16` high) into
 /// output `j` of a panel block: byte `64 c + 4 j + t` holds input `8 c + t` low and
 /// `8 c + 4 + t` high.
-fn copy_q4_1_block(raw: &[u8], out: &mut [u8; Q4_PANEL_BYTES], j: usize) -> (f32, f32) {
+fn copy_q4_1_block(raw: &[u8], out: &mut [u8; Q4_PANEL_BYTES], j: usize) -> (f16, f16) {
     copy_nibbles(&raw[4..4 + BLOCK / 2], out, j);
     (f16_at(raw, 0), f16_at(raw, 2))
 }
 
 /// A Q4_0 block (f16 scale, then nibbles as Q4_1's) into output `j` of a panel block.
-fn copy_q4_0_block(raw: &[u8], out: &mut [u8; Q4_PANEL_BYTES], j: usize) -> (f32, f32) {
+fn copy_q4_0_block(raw: &[u8], out: &mut [u8; Q4_PANEL_BYTES], j: usize) -> (f16, f16) {
     copy_nibbles(&raw[2..2 + BLOCK / 2], out, j);
-    (f16_at(raw, 0), 0.0)
+    (f16_at(raw, 0), f16::ZERO)
 }
 
 /// GGUF's 16 bytes of nibbles (byte `i`: input `i` low, `i + 16` high) into output `j` of a

@@ -13,12 +13,15 @@ use super::{
     ActBlock, BLOCK, BlockFormat, Group, LANES, PANEL, PackedWeight, PanelBlock, QuantizedRows,
     Values,
 };
+use half::f16;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
 /// Whether this CPU runs the AVX2 kernels.
 pub(super) fn available() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
 }
 
 /// Computes the outputs of `groups` for every row of `x` into `out` (`[groups * LANES, rows]`).
@@ -28,13 +31,14 @@ pub(super) fn available() -> bool {
 pub(super) fn run(w: &PackedWeight, x: &QuantizedRows, groups: Range<usize>, out: &mut [f32]) {
     assert!(
         available(),
-        "the AVX2 kernel was chosen on a CPU without AVX2/FMA"
+        "the AVX2 kernel was chosen on a CPU without AVX2/FMA/F16C"
     );
-    // SAFETY: the assertion above found AVX2 and FMA on this CPU, all `run_avx2` requires.
+    // SAFETY: the assertion above found AVX2, FMA and F16C on this CPU, all `run_avx2`
+    // requires.
     unsafe { run_avx2(w, x, groups, out) }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn run_avx2(w: &PackedWeight, x: &QuantizedRows, groups: Range<usize>, out: &mut [f32]) {
     let (nb, rows) = (x.blocks, x.rows);
     for (i, g) in groups.enumerate() {
@@ -77,10 +81,20 @@ fn load16(v: &[u8; BLOCK / 2]) -> __m128i {
     unsafe { _mm_loadu_si128(v.as_ptr().cast()) }
 }
 
-#[target_feature(enable = "avx2")]
-fn load4(v: &Group<f32>) -> __m128 {
-    // SAFETY: `v` is four readable `f32`; `loadu` has no alignment requirement.
-    unsafe { _mm_loadu_ps(v.as_ptr()) }
+/// Four `f16` scales as `f32`.
+#[target_feature(enable = "avx2,f16c")]
+fn load4h(v: &Group<f16>) -> __m128 {
+    // SAFETY: `v` is four readable `f16` (8 bytes, `f16` is a transparent `u16`); `loadl` reads
+    // exactly 8 bytes and has no alignment requirement.
+    _mm_cvtph_ps(unsafe { _mm_loadl_epi64(v.as_ptr().cast()) })
+}
+
+/// Four `f16` scales as an array of `f32`.
+#[target_feature(enable = "avx2,f16c")]
+fn scales4(v: &Group<f16>) -> Group<f32> {
+    let mut out = [0f32; LANES];
+    store4(&mut out, load4h(v));
+    out
 }
 
 /// Sum of the eight lanes.
@@ -105,15 +119,16 @@ fn dot_u8i8(u: __m256i, s: __m256i) -> __m256 {
 /// The four outputs of a Q8_0 group for one row: `Σ_b d_b s_b Σ q·qx`. `maddubs` wants one
 /// unsigned operand, so the activations' signs move onto the weights (`|qx| · sign(qx) q`),
 /// and `|qx|` is shared by the four outputs.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q8_group(
     wq: &[Group<[i8; BLOCK]>],
-    ws: &[Group<f32>],
+    ws: &[Group<f16>],
     xq: &[[i8; BLOCK]],
     xs: &[f32],
 ) -> Group<f32> {
     let mut acc = [_mm256_setzero_ps(); LANES];
     for (((w4, d4), xb), &s) in wq.iter().zip(ws).zip(xq).zip(xs) {
+        let d4 = scales4(d4);
         let xv = load32(xb);
         let magnitude = _mm256_sign_epi8(xv, xv);
         for lane in 0..LANES {
@@ -136,11 +151,11 @@ fn unpack_q4(block: &[u8; BLOCK / 2]) -> __m256i {
 }
 
 /// The four outputs of a Q4_1 group for one row: `Σ_b (d_b s_b Σ q·qx + m_b Σ x_b)`.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q4_group(
     wq: &[Group<[u8; BLOCK / 2]>],
-    ws: &[Group<f32>],
-    mins: &[Group<f32>],
+    ws: &[Group<f16>],
+    mins: &[Group<f16>],
     xq: &[[i8; BLOCK]],
     xs: &[f32],
     sums: &[f32],
@@ -150,12 +165,13 @@ fn q4_group(
     for ((((w4, d4), m4), xb), (&s, &sum)) in
         wq.iter().zip(ws).zip(mins).zip(xq).zip(xs.iter().zip(sums))
     {
+        let d4 = scales4(d4);
         let xv = load32(xb);
         for lane in 0..LANES {
             let scale = _mm256_set1_ps(d4[lane] * s);
             acc[lane] = _mm256_fmadd_ps(scale, dot_u8i8(unpack_q4(&w4[lane]), xv), acc[lane]);
         }
-        shift = _mm_fmadd_ps(load4(m4), _mm_set1_ps(sum), shift);
+        shift = _mm_fmadd_ps(load4h(m4), _mm_set1_ps(sum), shift);
     }
     let mut y = [0f32; LANES];
     store4(&mut y, shift);
@@ -169,10 +185,10 @@ fn q4_group(
 
 /// The four outputs of a Q4_0 group for one row: `Σ_b d_b s_b (Σ q·qx - 8 Σ qx)` (the
 /// nibbles `q` are stored `+ 8`).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q4_0_group(
     wq: &[Group<[u8; BLOCK / 2]>],
-    ws: &[Group<f32>],
+    ws: &[Group<f16>],
     xq: &[[i8; BLOCK]],
     xs: &[f32],
     qsums: &[i32],
@@ -180,12 +196,14 @@ fn q4_0_group(
     let mut acc = [_mm256_setzero_ps(); LANES];
     let mut shift = _mm_setzero_ps();
     for (((w4, d4), xb), (&s, &qsum)) in wq.iter().zip(ws).zip(xq).zip(xs.iter().zip(qsums)) {
+        let d = load4h(d4);
+        let d4 = scales4(d4);
         let xv = load32(xb);
         for lane in 0..LANES {
             let scale = _mm256_set1_ps(d4[lane] * s);
             acc[lane] = _mm256_fmadd_ps(scale, dot_u8i8(unpack_q4(&w4[lane]), xv), acc[lane]);
         }
-        shift = _mm_fmadd_ps(load4(d4), _mm_set1_ps(s * (-8 * qsum) as f32), shift);
+        shift = _mm_fmadd_ps(d, _mm_set1_ps(s * (-8 * qsum) as f32), shift);
     }
     let mut y = [0f32; LANES];
     store4(&mut y, shift);
@@ -300,7 +318,7 @@ fn panel_tile<const R: usize, const C: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn q8_tile<const R: usize, const C: usize>(
     q: &[PanelBlock<{ PANEL * BLOCK }>],
-    scales: &[[f32; PANEL]],
+    scales: &[[f16; PANEL]],
     x: &QuantizedRows,
     tile: Tile,
 ) -> [[__m512; C]; R] {
@@ -326,7 +344,7 @@ fn q8_tile<const R: usize, const C: usize>(
             }
         }
         for c in 0..C {
-            let d = load16f(&scales[(tile.panel + c) * nb + b]);
+            let d = load16h(&scales[(tile.panel + c) * nb + b]);
             for r in 0..R {
                 let s = _mm512_set1_ps(x.scales[(tile.row + r) * nb + b]);
                 let dot = _mm512_cvtepi32_ps(dot[r][c]);
@@ -342,8 +360,8 @@ fn q8_tile<const R: usize, const C: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn q4_tile<const R: usize, const C: usize, const SYMMETRIC: bool>(
     q: &[PanelBlock<{ PANEL * BLOCK / 2 }>],
-    scales: &[[f32; PANEL]],
-    mins: &[[f32; PANEL]],
+    scales: &[[f16; PANEL]],
+    mins: &[[f16; PANEL]],
     x: &QuantizedRows,
     tile: Tile,
 ) -> [[__m512; C]; R] {
@@ -379,14 +397,14 @@ fn q4_tile<const R: usize, const C: usize, const SYMMETRIC: bool>(
         }
         for c in 0..C {
             let k = (tile.panel + c) * nb + b;
-            let d = load16f(&scales[k]);
+            let d = load16h(&scales[k]);
             for r in 0..R {
                 let i = (tile.row + r) * nb + b;
                 let s = _mm512_set1_ps(x.scales[i]);
                 let dot = _mm512_cvtepi32_ps(dot[r][c]);
                 acc[r][c] = _mm512_fmadd_ps(dot, _mm512_mul_ps(d, s), acc[r][c]);
                 if !SYMMETRIC {
-                    let m = load16f(&mins[k]);
+                    let m = load16h(&mins[k]);
                     acc[r][c] = _mm512_fmadd_ps(m, _mm512_set1_ps(x.sums[i]), acc[r][c]);
                 }
             }
@@ -411,6 +429,14 @@ fn load64(v: &[u8; 64]) -> __m512i {
 fn load16f(v: &[f32; PANEL]) -> __m512 {
     // SAFETY: `v` is sixteen readable `f32`; `loadu` has no alignment requirement.
     unsafe { _mm512_loadu_ps(v.as_ptr()) }
+}
+
+/// Sixteen `f16` scales as `f32`.
+#[target_feature(enable = "avx512f")]
+fn load16h(v: &[f16; PANEL]) -> __m512 {
+    // SAFETY: `v` is sixteen readable `f16` (32 bytes, `f16` is a transparent `u16`); `loadu`
+    // has no alignment requirement.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(v.as_ptr().cast()) })
 }
 
 #[target_feature(enable = "avx512f")]

@@ -13,7 +13,7 @@
 //! The entry points ([`run_dotprod`], [`run_i8mm`]) check the CPU first.
 
 use super::{BLOCK, BlockFormat, PANEL, PackedWeight, QuantizedRows, Tile, Values};
-use super::{broadcast4, load4f, load16, store4f, write_rows};
+use super::{broadcast4, load4h, load16, store4f, write_rows};
 use std::arch::aarch64::*;
 use std::arch::asm;
 use std::ops::Range;
@@ -161,11 +161,11 @@ fn dot_tile<const R: usize>(w: &PackedWeight, x: &QuantizedRows, tile: Tile) -> 
         for (r, (acc, dots)) in acc.iter_mut().zip(&dots).enumerate() {
             let i = (tile.row + r) * nb + b;
             for g in 0..4 {
-                let ds = vmulq_n_f32(load4f(&d[g]), x.scales[i]);
+                let ds = vmulq_n_f32(load4h(&d[g]), x.scales[i]);
                 acc[g] = vfmaq_f32(acc[g], vcvtq_f32_s32(dots[g]), ds);
                 if w.format == BlockFormat::Q4_1 {
                     let (m, _) = w.mins[k * PANEL..(k + 1) * PANEL].as_chunks::<4>();
-                    acc[g] = vfmaq_n_f32(acc[g], load4f(&m[g]), x.sums[i]);
+                    acc[g] = vfmaq_n_f32(acc[g], load4h(&m[g]), x.sums[i]);
                 }
             }
         }
@@ -228,16 +228,15 @@ fn mmla_tile(w: &PackedWeight, x: &QuantizedRows, tile: Tile) -> [[f32; PANEL]; 
                 unreachable!("the i8mm kernel runs only `Layout::Panels` weights")
             }
         }
-        let (d, _) = scales[k].as_chunks::<2>();
+        let (d, _) = scales[k].as_chunks::<4>();
         let s = vcombine_f32(vdup_n_f32(x.scales[i0]), vdup_n_f32(x.scales[i1]));
         let sums = vcombine_f32(vdup_n_f32(x.sums[i0]), vdup_n_f32(x.sums[i1]));
         for (p, (acc, dots)) in acc.iter_mut().zip(&dots).enumerate() {
-            let dv = vcombine_f32(load2f(&d[p]), load2f(&d[p]));
+            let dv = pair_of(load4h(&d[p / 2]), p % 2);
             *acc = vfmaq_f32(*acc, vcvtq_f32_s32(*dots), vmulq_f32(dv, s));
             if w.format == BlockFormat::Q4_1 {
-                let (m, _) = w.mins[k * PANEL..(k + 1) * PANEL].as_chunks::<2>();
-                let mv = vcombine_f32(load2f(&m[p]), load2f(&m[p]));
-                *acc = vfmaq_f32(*acc, mv, sums);
+                let (m, _) = w.mins[k * PANEL..(k + 1) * PANEL].as_chunks::<4>();
+                *acc = vfmaq_f32(*acc, pair_of(load4h(&m[p / 2]), p % 2), sums);
             }
         }
     }
@@ -311,9 +310,15 @@ fn load8(v: &[i8; 8]) -> int8x8_t {
     unsafe { vld1_s8(v.as_ptr()) }
 }
 
+/// Outputs `2 half` and `2 half + 1` of four, twice: `[a, b, a, b]`, one per lane of an
+/// `smmla` result.
 #[inline]
 #[target_feature(enable = "neon")]
-fn load2f(v: &[f32; 2]) -> float32x2_t {
-    // SAFETY: `v` is two readable `f32`; `ld1` has no alignment requirement.
-    unsafe { vld1_f32(v.as_ptr()) }
+fn pair_of(quad: float32x4_t, half: usize) -> float32x4_t {
+    let two = if half == 0 {
+        vget_low_f32(quad)
+    } else {
+        vget_high_f32(quad)
+    };
+    vcombine_f32(two, two)
 }
