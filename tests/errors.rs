@@ -78,6 +78,7 @@ fn unsupported_quantization_is_refused_before_work() {
 
 #[test]
 fn invalid_knobs_name_the_flag() {
+    fails_with(&["run", "--quality-gate", "0.5"], "or 0");
     fails_with(
         &[
             "generate",

@@ -100,3 +100,90 @@ fn wgpu_q8_and_q4_stay_within_three_percent_of_f32() {
         );
     }
 }
+
+/// The quality gate (issue #17): on the real model every usable level passes (measured on the
+/// 64-token gate text, AMD EPYC Zen 4: 0.95–1.04× f32's perplexity) and q4-tensor, whose one
+/// 4-bit scale per tensor cannot hold SmolLM2's weights (≈ 10⁸ perplexity), is refused, with
+/// the figures and a non-zero exit.
+#[test]
+fn the_quality_gate_passes_every_usable_level_and_refuses_q4_tensor() {
+    for quant in ["f32", "q8", "q4", "q4_0", "q8-tensor"] {
+        let v = score_json("flex", quant, &["--gate"]);
+        let ratio = v["ratio"].as_f64().unwrap();
+        assert!(
+            v["passed"] == true && ratio > 0.8 && ratio <= 1.5,
+            "flex {quant}: {v}"
+        );
+    }
+    let model = model();
+    let out = socbench()
+        .args(["score", "--gate", "--model", &model, "--backend", "flex"])
+        .args(["--quant", "q4-tensor", "--threads", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("refused: quality gate: perplexity"), "{text}");
+}
+
+/// A sweep does not measure a variant the gate refuses: its cells are `skipped` with the
+/// figures, and the other variants of the same sweep are measured.
+#[test]
+fn a_sweep_skips_the_variant_the_quality_gate_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let model = model();
+    let out = socbench()
+        .args([
+            "run",
+            "--device",
+            "local",
+            "--model",
+            &model,
+            "--backend",
+            "flex",
+        ])
+        .args([
+            "--quant",
+            "q8,q4-tensor",
+            "--threads",
+            "1",
+            "--prompt-tokens",
+            "4",
+        ])
+        .args(["--gen-tokens", "2", "--repetitions", "1", "--warmup", "0"])
+        .args(["--no-cooldown", "--no-probe", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let csv = std::fs::read(out_dir.join("results.csv")).unwrap();
+    let rows = socbench_reports::row::parse_results(&out_dir.join("results.csv"), &csv)
+        .unwrap()
+        .rows;
+    let status = |quant: &str| {
+        rows.iter()
+            .filter(|(_, r)| r.quant == quant)
+            .map(|(_, r)| (r.status, r.note.clone()))
+            .collect::<Vec<_>>()
+    };
+    let q8 = status("q8");
+    assert!(
+        q8.len() == 1 && q8[0].0 == socbench_reports::row::Status::Ok,
+        "{q8:?}"
+    );
+    let refused = status("q4-tensor");
+    assert!(
+        refused.len() == 1
+            && refused[0].0 == socbench_reports::row::Status::Skipped
+            && refused[0].1.contains("quality gate: perplexity"),
+        "{refused:?}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("manifest.json")).unwrap()).unwrap();
+    assert!(
+        manifest["quality_gate"]["reference_perplexity"].as_f64() > Some(1.0),
+        "{}",
+        manifest["quality_gate"]
+    );
+}

@@ -270,19 +270,27 @@ pub struct ScoreArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The prompt the continuation follows.
-    #[arg(long, required_unless_present = "text")]
+    #[arg(long, required_unless_present_any = ["text", "gate"])]
     pub prompt: Option<String>,
     /// The continuation, as text.
     #[arg(
         long,
         conflicts_with = "continuation_ids",
-        required_unless_present_any = ["continuation_ids", "text"]
+        required_unless_present_any = ["continuation_ids", "text", "gate"]
     )]
     pub continuation: Option<String>,
     /// Instead: the perplexity of the built-in quality text (≈750 tokens, 128-token chunks),
     /// and, for a quantized level, of f32 on the same backend beside it.
     #[arg(long, conflicts_with_all = ["prompt", "continuation", "continuation_ids"])]
     pub text: bool,
+    /// Instead: the quality gate a sweep applies before measuring this variant (the first 64
+    /// tokens of the quality text, perplexity against f32 on the host's CPU); exits 1 when the
+    /// variant would be refused.
+    #[arg(long, conflicts_with_all = ["prompt", "continuation", "continuation_ids", "text"])]
+    pub gate: bool,
+    /// With `--gate`: the bound, as a multiple of f32's perplexity (a sweep's `quality_gate`).
+    #[arg(long, requires = "gate", default_value_t = socbench_kernels::gate::DEFAULT_MAX_RATIO)]
+    pub max_ratio: f64,
     /// The continuation, as token ids separated by spaces or commas.
     #[arg(long)]
     pub continuation_ids: Option<String>,
@@ -368,6 +376,11 @@ pub struct RunArgs {
     /// Score the built-in quality text's perplexity once per model variant (`quality = true`).
     #[arg(long)]
     pub quality: bool,
+    /// The quality gate's bound (`quality_gate`): a model variant whose perplexity on a
+    /// 64-token text is more than RATIO times the f32 model's is skipped with the figures;
+    /// 0 measures every variant. Default 1.5.
+    #[arg(long, value_name = "RATIO", value_parser = parse_quality_gate)]
+    pub quality_gate: Option<f64>,
     /// Output directory (default: `socbench-results/<UTC time>`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,
@@ -386,4 +399,12 @@ pub struct RunArgs {
     /// repetition seen on the device plus the cool-down gate's longest wait, at least 300.
     #[arg(long = "hang-timeout", value_name = "SECONDS")]
     pub hang_timeout: Option<f64>,
+}
+
+fn parse_quality_gate(s: &str) -> Result<f64, String> {
+    let x: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number (valid: a ratio of at least 1, or 0)"))?;
+    crate::sweep::axis::quality_gate(x)
 }

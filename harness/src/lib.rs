@@ -30,7 +30,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let cli = cli::Cli::parse();
     match &cli.command {
         cli::Command::Generate(args) => commands::generate::run(args)?,
-        cli::Command::Score(args) => commands::score::run(args)?,
+        cli::Command::Score(args) => {
+            if !commands::score::run(args)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         cli::Command::FetchModel(args) => {
             let path = model_cache::fetch(args.quiet)?;
             println!("{}", path.display());

@@ -6,6 +6,7 @@ use crate::model_cache;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use socbench_kernels::backend::Runtime;
+use socbench_kernels::gate::QualityGate;
 use socbench_kernels::load::{LoadedModel, ModelSpec};
 use socbench_kernels::quant::QuantLevel;
 use socbench_kernels::session::ModelSession;
@@ -118,4 +119,28 @@ pub fn observe_threads<R>(f: impl FnOnce() -> R) -> (R, Option<usize>) {
     let r = f();
     let busy = ThreadTimes::now().busy_since(&before, 0.10);
     (r, busy)
+}
+
+/// The quality gate of a sweep over `model` (a file or `synthetic:tiny`): its f32 reference
+/// perplexity computed here, on the host's CPU; `None` when `max_ratio` is 0 (off) or the
+/// reference cannot be computed (said on stderr: the sweep still runs, ungated).
+pub fn quality_gate(model: &str, max_ratio: f64) -> Option<QualityGate> {
+    if max_ratio <= 0.0 {
+        return None;
+    }
+    let spec = if model == "synthetic:tiny" {
+        ModelSpec::SyntheticTiny
+    } else {
+        ModelSpec::File(model.into())
+    };
+    match socbench_kernels::gate::reference_perplexity(&spec) {
+        Ok(p) => Some(QualityGate {
+            reference_perplexity: p,
+            max_ratio,
+        }),
+        Err(e) => {
+            eprintln!("warning: quality gate off: the f32 reference could not be computed: {e}");
+            None
+        }
+    }
 }

@@ -44,6 +44,7 @@ struct SweepFile {
     out: Option<String>,
     probe: Option<bool>,
     quality: Option<bool>,
+    quality_gate: Option<Spanned<toml::Value>>,
     cooldown: Option<CooldownFile>,
 }
 
@@ -126,6 +127,14 @@ pub struct Sweep {
     /// Score the built-in quality text's perplexity once per model variant.
     #[serde(default)]
     pub quality: bool,
+    /// Quality gate: a model variant whose perplexity on the gate text is more than this many
+    /// times the f32 model's is not measured (`socbench_kernels::gate`); 0 turns it off.
+    #[serde(default = "default_quality_gate")]
+    pub quality_gate: f64,
+}
+
+fn default_quality_gate() -> f64 {
+    socbench_kernels::gate::DEFAULT_MAX_RATIO
 }
 
 fn default_runtime() -> Vec<RuntimeKind> {
@@ -146,6 +155,17 @@ pub mod axis {
             _ => Err(format!(
                 "`{s}` is not a valid {what} (valid: a positive integer)"
             )),
+        }
+    }
+    /// The quality gate's bound: a ratio to f32's perplexity of at least 1, or 0 (off).
+    pub fn quality_gate(x: f64) -> Result<f64, String> {
+        if x == 0.0 || (x.is_finite() && x >= 1.0) {
+            Ok(x)
+        } else {
+            Err(format!(
+                "{x} is not a valid bound (valid: a ratio to f32's perplexity of at least 1, \
+                 such as 1.5, or 0 to measure every variant)"
+            ))
         }
     }
     /// `burn`, `llama.cpp`.
@@ -282,6 +302,27 @@ impl Sweep {
                 hz
             }
         };
+        let quality_gate = match f.quality_gate {
+            None => default_quality_gate(),
+            Some(v) => {
+                let value = match v.get_ref() {
+                    toml::Value::Float(x) => Some(*x),
+                    toml::Value::Integer(i) => Some(*i as f64),
+                    _ => None,
+                };
+                match value.map(axis::quality_gate) {
+                    Some(Ok(x)) => x,
+                    Some(Err(e)) => {
+                        bail!("{file}:{}: `quality_gate`: {e}", line_of(text, v.span()))
+                    }
+                    None => bail!(
+                        "{file}:{}: `quality_gate` = {}: must be a number (a ratio ≥ 1, or 0 for off)",
+                        line_of(text, v.span()),
+                        v.get_ref()
+                    ),
+                }
+            }
+        };
         let cooldown = match f.cooldown {
             Some(CooldownFile {
                 enabled: Some(false),
@@ -384,6 +425,7 @@ impl Sweep {
             cooldown,
             probe: f.probe.unwrap_or(true),
             quality: f.quality.unwrap_or(false),
+            quality_gate,
         };
         sweep.check_combinations(file)?;
         Ok(sweep)
@@ -616,6 +658,18 @@ mod tests {
         assert!(format!("{e:#}").contains("cannot run on backend `ndarray`"));
         let e = Sweep::parse("s.toml", "affinity = [\"huge\"]").unwrap_err();
         assert!(format!("{e:#}").contains("valid: `all`, `big`"));
+        for bad in ["0.5", "-1", "\"off\"", "nan"] {
+            let e = Sweep::parse("s.toml", &format!("seed = 1\nquality_gate = {bad}\n"));
+            let m = format!("{:#}", e.unwrap_err());
+            assert!(
+                m.contains("s.toml:2") && m.contains("quality_gate") && m.contains("or 0"),
+                "{m}"
+            );
+        }
+        let gate = |text: &str| Sweep::parse("s.toml", text).unwrap().quality_gate;
+        assert_eq!(gate("quality_gate = 0"), 0.0);
+        assert_eq!(gate("quality_gate = 2"), 2.0);
+        assert_eq!(gate("seed = 1"), socbench_kernels::gate::DEFAULT_MAX_RATIO);
     }
 
     #[test]

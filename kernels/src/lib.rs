@@ -7,6 +7,7 @@
 //! - [`quant`] re-quantizes its weights: through Burn's quantization, or at q8/q4 on the CPU
 //!   backends into [`qmatmul`]'s blocks, whose SIMD kernels Burn runs as a backend extension;
 //! - [`backend`] picks the Burn backend (NdArray, Flex, wgpu) and the thread pool;
+//! - [`gate`] refuses a model variant whose perplexity on a short text is far beyond f32's;
 //! - [`generate`] runs prefill and decode with timings, and teacher-forced scoring;
 //! - [`threads`] observes how many threads actually did the work;
 //! - [`roofline`] measures the device's memory bandwidth and GEMM roofs;
@@ -34,6 +35,7 @@
 
 pub mod backend;
 pub mod dequant;
+pub mod gate;
 pub mod generate;
 pub mod gguf;
 #[cfg(feature = "llama-cpp")]

@@ -395,6 +395,19 @@ impl SplitMix64 {
 /// stored like the real model's (Q8_0 embedding, Q4_1 matrices, F32 norms), so loading,
 /// dequantization and the tokenizer are exercised exactly as for a real file.
 pub fn synthetic_tiny_gguf() -> Vec<u8> {
+    synthetic_gguf(0.1)
+}
+
+/// A variant of [`synthetic_tiny_gguf`] whose outputs are peaked: an embedding table three
+/// times larger, so the tied output projection gives confident predictions (perplexity ≈ 2.5
+/// on its own greedy output, over 288 tokens). Wrong arithmetic moves its perplexity far
+/// (measured: dropping Q4_1's minimum term in the AVX-512 kernel, 12.6× f32's), where the
+/// near-uniform `synthetic:tiny` cannot tell. For tests (`kernels/tests/quant_support.rs`).
+pub fn synthetic_peaked_gguf() -> Vec<u8> {
+    synthetic_gguf(0.3)
+}
+
+fn synthetic_gguf(embedding_scale: f32) -> Vec<u8> {
     let (tokens, merges, types) = synthetic_vocab();
     let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
     let merges: Vec<&str> = merges.iter().map(String::as_str).collect();
@@ -436,8 +449,9 @@ pub fn synthetic_tiny_gguf() -> Vec<u8> {
         "token_embd.weight",
         &[d, v],
         8,
-        // Small, so the tied output projection gives a model that is not absurdly confident.
-        quantize_q8_0(&random(d * v, 0.1)),
+        // Small for `synthetic:tiny`, so the tied output projection gives a model that is not
+        // absurdly confident; larger for the peaked variant.
+        quantize_q8_0(&random(d * v, embedding_scale)),
     );
     let q41 = |w: &mut GgufWriter, name: String, dims: [u64; 2], data: Vec<f32>| {
         w.tensor_raw(&name, &dims, 3, quantize_q4_1(&data));

@@ -1,20 +1,33 @@
 //! The quantization support table (`QuantLevel::support`) against what Burn really does:
-//! every (backend, level) pair is run on the synthetic model. A pair the table calls
-//! supported must load, generate and stay close to f32; a pair it calls unsupported must
-//! really fail, so the table cannot go stale in either direction when Burn changes.
+//! every (backend, level) pair is run on a synthetic model whose outputs are peaked
+//! (`load::synthetic_peaked_gguf`), so that wrong arithmetic shows as a perplexity far from
+//! f32's (the kernels' own tests and self-check catch the subtle errors: a 20 % wrong scale
+//! moves this perplexity by only 10 %). A pair the table calls
+//! supported must load, generate and pass the quality gate's bound against f32; a pair it
+//! calls unsupported must really fail, or really compute garbage, so the table cannot go
+//! stale in either direction when Burn (or a kernel) changes.
 
 // Test helpers: a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
 use socbench_kernels::backend::{BackendKind, Runtime};
 use socbench_kernels::catch_panic;
+use socbench_kernels::gate::{DEFAULT_MAX_RATIO, QualityGate};
 use socbench_kernels::generate::{GenerateOptions, Sampling, generate, score};
-use socbench_kernels::load::ModelSpec;
+use socbench_kernels::load::{ModelSpec, synthetic_peaked_gguf};
 use socbench_kernels::quant::{self, QuantLevel};
+use std::path::PathBuf;
 
-fn opts() -> GenerateOptions {
+/// The peaked model, written once per test binary.
+fn peaked_model() -> ModelSpec {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("synthetic-peaked.gguf");
+    std::fs::write(&path, synthetic_peaked_gguf()).unwrap();
+    ModelSpec::File(path)
+}
+
+fn opts(n: usize) -> GenerateOptions {
     GenerateOptions {
-        max_new_tokens: 3,
+        max_new_tokens: n,
         batch: 1,
         kv_window: None,
         sampling: Sampling::Greedy,
@@ -22,23 +35,20 @@ fn opts() -> GenerateOptions {
     }
 }
 
-/// Runs `level` on `backend`; `Ok(perplexity of a fixed continuation)` or the failure.
-fn try_level(rt: &Runtime, backend: BackendKind, level: QuantLevel) -> Result<f64, String> {
-    let mut loaded = rt
-        .run(|d| ModelSpec::SyntheticTiny.load(d))
-        .map_err(|e| e.to_string())?;
-    let prompt = loaded
-        .tokenizer
-        .encode("the cat sat")
-        .map_err(|e| e.to_string())?;
-    let cont = loaded
-        .tokenizer
-        .encode(" on the mat")
-        .map_err(|e| e.to_string())?;
+/// Runs `level` on `backend`: `Ok(perplexity of cont after prompt)` or the failure.
+fn try_level(
+    rt: &Runtime,
+    spec: &ModelSpec,
+    backend: BackendKind,
+    level: QuantLevel,
+    prompt: &[u32],
+    cont: &[u32],
+) -> Result<f64, String> {
+    let mut loaded = rt.run(|d| spec.load(d)).map_err(|e| e.to_string())?;
     catch_panic(|| {
         rt.run(|_| quant::apply(&mut loaded.model, level, backend));
-        generate(rt, &loaded.model, &prompt, &opts()).map_err(|e| e.to_string())?;
-        score(rt, &loaded.model, &prompt, &cont, None)
+        generate(rt, &loaded.model, prompt, &opts(3)).map_err(|e| e.to_string())?;
+        score(rt, &loaded.model, prompt, cont, None)
             .map(|s| s.perplexity)
             .map_err(|e| e.to_string())
     })
@@ -47,6 +57,7 @@ fn try_level(rt: &Runtime, backend: BackendKind, level: QuantLevel) -> Result<f6
 
 #[test]
 fn support_table_matches_reality() {
+    let spec = peaked_model();
     let mut report = Vec::new();
     let mut wrong = Vec::new();
     for backend in BackendKind::ALL {
@@ -54,30 +65,43 @@ fn support_table_matches_reality() {
             Ok(rt) => rt,
             Err(e) => panic!("backend {backend} does not start here: {e}"),
         };
-        let f32_ppl = try_level(&rt, backend, QuantLevel::F32).expect("f32 runs everywhere");
+        // The continuation is the f32 model's own greedy output: f32 is confident about it,
+        // and a variant that computes something else is not.
+        let loaded = rt.run(|d| spec.load(d)).unwrap();
+        let prompt = loaded.tokenizer.encode("the cat sat").unwrap();
+        let out = generate(&rt, &loaded.model, &prompt, &opts(16)).unwrap();
+        let cont = out.gen_ids[0].clone();
+        drop(loaded);
+        let f32_ppl = try_level(&rt, &spec, backend, QuantLevel::F32, &prompt, &cont)
+            .expect("f32 runs everywhere");
+        assert!(
+            f32_ppl < 10.0,
+            "{backend}: the peaked model is not peaked: f32 perplexity {f32_ppl} of its own \
+             greedy output"
+        );
+        let gate = QualityGate {
+            reference_perplexity: f32_ppl,
+            max_ratio: DEFAULT_MAX_RATIO,
+        };
         for level in QuantLevel::ALL {
             let claimed = level.support(backend);
-            let actual = try_level(&rt, backend, level);
+            let actual = try_level(&rt, &spec, backend, level, &prompt, &cont);
+            let computes = actual.as_ref().map(|&p| gate.check(p));
             report.push(format!(
-                "{backend:>8} {level:>10}: claimed {claimed:?}, actual {actual:?}"
+                "{backend:>8} {level:>10}: claimed {claimed:?}, perplexity {actual:?} \
+                 (f32 {f32_ppl:.4})"
             ));
-            match (&claimed, &actual) {
-                (Ok(()), Ok(ppl)) => {
-                    // Random weights give a near-uniform model; quantization may move its
-                    // perplexity a little, never by much.
-                    let ratio = ppl / f32_ppl;
-                    if !(0.8..1.25).contains(&ratio) {
-                        wrong.push(format!(
-                            "{backend} {level}: perplexity {ppl} vs f32 {f32_ppl}"
-                        ));
-                    }
-                }
-                (Err(_), Err(_)) => {}
+            match (&claimed, &computes) {
+                (Ok(()), Ok(Ok(_))) | (Err(_), Err(_)) | (Err(_), Ok(Err(_))) => {}
+                (Ok(()), Ok(Err(why))) => wrong.push(format!(
+                    "{backend} {level}: claimed supported, computes garbage: {why}"
+                )),
                 (Ok(()), Err(e)) => {
                     wrong.push(format!("{backend} {level}: claimed supported, failed: {e}"))
                 }
-                (Err(_), Ok(_)) => wrong.push(format!(
-                    "{backend} {level}: claimed unsupported, but it runs"
+                (Err(_), Ok(Ok(ratio))) => wrong.push(format!(
+                    "{backend} {level}: claimed unsupported, but it runs and computes the \
+                     model ({ratio:.3}× f32's perplexity)"
                 )),
             }
         }

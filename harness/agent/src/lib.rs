@@ -23,6 +23,7 @@ use engine::Engine;
 use plan::{Cell, Event, Plan, RepResult};
 use socbench_devices::sensors::{Sample, Sampler, SensorSet};
 use socbench_kernels::backend::BackendKind;
+use socbench_kernels::gate::{self, QualityGate};
 use socbench_kernels::runtime::RuntimeKind;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -411,6 +412,13 @@ fn run_plan(path: &Path) -> Result<(), String> {
         weight_bytes_resident: Some(facts.weight_bytes_resident),
         kernel: facts.kernel,
     });
+    if let Some(gate) = &plan.gate
+        && !passes_gate(&engine, gate, &plan, &emitter, &t)
+    {
+        sampler.stop();
+        emitter.emit(&Event::Done { t_s: t() });
+        return Ok(());
+    }
     if plan.quality {
         let scored = engine
             .tokenize(socbench_kernels::generate::QUALITY_TEXT)
@@ -443,6 +451,49 @@ fn run_plan(path: &Path) -> Result<(), String> {
     sampler.stop();
     emitter.emit(&Event::Done { t_s: t() });
     Ok(())
+}
+
+/// Scores the gate text; when the variant is refused (or cannot be scored), every cell is
+/// reported skipped (or failed) with the reason and `false` is returned.
+fn passes_gate(
+    engine: &Engine,
+    gate: &QualityGate,
+    plan: &Plan,
+    emitter: &Emitter,
+    t: &dyn Fn() -> f64,
+) -> bool {
+    let scored = engine
+        .tokenize(socbench_kernels::generate::QUALITY_TEXT)
+        .and_then(|ids| engine.perplexity(gate::gate_ids(&ids), gate::GATE_TOKENS));
+    // (skipped rather than failed, why)
+    let (skipped, reason) = match scored {
+        Ok(p) => {
+            let verdict = gate.check(p.perplexity);
+            emitter.emit(&Event::Gate {
+                t_s: t(),
+                perplexity: p.perplexity,
+                ratio: p.perplexity / gate.reference_perplexity,
+                passed: verdict.is_ok(),
+            });
+            match verdict {
+                Ok(_) => return true,
+                Err(reason) => (true, reason),
+            }
+        }
+        Err(e) => (
+            false,
+            format!("quality gate: the gate text could not be scored: {e}"),
+        ),
+    };
+    for cell in &plan.cells {
+        let (t_s, cell, reason) = (t(), cell.id.clone(), reason.clone());
+        emitter.emit(&if skipped {
+            Event::CellSkipped { t_s, cell, reason }
+        } else {
+            Event::CellFailed { t_s, cell, reason }
+        });
+    }
+    false
 }
 
 fn run_cell(

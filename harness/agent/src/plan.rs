@@ -81,6 +81,10 @@ pub struct Plan {
     /// See `heartbeat_file`.
     #[serde(default)]
     pub heartbeat_timeout_s: Option<f64>,
+    /// The quality gate: the variant's perplexity on the gate text must be within this bound
+    /// of f32's before any cell runs (`None`: not checked).
+    #[serde(default)]
+    pub gate: Option<socbench_kernels::gate::QualityGate>,
     /// The cells, in the order to run them.
     pub cells: Vec<Cell>,
 }
@@ -214,6 +218,26 @@ pub enum Event {
         cell: String,
         /// Hottest thermal zone at the end (°C).
         end_temp_c: Option<f64>,
+    },
+    /// The variant's score on the quality gate's text, before any cell.
+    Gate {
+        /// Time (s).
+        t_s: f64,
+        /// Perplexity of the gate text.
+        perplexity: f64,
+        /// Multiple of the f32 model's perplexity.
+        ratio: f64,
+        /// Whether the variant is measured.
+        passed: bool,
+    },
+    /// A cell is not measured, for a reason that is not a failure (the quality gate).
+    CellSkipped {
+        /// Time (s).
+        t_s: f64,
+        /// Cell id.
+        cell: String,
+        /// Why.
+        reason: String,
     },
     /// Perplexity of the built-in quality text for this model variant.
     Quality {

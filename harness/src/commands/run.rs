@@ -104,6 +104,9 @@ fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
     if a.quality {
         sweep.quality = true;
     }
+    if let Some(g) = a.quality_gate {
+        sweep.quality_gate = g;
+    }
     if let Some(m) = &a.model {
         sweep.model = Some(m.clone());
     }
@@ -234,6 +237,7 @@ fn setting_flags(a: &RunArgs) -> Vec<&'static str> {
         (a.no_cooldown, "--no-cooldown"),
         (a.no_probe, "--no-probe"),
         (a.quality, "--quality"),
+        (a.quality_gate.is_some(), "--quality-gate"),
     ];
     given.iter().filter(|(g, _)| *g).map(|(_, f)| *f).collect()
 }
@@ -534,6 +538,8 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         "socbench_version": env!("CARGO_PKG_VERSION"),
         "git_hash": env!("SOCBENCH_GIT_HASH"),
     }));
+    // The quality gate's f32 reference, once, on this host's CPU.
+    let gate = crate::session::quality_gate(&model, sweep.quality_gate);
     let manifest = |outcomes: &[Option<runner::DeviceOutcome>], finished: bool| {
         json!({
             "socbench_version": env!("CARGO_PKG_VERSION"),
@@ -546,6 +552,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
             "model_id": model_id,
             "model_bytes": std::fs::metadata(&model).ok().map(|m| m.len()),
             "sweep": sweep,
+            "quality_gate": gate,
             "devices": planned.iter().zip(outcomes).map(|((t, info, cells), o)| runner::device_manifest(t, info, cells.len(), o.as_ref())).collect::<Vec<_>>(),
             "interrupted": interrupted.load(Ordering::Relaxed),
             "sessions": sessions,
@@ -572,6 +579,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         progress: crate::progress::Progress::new(),
         probe: sweep.probe,
         known_rooflines,
+        gate,
     };
     let outcomes: Vec<Option<runner::DeviceOutcome>> = std::thread::scope(|s| {
         let handles: Vec<_> = planned

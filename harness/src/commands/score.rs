@@ -4,6 +4,7 @@ use crate::cli::ScoreArgs;
 use crate::session::{Session, observe_threads};
 use anyhow::{Result, anyhow};
 use serde_json::json;
+use socbench_kernels::gate::QualityGate;
 use socbench_kernels::generate::{Perplexity, QUALITY_CHUNK, QUALITY_TEXT, perplexity, score};
 use socbench_kernels::quant::QuantLevel;
 
@@ -55,10 +56,56 @@ fn text(args: &ScoreArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs the command.
-pub fn run(args: &ScoreArgs) -> Result<()> {
+/// `score --gate`: the quality gate of a sweep, for this variant; `Ok(false)` when refused.
+fn gate(args: &ScoreArgs) -> Result<bool> {
+    let session = Session::open(&args.model)?;
+    let p = socbench_kernels::gate::score_gate(&session.rt, &session.loaded)?;
+    let spec = session.spec.clone();
+    drop(session);
+    let gate = QualityGate {
+        reference_perplexity: socbench_kernels::gate::reference_perplexity(&spec)?,
+        max_ratio: args.max_ratio,
+    };
+    let verdict = gate.check(p);
+    if args.model.json {
+        println!(
+            "{}",
+            json!({
+                "backend": args.model.backend.name(),
+                "quant": args.model.quant.name(),
+                "gate_perplexity": p,
+                "f32_perplexity": gate.reference_perplexity,
+                "ratio": p / gate.reference_perplexity,
+                "max_ratio": gate.max_ratio,
+                "passed": verdict.is_ok(),
+            })
+        );
+    } else {
+        match &verdict {
+            Ok(ratio) => println!(
+                "{} {}: gate perplexity {p:.4} ({ratio:.3}× f32's {:.4}; bound {}×): passes",
+                args.model.backend.name(),
+                args.model.quant.name(),
+                gate.reference_perplexity,
+                gate.max_ratio
+            ),
+            Err(reason) => println!(
+                "{} {}: refused: {reason}",
+                args.model.backend.name(),
+                args.model.quant.name()
+            ),
+        }
+    }
+    Ok(verdict.is_ok())
+}
+
+/// Runs the command; `Ok(false)` when `--gate` refuses the variant.
+pub fn run(args: &ScoreArgs) -> Result<bool> {
     if args.text {
-        return text(args);
+        return text(args).map(|()| true);
+    }
+    if args.gate {
+        return gate(args);
     }
     let session = Session::open(&args.model)?;
     let prompt = session.encode(args.prompt.as_deref().unwrap_or_default())?;
@@ -115,5 +162,5 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
             s.perplexity
         );
     }
-    Ok(())
+    Ok(true)
 }

@@ -94,6 +94,8 @@ pub struct RunContext {
     pub probe: bool,
     /// Roofs measured by an earlier session of this directory, by serial.
     pub known_rooflines: HashMap<String, Value>,
+    /// The quality gate every model variant meets before its cells (`None`: off).
+    pub gate: Option<socbench_kernels::gate::QualityGate>,
 }
 
 /// How one device's sweep ended.
@@ -344,6 +346,7 @@ pub fn run_device(
                 events_file: Some(format!("{remote_dir}/events-{agent_run}.jsonl")),
                 stop_file: Some(format!("{remote_dir}/STOP")),
                 quality: sweep.quality,
+                gate: ctx.gate,
                 lock_file: Some(lock.clone()),
                 heartbeat_file: Some(heartbeat_file.clone()),
                 heartbeat_timeout_s: Some(beat_timeout.as_secs_f64()),

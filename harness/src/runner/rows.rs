@@ -486,6 +486,19 @@ impl<'a> AgentRun<'a> {
                 self.finished.insert(cell);
                 self.current = None;
             }
+            Event::CellSkipped { cell, reason, .. } => {
+                self.flush_pending(true);
+                if let Some(c) = self.cells.get(&cell).copied() {
+                    self.mark(&[c], Status::Skipped, &reason);
+                    self.ui.log(&format!("{} skipped: {reason}", describe(c)));
+                }
+                self.finished.insert(cell);
+                self.current = None;
+            }
+            Event::Gate { ratio, passed, .. } => self.ui.log(&format!(
+                "quality gate: {ratio:.3}× f32's perplexity: {}",
+                if passed { "measured" } else { "refused" }
+            )),
             Event::CellEnd { cell, .. } => {
                 self.flush_pending(true);
                 self.finished.insert(cell);
