@@ -33,12 +33,14 @@
 //! that a decoder block wakes the thread pool four times per token, not seven.
 
 use crate::gguf::GgmlType;
+use arena::ArenaVec;
 use half::f16;
 use rayon::prelude::*;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
+mod arena;
 #[cfg(target_arch = "aarch64")]
 mod arm;
 mod extension;
@@ -158,16 +160,16 @@ impl<const N: usize> std::ops::DerefMut for PanelBlock<N> {
 #[derive(Clone)]
 enum Values {
     /// [`Layout::Lanes`], signed values.
-    Q8(Vec<Group<[i8; BLOCK]>>),
+    Q8(ArenaVec<Group<[i8; BLOCK]>>),
     /// [`Layout::Lanes`]: inputs `0..16` in the low nibbles, `16..32` in the high ones (Q4_1
     /// and Q4_0: the nibble `q` of `w = m + d q` or of `w = d (q - 8)`).
-    Q4(Vec<Group<[u8; BLOCK / 2]>>),
+    Q4(ArenaVec<Group<[u8; BLOCK / 2]>>),
     /// [`Layout::Panels`]: byte `64 c + 4 o + t` is `q + 128` of input `4 c + t` of output `o`
     /// (offset so that the weights are `vpdpbusd`'s unsigned operand).
-    Q8Panel(Vec<PanelBlock<Q8_PANEL_BYTES>>),
+    Q8Panel(ArenaVec<PanelBlock<Q8_PANEL_BYTES>>),
     /// [`Layout::Panels`]: byte `64 c + 4 o + t` holds input `8 c + t` of output `o` in its low
     /// nibble and input `8 c + 4 + t` in its high one.
-    Q4Panel(Vec<PanelBlock<Q4_PANEL_BYTES>>),
+    Q4Panel(ArenaVec<PanelBlock<Q4_PANEL_BYTES>>),
 }
 
 /// A `[d_in, d_out]` projection weight in quantized blocks, ready for [`PackedWeight::matmul`].
@@ -184,9 +186,9 @@ pub struct PackedWeight {
     values: Values,
     /// One `f16` per block and output, as GGUF stores them: a decode step is bound by the bytes
     /// it streams, and `f32` scales made q4 weights 20 % larger than the file's.
-    scales: Vec<f16>,
+    scales: ArenaVec<f16>,
     /// Q4_1 only (empty otherwise).
-    mins: Vec<f16>,
+    mins: ArenaVec<f16>,
 }
 
 impl fmt::Debug for PackedWeight {

@@ -2,6 +2,7 @@
 //! as they are stored (copied where the formats agree, re-quantized block by block
 //! otherwise), so that loading a model never needs a float copy of a weight.
 
+use super::arena::ArenaVec;
 use super::{
     BLOCK, BlockFormat, LANES, Layout, PANEL, PackError, PackedWeight, PanelBlock, Q4_PANEL_BYTES,
     Q8_PANEL_BYTES, QBlock, Values, quantize_block,
@@ -180,21 +181,23 @@ impl PackedWeight {
         let width = layout.width();
         let units = d_out.div_ceil(width);
         let n = units * blocks;
-        let mut scales = vec![f16::ZERO; n * width];
+        let mut scales = ArenaVec::filled(n * width, f16::ZERO);
         let mut mins = match format {
-            BlockFormat::Q4_1 => vec![f16::ZERO; n * width],
-            BlockFormat::Q8_0 | BlockFormat::Q4_0 => Vec::new(),
+            BlockFormat::Q4_1 => ArenaVec::filled(n * width, f16::ZERO),
+            BlockFormat::Q8_0 | BlockFormat::Q4_0 => ArenaVec::default(),
         };
         let mut values = match (format, layout) {
-            (BlockFormat::Q8_0, Layout::Lanes) => Values::Q8(vec![[[0; BLOCK]; LANES]; n]),
+            (BlockFormat::Q8_0, Layout::Lanes) => {
+                Values::Q8(ArenaVec::filled(n, [[0; BLOCK]; LANES]))
+            }
             (BlockFormat::Q4_1 | BlockFormat::Q4_0, Layout::Lanes) => {
-                Values::Q4(vec![[[0; BLOCK / 2]; LANES]; n])
+                Values::Q4(ArenaVec::filled(n, [[0; BLOCK / 2]; LANES]))
             }
             (BlockFormat::Q8_0, Layout::Panels) => {
-                Values::Q8Panel(vec![PanelBlock([0; Q8_PANEL_BYTES]); n])
+                Values::Q8Panel(ArenaVec::filled(n, PanelBlock([0; Q8_PANEL_BYTES])))
             }
             (BlockFormat::Q4_1 | BlockFormat::Q4_0, Layout::Panels) => {
-                Values::Q4Panel(vec![PanelBlock([0; Q4_PANEL_BYTES]); n])
+                Values::Q4Panel(ArenaVec::filled(n, PanelBlock([0; Q4_PANEL_BYTES])))
             }
         };
         // Q4_0 stores `q + 8` (a nibble); the others their values as they are.
@@ -254,15 +257,15 @@ fn copy_panels<const N: usize>(
     [d_in, d_out]: [usize; 2],
     fill: u8,
     copy: CopyBlock<N>,
-    wrap: fn(Vec<PanelBlock<N>>) -> Values,
+    wrap: fn(ArenaVec<PanelBlock<N>>) -> Values,
 ) -> PackedWeight {
     let blocks = d_in / BLOCK;
     let n = d_out.div_ceil(PANEL) * blocks;
-    let mut values = vec![PanelBlock([fill; N]); n];
-    let mut scales = vec![f16::ZERO; n * PANEL];
+    let mut values = ArenaVec::filled(n, PanelBlock([fill; N]));
+    let mut scales = ArenaVec::filled(n * PANEL, f16::ZERO);
     let mut mins = match format {
-        BlockFormat::Q4_1 => vec![f16::ZERO; n * PANEL],
-        BlockFormat::Q8_0 | BlockFormat::Q4_0 => Vec::new(),
+        BlockFormat::Q4_1 => ArenaVec::filled(n * PANEL, f16::ZERO),
+        BlockFormat::Q8_0 | BlockFormat::Q4_0 => ArenaVec::default(),
     };
     for (o, row) in bytes.chunks_exact(blocks * span).enumerate() {
         let (u, j) = (o / PANEL, o % PANEL);
