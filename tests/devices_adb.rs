@@ -245,3 +245,51 @@ fn metacharacters_in_serials_and_paths_run_nothing() {
     dev.remove(&remote).unwrap();
     assert!(!canary.exists(), "a metacharacter was executed");
 }
+
+/// Issue #19: the sync service stays in the phone's sandbox, through the real adb client: a
+/// push through `..` or to a host path is refused and writes nothing; a pull of a host file is
+/// refused.
+#[test]
+fn push_and_pull_cannot_leave_the_virtual_phone_sandbox() {
+    let (server, phone, dir) = setup();
+    let src = dir.path().join("payload");
+    std::fs::write(&src, b"x").unwrap();
+    let escape = dir.path().join("escaped");
+    let through_dotdot = format!(
+        "/data/{}{}",
+        "../".repeat(16),
+        escape.display().to_string().trim_start_matches('/')
+    );
+    for target in [through_dotdot.as_str(), escape.to_str().unwrap()] {
+        let out = server
+            .adb()
+            .args(["-s", &phone.serial, "push"])
+            .arg(&src)
+            .arg(target)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "push to {target} succeeded: {out:?}");
+        assert!(
+            !escape.exists(),
+            "push to {target} wrote {}",
+            escape.display()
+        );
+    }
+    let pulled = dir.path().join("pulled");
+    let out = server
+        .adb()
+        .args(["-s", &phone.serial, "pull", "/etc/hostname"])
+        .arg(&pulled)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && !pulled.exists(), "{out:?}");
+    // Inside the sandbox, both work.
+    let out = server
+        .adb()
+        .args(["-s", &phone.serial, "push"])
+        .arg(&src)
+        .arg("/data/local/tmp/payload")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}

@@ -1,9 +1,11 @@
 //! The virtual phone's file system: a directory on this host that stands for the phone's
 //! `/data`, `/sdcard` and `/sys`, and the processes started in it.
 //!
-//! This is a path-mapping sandbox for tests and demos, not a security boundary: phone paths in
-//! sync requests and in command lines are rewritten into the sandbox; everything else (`/bin`,
-//! `/proc`, `/tmp`) is this host's.
+//! Its shell is an unauthenticated shell on loopback, for tests and demos, not a security
+//! boundary: phone paths in command lines are rewritten into the sandbox, and everything else
+//! (`/bin`, `/proc`, `/tmp`) is this host's. The sync service (push, pull, stat, list) is held
+//! inside it: [`Sandbox::resolve`] refuses `..`, paths outside the mapped prefixes and symbolic
+//! links that lead out.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -109,8 +111,61 @@ impl Sandbox {
         &self.root
     }
 
-    /// Where a phone path lives on this host.
-    pub fn map_path(&self, phone: &str) -> PathBuf {
+    /// Where a sync request's phone path lives in the sandbox, or why it is refused
+    /// (`PermissionDenied`): not absolute, a `..` component, outside the mapped prefixes
+    /// (`/data`, `/sdcard`, `/storage`, `/sys`, `/system/bin`), or through a symbolic link
+    /// (the path itself or a directory on the way) that resolves outside the sandbox.
+    pub fn resolve(&self, phone: &str) -> std::io::Result<PathBuf> {
+        let deny = |why: &str| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{phone:?}: {why} (the virtual device serves {} only)",
+                    MAPPED.join(", ")
+                ),
+            ))
+        };
+        if !phone.starts_with('/') || phone.contains('\0') {
+            return deny("not an absolute phone path");
+        }
+        let mut parts = Vec::new();
+        for c in phone.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => return deny("`..` is not allowed"),
+                c => parts.push(c),
+            }
+        }
+        let rel = parts.join("/");
+        let normal = format!("/{rel}");
+        if !MAPPED
+            .iter()
+            .any(|m| normal == *m || normal.starts_with(&format!("{m}/")))
+        {
+            return deny("outside the sandbox");
+        }
+        let path = self.root.join(&rel);
+        let root = self.root.canonicalize()?;
+        // The deepest part of the path that exists (a dangling link counts) must resolve
+        // inside the root; what is created below it then is inside too (no `..`).
+        let mut probe = path.as_path();
+        loop {
+            if probe.symlink_metadata().is_ok() {
+                match probe.canonicalize() {
+                    Ok(c) if c.starts_with(&root) => break,
+                    _ => return deny("a symbolic link leads out of the sandbox"),
+                }
+            }
+            match probe.parent() {
+                Some(p) if p.starts_with(&self.root) => probe = p,
+                _ => break,
+            }
+        }
+        Ok(path)
+    }
+
+    /// Where a phone path named in a command line lives on this host.
+    fn map_path(&self, phone: &str) -> PathBuf {
         if MAPPED
             .iter()
             .any(|m| phone == *m || phone.starts_with(&format!("{m}/")))
@@ -363,6 +418,55 @@ mod tests {
         assert_eq!(
             s.map_command("for f in /sys/devices/cpu[0-9]*/x"),
             "for f in /tmp/vd/sys/devices/cpu[0-9]*/x"
+        );
+    }
+
+    #[test]
+    fn sync_paths_stay_inside_the_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("vd");
+        std::fs::create_dir_all(root.join("data/local/tmp")).unwrap();
+        std::fs::create_dir_all(root.join("sdcard")).unwrap();
+        let s = Sandbox::new(root.clone());
+        assert_eq!(
+            s.resolve("/data/local/tmp/new/a.bin").unwrap(),
+            root.join("data/local/tmp/new/a.bin")
+        );
+        assert_eq!(
+            s.resolve("//data/./local").unwrap(),
+            root.join("data/local")
+        );
+        for bad in [
+            "/etc/passwd",
+            "/data/../../etc/passwd",
+            "/data/local/tmp/../../../x",
+            "data/local/tmp/a",
+            "/",
+            "/proc/self/environ",
+            "/database",
+        ] {
+            let e = s.resolve(bad).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{bad}");
+            assert!(e.to_string().contains("serves /data"), "{e}");
+        }
+        // A link out (a directory on the way, or the file itself, dangling or not) is refused;
+        // a link that stays inside is followed.
+        std::os::unix::fs::symlink("/etc", root.join("data/local/tmp/out")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("sdcard/f")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/x", root.join("sdcard/dangling")).unwrap();
+        std::os::unix::fs::symlink(root.join("data/local"), root.join("sdcard/in")).unwrap();
+        for bad in [
+            "/data/local/tmp/out/passwd",
+            "/data/local/tmp/out/new-file",
+            "/sdcard/f",
+            "/sdcard/dangling",
+        ] {
+            let e = s.resolve(bad).unwrap_err();
+            assert!(e.to_string().contains("symbolic link"), "{bad}: {e}");
+        }
+        assert_eq!(
+            s.resolve("/sdcard/in/tmp").unwrap(),
+            root.join("sdcard/in/tmp")
         );
     }
 }

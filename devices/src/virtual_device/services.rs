@@ -104,7 +104,9 @@ pub fn run_shell(
                 if input.read_exact(&mut head).is_err() {
                     break;
                 }
-                let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                let Some(len) = shell_packet_len(&head) else {
+                    break; // a length no client sends: the stream is not shell v2
+                };
                 let mut data = vec![0u8; len];
                 if input.read_exact(&mut data).is_err() {
                     break;
@@ -213,12 +215,18 @@ struct StatV2 {
     ctime: i64,
 }
 
-fn stat_v2(path: &std::path::Path, follow: bool) -> StatV2 {
+fn copy_err(e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), e.to_string())
+}
+
+/// The stat of a resolved path; a refused one reports `EACCES`, as a phone does for a path
+/// its shell user may not see.
+fn stat_v2(path: &io::Result<std::path::PathBuf>, follow: bool) -> StatV2 {
     use std::os::unix::fs::MetadataExt;
-    let md = if follow {
-        std::fs::metadata(path)
-    } else {
-        std::fs::symlink_metadata(path)
+    let md = match path {
+        Err(_) => Err(io::Error::from_raw_os_error(13)),
+        Ok(path) if follow => std::fs::metadata(path),
+        Ok(path) => std::fs::symlink_metadata(path),
     };
     match md {
         Ok(m) => StatV2 {
@@ -290,6 +298,17 @@ pub fn run_sync(sandbox: &Sandbox, mut input: StreamIn, out: Arc<StreamOut>) {
     out.close();
 }
 
+/// The largest shell v2 packet accepted from the host (adb sends stdin in packets of at most
+/// its 256 KiB payload); the length is the client's word, so it is bounded before allocating.
+const SHELL_PACKET_MAX: usize = 1 << 20;
+
+/// The payload length of a shell v2 packet header (id, then a little-endian `u32`), if within
+/// [`SHELL_PACKET_MAX`].
+fn shell_packet_len(head: &[u8; 5]) -> Option<usize> {
+    let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    (len <= SHELL_PACKET_MAX).then_some(len)
+}
+
 fn read_req(input: &mut StreamIn) -> io::Result<([u8; 4], u32)> {
     let mut h = [0u8; 8];
     input.read_exact(&mut h)?;
@@ -299,9 +318,15 @@ fn read_req(input: &mut StreamIn) -> io::Result<([u8; 4], u32)> {
     ))
 }
 
+/// The longest path a sync request may name (adb's own limit).
+const SYNC_PATH_MAX: u32 = 1024;
+
 fn read_path(input: &mut StreamIn, len: u32) -> io::Result<String> {
-    if len > 4096 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "path too long"));
+    if len > SYNC_PATH_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("sync path of {len} bytes exceeds {SYNC_PATH_MAX}"),
+        ));
     }
     let mut p = vec![0u8; len as usize];
     input.read_exact(&mut p)?;
@@ -314,8 +339,7 @@ fn sync_loop(sandbox: &Sandbox, input: &mut StreamIn, out: &StreamOut) -> io::Re
         match &id {
             b"QUIT" => return Ok(()),
             b"STAT" => {
-                let p = sandbox.map_path(&read_path(input, len)?);
-                let s = stat_v2(&p, true);
+                let s = stat_v2(&sandbox.resolve(&read_path(input, len)?), true);
                 let mut b = b"STAT".to_vec();
                 b.extend_from_slice(&s.mode.to_le_bytes());
                 b.extend_from_slice(&u32_of(s.size).to_le_bytes());
@@ -323,17 +347,20 @@ fn sync_loop(sandbox: &Sandbox, input: &mut StreamIn, out: &StreamOut) -> io::Re
                 out.write_all(&b)?;
             }
             b"STA2" | b"LST2" => {
-                let p = sandbox.map_path(&read_path(input, len)?);
-                let s = stat_v2(&p, &id == b"STA2");
+                let s = stat_v2(&sandbox.resolve(&read_path(input, len)?), &id == b"STA2");
                 let mut b = id.to_vec();
                 put_stat_v2(&mut b, &s);
                 out.write_all(&b)?;
             }
             b"LIST" | b"LIS2" => {
-                let p = sandbox.map_path(&read_path(input, len)?);
+                // A refused directory lists as empty, as one the phone's user cannot read.
+                let p = sandbox.resolve(&read_path(input, len)?);
                 let v2 = &id == b"LIS2";
                 let mut w = Batched::new(out, SYNC_DATA_MAX);
-                let mut names: Vec<String> = std::fs::read_dir(&p)
+                let mut names: Vec<String> = p
+                    .as_ref()
+                    .map_err(|e| io::Error::new(e.kind(), e.to_string()))
+                    .and_then(std::fs::read_dir)
                     .map(|rd| {
                         rd.filter_map(|e| {
                             e.ok().map(|e| e.file_name().to_string_lossy().into_owned())
@@ -342,8 +369,13 @@ fn sync_loop(sandbox: &Sandbox, input: &mut StreamIn, out: &StreamOut) -> io::Re
                     })
                     .unwrap_or_default();
                 names.sort();
-                for name in [".".to_owned(), "..".to_owned()].into_iter().chain(names) {
-                    let s = stat_v2(&p.join(&name), false);
+                let entries = if p.is_ok() {
+                    vec![".".to_owned(), "..".to_owned()]
+                } else {
+                    Vec::new()
+                };
+                for name in entries.into_iter().chain(names) {
+                    let s = stat_v2(&p.as_ref().map(|d| d.join(&name)).map_err(copy_err), false);
                     let mut b = Vec::new();
                     if v2 {
                         b.extend_from_slice(b"DNT2");
@@ -376,13 +408,13 @@ fn sync_loop(sandbox: &Sandbox, input: &mut StreamIn, out: &StreamOut) -> io::Re
                 } else {
                     mode
                 };
-                let reply = receive_file(&sandbox.map_path(&path), mode & 0o7777, input)?;
+                let reply = receive_file(sandbox.resolve(&path), mode & 0o7777, input)?;
                 out.write_all(&reply)?;
             }
-            b"RECV" => {
-                let p = sandbox.map_path(&read_path(input, len)?);
-                send_file(&p, out)?;
-            }
+            b"RECV" => match sandbox.resolve(&read_path(input, len)?) {
+                Ok(p) => send_file(&p, out)?,
+                Err(e) => out.write_all(&fail(&e.to_string()))?,
+            },
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -393,21 +425,39 @@ fn sync_loop(sandbox: &Sandbox, input: &mut StreamIn, out: &StreamOut) -> io::Re
     }
 }
 
-/// Reads DATA… DONE from the host into `path`; returns the OKAY or FAIL reply.
-fn receive_file(path: &std::path::Path, mode: u32, input: &mut StreamIn) -> io::Result<Vec<u8>> {
+/// Reads DATA… DONE from the host into `path` (consumed, then refused with FAIL when the path
+/// was); returns the OKAY or FAIL reply.
+fn receive_file(
+    path: io::Result<std::path::PathBuf>,
+    mode: u32,
+    input: &mut StreamIn,
+) -> io::Result<Vec<u8>> {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = path.with_extension("socbench-partial");
     let mut error: Option<String> = None;
-    let mut file = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::File::create(&tmp))
-        .map_err(|e| error = Some(format!("{}: {e}", path.display())))
-        .ok();
+    let path = path.unwrap_or_else(|e| {
+        error = Some(e.to_string());
+        std::path::PathBuf::new()
+    });
+    let tmp = path.with_extension("socbench-partial");
+    let mut file = if error.is_some() {
+        None
+    } else {
+        path.parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::File::create(&tmp))
+            .map_err(|e| error = Some(format!("{}: {e}", path.display())))
+            .ok()
+    };
     loop {
         let (id, len) = read_req(input)?;
         match &id {
             b"DATA" => {
+                if len > SYNC_DATA_MAX as u32 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("sync DATA of {len} bytes exceeds {SYNC_DATA_MAX}"),
+                    ));
+                }
                 let mut remaining = len as usize;
                 let mut buf = vec![0u8; remaining.min(SYNC_DATA_MAX * 4)];
                 while remaining > 0 {
@@ -426,13 +476,18 @@ fn receive_file(path: &std::path::Path, mode: u32, input: &mut StreamIn) -> io::
                 // `len` is the mtime here.
                 drop(file);
                 if let Some(e) = error {
-                    let _ = std::fs::remove_file(&tmp);
+                    if !tmp.as_os_str().is_empty() {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
                     return Ok(fail(&e));
                 }
-                let finish = std::fs::rename(&tmp, path).and_then(|()| {
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode.max(0o600)))
+                let finish = std::fs::rename(&tmp, &path).and_then(|()| {
+                    std::fs::set_permissions(
+                        &path,
+                        std::fs::Permissions::from_mode(mode.max(0o600)),
+                    )
                 });
-                if let Ok(f) = std::fs::File::options().write(true).open(path) {
+                if let Ok(f) = std::fs::File::options().write(true).open(&path) {
                     let t = UNIX_EPOCH + std::time::Duration::from_secs(u64::from(len));
                     let _ = f.set_modified(t);
                 }
@@ -485,6 +540,14 @@ fn send_file(path: &std::path::Path, out: &StreamOut) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shell_packets_longer_than_the_bound_are_refused() {
+        assert_eq!(shell_packet_len(&[0, 16, 0, 0, 0]), Some(16));
+        assert_eq!(shell_packet_len(&[0, 0, 0, 16, 0]), Some(SHELL_PACKET_MAX));
+        assert_eq!(shell_packet_len(&[0, 1, 0, 16, 0]), None);
+        assert_eq!(shell_packet_len(&[0, 255, 255, 255, 255]), None);
+    }
 
     #[test]
     fn services_parse() {
