@@ -130,8 +130,25 @@ fn default_sweep_on_this_host_writes_every_file() {
         let bw = r.get(Metric::DecodeBwFraction).unwrap();
         let gemm = r.get(Metric::PrefillGemmFraction).unwrap();
         assert!(bw > 0.0 && gemm > 0.0, "{}: {bw} {gemm}", r.run_id);
+        // The spread of the step times (issue #19): ordered, around the mean step, the
+        // longest step at least the mean.
+        let q: Vec<f64> = [
+            Metric::DecodeP50Ms,
+            Metric::DecodeP90Ms,
+            Metric::DecodeP99Ms,
+            Metric::DecodeMaxMs,
+        ]
+        .map(|m| r.get(m).unwrap())
+        .to_vec();
+        let mean = r.get(Metric::DecodeMsPerToken).unwrap();
+        assert!(
+            q.windows(2).all(|w| w[0] <= w[1]) && q[0] > 0.0 && q[3] >= mean && q[0] < 2.0 * mean,
+            "{}: steps {q:?}, mean {mean}",
+            r.run_id
+        );
     }
     assert!(html.contains("id=\"roofline\"") && html.contains("Decode, % of triad"));
+    assert!(html.contains("id=\"token-latency\"") && html.contains("Longest step"));
 }
 
 #[test]

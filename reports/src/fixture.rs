@@ -157,6 +157,7 @@ impl Fixture {
         let prefill = 250.0 * f64::from(row.threads).powf(0.8) * q * dev * self.speed * j;
         let ttft = f64::from(row.batch * row.prompt) / prefill;
         let decode_s = f64::from(GEN) * f64::from(row.batch) / decode;
+        let step_ms = decode_s / f64::from(GEN) * 1e3;
         let kv_positions = row.kv.unwrap_or(row.prompt + GEN);
         let rss = 600_000_000.0 / q + f64::from(kv_positions * row.batch) * 30_000.0;
         let mut v = vec![
@@ -167,6 +168,11 @@ impl Fixture {
                 "decode_ms_per_token",
                 format!("{}", decode_s / f64::from(GEN) * 1e3),
             ),
+            // A step-time spread a phone shows: the median a little under the mean, a tail.
+            ("decode_p50_ms", format!("{}", step_ms * 0.97)),
+            ("decode_p90_ms", format!("{}", step_ms * 1.08)),
+            ("decode_p99_ms", format!("{}", step_ms * 1.35)),
+            ("decode_max_ms", format!("{}", step_ms * 1.9)),
             ("peak_rss_bytes", format!("{:.0}", rss)),
             ("pss_bytes", format!("{:.0}", rss * 0.9)),
             ("model_bytes", "98362432".into()),

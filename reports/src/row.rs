@@ -16,7 +16,7 @@ use std::path::Path;
 /// The version this build writes into every row: `major.minor`. A reader refuses rows of a
 /// newer major version (their columns may mean something else); minor versions only add
 /// columns, which older readers ignore.
-pub const SCHEMA_VERSION: &str = "2.3";
+pub const SCHEMA_VERSION: &str = "2.4";
 /// The newest major version this build reads.
 pub const SCHEMA_MAJOR: u32 = 2;
 
@@ -62,7 +62,7 @@ impl fmt::Display for Status {
 
 /// Columns of `results.csv`, in the order [`ResultRow`] writes them (a unit test holds the two
 /// together).
-pub const RESULT_COLUMNS: [&str; 45] = [
+pub const RESULT_COLUMNS: [&str; 49] = [
     "run_id",
     "session",
     "model",
@@ -83,6 +83,10 @@ pub const RESULT_COLUMNS: [&str; 45] = [
     "prefill_tok_per_s",
     "decode_tok_per_s",
     "decode_ms_per_token",
+    "decode_p50_ms",
+    "decode_p90_ms",
+    "decode_p99_ms",
+    "decode_max_ms",
     "peak_rss_bytes",
     "pss_bytes",
     "model_bytes",
@@ -166,6 +170,19 @@ pub struct ResultRow {
     /// Milliseconds per decode step.
     #[serde(default)]
     pub decode_ms_per_token: Option<f64>,
+    /// Median decode step time of the repetition, ms (schema 2.4: the spread of the per-token
+    /// latency a user feels).
+    #[serde(default)]
+    pub decode_p50_ms: Option<f64>,
+    /// 90th percentile of the decode step times, ms.
+    #[serde(default)]
+    pub decode_p90_ms: Option<f64>,
+    /// 99th percentile of the decode step times, ms.
+    #[serde(default)]
+    pub decode_p99_ms: Option<f64>,
+    /// The longest decode step, ms.
+    #[serde(default)]
+    pub decode_max_ms: Option<f64>,
     /// Peak resident memory of the repetition, bytes.
     #[serde(default)]
     pub peak_rss_bytes: Option<f64>,
@@ -275,6 +292,10 @@ impl ResultRow {
             prefill_tok_per_s: None,
             decode_tok_per_s: None,
             decode_ms_per_token: None,
+            decode_p50_ms: None,
+            decode_p90_ms: None,
+            decode_p99_ms: None,
+            decode_max_ms: None,
             peak_rss_bytes: None,
             pss_bytes: None,
             model_bytes: None,
@@ -361,6 +382,10 @@ metric_fields! {
     PrefillTokPerS => prefill_tok_per_s,
     DecodeTokPerS => decode_tok_per_s,
     DecodeMsPerToken => decode_ms_per_token,
+    DecodeP50Ms => decode_p50_ms,
+    DecodeP90Ms => decode_p90_ms,
+    DecodeP99Ms => decode_p99_ms,
+    DecodeMaxMs => decode_max_ms,
     PeakRssBytes => peak_rss_bytes,
     ModelBytes => model_bytes,
     LoadS => load_s,

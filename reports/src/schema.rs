@@ -134,11 +134,19 @@ pub enum Metric {
     /// Share of the battery a 30-minute session at this average power would use, percent
     /// (derived from `avg_power_w` and the device's design capacity; not a column).
     Battery30MinPct,
+    /// Median of the repetition's decode step times, milliseconds (schema 2.4).
+    DecodeP50Ms,
+    /// 90th percentile of the decode step times (linear between ranks), milliseconds.
+    DecodeP90Ms,
+    /// 99th percentile of the decode step times, milliseconds.
+    DecodeP99Ms,
+    /// The longest decode step (the worst stall the user saw), milliseconds.
+    DecodeMaxMs,
 }
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 23] = [
+    pub const ALL: [Metric; 27] = [
         Metric::ModelBytes,
         Metric::LoadS,
         Metric::WeightBytesResident,
@@ -147,6 +155,10 @@ impl Metric {
         Metric::PssBytes,
         Metric::TtftS,
         Metric::DecodeMsPerToken,
+        Metric::DecodeP50Ms,
+        Metric::DecodeP90Ms,
+        Metric::DecodeP99Ms,
+        Metric::DecodeMaxMs,
         Metric::DecodeTokPerS,
         Metric::PrefillTokPerS,
         Metric::WeightBytesPerStep,
@@ -190,6 +202,10 @@ impl Metric {
             Metric::PrefillGemmFraction => "prefill_gemm_fraction",
             Metric::Perplexity => "perplexity",
             Metric::Battery30MinPct => "battery_30min_pct",
+            Metric::DecodeP50Ms => "decode_p50_ms",
+            Metric::DecodeP90Ms => "decode_p90_ms",
+            Metric::DecodeP99Ms => "decode_p99_ms",
+            Metric::DecodeMaxMs => "decode_max_ms",
         }
     }
 
@@ -219,6 +235,10 @@ impl Metric {
             Metric::PrefillGemmFraction => "Prefill, % of GEMM",
             Metric::Perplexity => "Perplexity",
             Metric::Battery30MinPct => "Battery, 30 min",
+            Metric::DecodeP50Ms => "Step p50",
+            Metric::DecodeP90Ms => "Step p90",
+            Metric::DecodeP99Ms => "Step p99",
+            Metric::DecodeMaxMs => "Longest step",
         }
     }
 
@@ -245,7 +265,11 @@ impl Metric {
             | Metric::DecodeEnergyJ
             | Metric::EnergyPerTokenJ
             | Metric::MaxTempC
-            | Metric::Battery30MinPct => Some(false),
+            | Metric::Battery30MinPct
+            | Metric::DecodeP50Ms
+            | Metric::DecodeP90Ms
+            | Metric::DecodeP99Ms
+            | Metric::DecodeMaxMs => Some(false),
             Metric::StartTempC | Metric::CooldownWaitS => None,
         }
     }
@@ -289,7 +313,11 @@ impl Metric {
                 }
             }
             Metric::PrefillTokPerS | Metric::DecodeTokPerS => sig3(v),
-            Metric::DecodeMsPerToken => format!("{} ms", sig3(v)),
+            Metric::DecodeMsPerToken
+            | Metric::DecodeP50Ms
+            | Metric::DecodeP90Ms
+            | Metric::DecodeP99Ms
+            | Metric::DecodeMaxMs => format!("{} ms", sig3(v)),
             Metric::PeakRssBytes
             | Metric::ModelBytes
             | Metric::WeightBytesPerStep

@@ -85,6 +85,20 @@ fn median_of_sorted(sorted: &[f64]) -> f64 {
     }
 }
 
+/// The `p`-th percentile (0–100) of `samples` (any order), linear between the closest ranks
+/// (the definition of numpy's default and of R's type 7): the median at 50, the largest value
+/// at 100. `None` for no samples or a `p` outside 0–100.
+pub fn percentile(samples: &[f64], p: f64) -> Option<f64> {
+    if samples.is_empty() || !(0.0..=100.0).contains(&p) {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = p / 100.0 * (sorted.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64))
+}
+
 /// Median of `samples` (any order); NaN for none.
 pub fn median(samples: &[f64]) -> f64 {
     if samples.is_empty() {
@@ -225,6 +239,24 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_of_a_hand_made_step_sequence() {
+        // Ten steps of 5 ms, one of 50 (a stall), in no order.
+        let mut steps = vec![5.0; 10];
+        steps.insert(3, 50.0);
+        assert_eq!(percentile(&steps, 50.0), Some(5.0));
+        // Rank 0.9 × 10 = 9: the 10th smallest (5), rank 9.9: 5 + 0.9 × 45.
+        assert_eq!(percentile(&steps, 90.0), Some(5.0));
+        assert!((percentile(&steps, 99.0).unwrap() - 45.5).abs() < 1e-9);
+        assert_eq!(percentile(&steps, 100.0), Some(50.0));
+        let ramp: Vec<f64> = (1..=5).map(f64::from).collect();
+        assert_eq!(percentile(&ramp, 50.0), Some(3.0));
+        assert!((percentile(&ramp, 90.0).unwrap() - 4.6).abs() < 1e-9);
+        assert_eq!(percentile(&ramp, 0.0), Some(1.0));
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&ramp, 101.0), None);
+    }
 
     /// Random sample sets of varied size and shape (uniform, skewed, with spikes, constant).
     fn cases() -> impl Iterator<Item = Vec<f64>> {

@@ -265,6 +265,16 @@ impl<'a> AgentRun<'a> {
             (!r.decode_s.is_empty() && total > 0.0).then(|| r.decode_s.len() as f64 / total);
         row.set(Metric::DecodeTokPerS, steps_per_s.map(|s| b * s));
         row.set(Metric::DecodeMsPerToken, steps_per_s.map(|s| 1e3 / s));
+        // The spread of the step times: a user feels the slow tokens, not the mean.
+        let steps_ms: Vec<f64> = r.decode_s.iter().map(|s| s * 1e3).collect();
+        for (m, p) in [
+            (Metric::DecodeP50Ms, 50.0),
+            (Metric::DecodeP90Ms, 90.0),
+            (Metric::DecodeP99Ms, 99.0),
+            (Metric::DecodeMaxMs, 100.0),
+        ] {
+            row.set(m, socbench_reports::stats::percentile(&steps_ms, p));
+        }
         row.set(Metric::Perplexity, self.perplexity);
         if let Some((bytes, flops)) = self.traffic {
             row.set(Metric::WeightBytesPerStep, Some(bytes as f64));
