@@ -4,7 +4,7 @@
 //! perplexity of about 4·10⁸), a broken kernel or a GPU driver that miscomputes all run at
 //! full speed, and their speed would describe nothing. Before its cells, each model variant
 //! scores a short fixed text ([`GATE_TOKENS`] tokens: the start of
-//! [`QUALITY_TEXT`](crate::generate::QUALITY_TEXT)), and is refused when its perplexity is
+//! [`QUALITY_TEXT`]), and is refused when its perplexity is
 //! beyond `max_ratio` times the f32 model's ([`QualityGate::check`]). The f32 figure is
 //! computed once, on the host's CPU ([`reference_perplexity`]): f32 arithmetic is the same
 //! model on every device up to rounding, far below any bound worth setting.
