@@ -30,10 +30,43 @@ enum Source {
     BatteryPower { dir: PathBuf },
     /// 1 while `status` says Charging or Full, else 0.
     Charging { dir: PathBuf },
+    /// What powers the device, as an index of [`POWER_SOURCES`]: the first external supply
+    /// whose `online` is 1, else the battery's `status` (charging from an unnamed supply, or
+    /// not).
+    PowerSupply {
+        supplies: Vec<(PathBuf, u8)>,
+        battery: Option<PathBuf>,
+    },
     /// The IIO power monitor line for one rail (µW·s, cumulative), in joules.
     IioRail { path: PathBuf, rail: String },
     /// A `/proc/<pid>/status` field in kB, in bytes.
     ProcStatus { path: PathBuf, field: &'static str },
+}
+
+/// Values of the `power_source` sensor, by code: what powered the device at the sample.
+/// `external` is a battery that says it is charging while no supply it names is online.
+pub const POWER_SOURCES: [&str; 5] = ["battery", "usb", "ac", "wireless", "external"];
+
+/// The name of a `power_source` sample (`unknown` for anything that is not a code).
+pub fn power_source_name(code: f64) -> &'static str {
+    if code.is_finite() && code >= 0.0 && code.fract() == 0.0 {
+        POWER_SOURCES
+            .get(code as usize)
+            .copied()
+            .unwrap_or("unknown")
+    } else {
+        "unknown"
+    }
+}
+
+/// The [`POWER_SOURCES`] code of a `power_supply` type, for the external ones.
+fn supply_code(ty: &str) -> Option<u8> {
+    match ty {
+        "Mains" => Some(2),
+        "Wireless" => Some(3),
+        t if t.starts_with("USB") || t == "BrickID" => Some(1),
+        _ => None,
+    }
 }
 
 /// One sensor of a device.
@@ -138,6 +171,32 @@ impl SensorSet {
             });
             set.sources.push(src);
         };
+
+        // What powers the device: external supplies with an `online` node, and the battery.
+        let mut supplies = Vec::new();
+        let mut battery = None;
+        for dir in sorted_dir(&root.join("sys/class/power_supply")) {
+            match read_trim(&dir.join("type")).as_deref() {
+                Some("Battery") if battery.is_none() && dir.join("status").exists() => {
+                    battery = Some(dir.clone());
+                }
+                Some(ty) if dir.join("online").exists() => {
+                    if let Some(code) = supply_code(ty) {
+                        supplies.push((dir.join("online"), code));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !supplies.is_empty() || battery.is_some() {
+            add(
+                "power_source".into(),
+                "code",
+                "gauge",
+                rel(&root.join("sys/class/power_supply")),
+                Source::PowerSupply { supplies, battery },
+            );
+        }
 
         // Battery (the first power_supply of type Battery).
         for dir in sorted_dir(&root.join("sys/class/power_supply")) {
@@ -371,6 +430,11 @@ impl SensorSet {
         self.sources.iter().map(read_source).collect()
     }
 
+    /// Reads the sensor at `index` alone (`None` past the end, or when unreadable).
+    pub fn read_one(&self, index: usize) -> Option<f64> {
+        self.sources.get(index).and_then(read_source)
+    }
+
     /// Index of the named sensor.
     pub fn index(&self, name: &str) -> Option<usize> {
         self.metas.iter().position(|m| m.name == name)
@@ -414,11 +478,30 @@ fn is_charging(dir: &Path) -> Option<bool> {
     Some(matches!(status.as_str(), "Charging" | "Full"))
 }
 
+fn power_supply(supplies: &[(PathBuf, u8)], battery: Option<&Path>) -> Option<f64> {
+    let mut known = false;
+    for (online, code) in supplies {
+        if let Some(v) = read_f64(online) {
+            known = true;
+            if v > 0.0 {
+                return Some(f64::from(*code));
+            }
+        }
+    }
+    match battery.and_then(is_charging) {
+        Some(true) => Some(4.0),
+        Some(false) => Some(0.0),
+        // Every supply offline but the battery unreadable: still on battery.
+        None => known.then_some(0.0),
+    }
+}
+
 fn read_source(src: &Source) -> Option<f64> {
     match src {
         Source::Scaled { path, scale } => read_f64(path).map(|v| v * scale),
         Source::BatteryPower { dir } => battery_power(dir),
         Source::Charging { dir } => is_charging(dir).map(|c| f64::from(u8::from(c))),
+        Source::PowerSupply { supplies, battery } => power_supply(supplies, battery.as_deref()),
         Source::IioRail { path, rail } => parse_iio_energy(&read_trim(path)?)
             .into_iter()
             .find(|(r, _)| r == rail)
@@ -589,6 +672,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "power_source",
                 "battery_power_w",
                 "battery_charging",
                 "battery_voltage_v",
@@ -620,9 +704,49 @@ mod tests {
         let v = set.read();
         assert!((value(&set, &v, "battery_power_w").unwrap() + 2.0).abs() < 1e-9);
         assert_eq!(value(&set, &v, "battery_charging"), Some(1.0));
+        // No supply with an `online` node: the battery's status decides.
+        assert_eq!(value(&set, &v, "power_source"), Some(4.0));
         // A file that disappears reads as None, not zero.
         fs::remove_file(r.join("sys/class/thermal/thermal_zone0/temp")).unwrap();
         assert_eq!(value(&set, &set.read(), "thermal_cpu-thermal_c"), None);
+    }
+
+    #[test]
+    fn the_power_source_follows_the_supplies_online() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        write(r, "sys/class/power_supply/ac/type", "Mains\n");
+        write(r, "sys/class/power_supply/ac/online", "0\n");
+        write(r, "sys/class/power_supply/battery/type", "Battery\n");
+        write(r, "sys/class/power_supply/battery/status", "Discharging\n");
+        write(r, "sys/class/power_supply/usb/type", "USB_PD\n");
+        write(r, "sys/class/power_supply/usb/online", "0\n");
+        write(r, "sys/class/power_supply/wireless/type", "Wireless\n");
+        write(r, "sys/class/power_supply/wireless/online", "0\n");
+        let set = SensorSet::discover(r, None);
+        let now = || value(&set, &set.read(), "power_source").map(power_source_name);
+        assert_eq!(now(), Some("battery"));
+        write(r, "sys/class/power_supply/usb/online", "1\n");
+        // A cable can power the phone while charging is paused: `online` decides, not status.
+        write(r, "sys/class/power_supply/battery/status", "Not charging\n");
+        assert_eq!(now(), Some("usb"));
+        write(r, "sys/class/power_supply/usb/online", "0\n");
+        write(r, "sys/class/power_supply/wireless/online", "1\n");
+        assert_eq!(now(), Some("wireless"));
+        write(r, "sys/class/power_supply/wireless/online", "0\n");
+        write(r, "sys/class/power_supply/ac/online", "1\n");
+        assert_eq!(now(), Some("ac"));
+        write(r, "sys/class/power_supply/ac/online", "0\n");
+        write(r, "sys/class/power_supply/battery/status", "Charging\n");
+        assert_eq!(now(), Some("external"));
+        // Nothing readable: no value, not "battery".
+        for s in ["ac", "usb", "wireless"] {
+            fs::remove_file(r.join(format!("sys/class/power_supply/{s}/online"))).unwrap();
+        }
+        fs::remove_file(r.join("sys/class/power_supply/battery/status")).unwrap();
+        assert_eq!(now(), None);
+        assert_eq!(power_source_name(7.0), "unknown");
+        assert_eq!(power_source_name(0.5), "unknown");
     }
 
     #[test]

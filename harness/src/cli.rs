@@ -176,6 +176,15 @@ pub struct VirtualDeviceArgs {
     /// Thermal time constant of the simulated SoC in seconds (smaller heats and cools faster).
     #[arg(long, default_value_t = 20.0)]
     pub thermal_tau: f64,
+    /// Start on a USB cable: `usb/online` 1, the battery charging (its counters then describe
+    /// the charger). Plug or unplug while it runs by writing `usb` or `battery` into the file
+    /// `power` of its state directory.
+    #[arg(long)]
+    pub usb_powered: bool,
+    /// Play a phone that ignores thread pinning: an agent asked to pin its threads is moved to
+    /// the other CPUs instead (a test hook; the rows must say the pin did not take).
+    #[arg(long)]
+    pub ignore_affinity: bool,
 }
 
 /// KV-cache window: a number of positions, or `full`.
@@ -399,6 +408,20 @@ pub struct RunArgs {
     /// repetition seen on the device plus the cool-down gate's longest wait, at least 300.
     #[arg(long = "hang-timeout", value_name = "SECONDS")]
     pub hang_timeout: Option<f64>,
+    /// Before each cell, wait until the device runs on its battery (no USB, AC or wireless
+    /// supply online), because battery energy on a cable describes the charger. A cell still on
+    /// external power after `--battery-wait` seconds is skipped with the reason. Unplug the
+    /// phone and use wireless debugging (`adb connect PHONE:PORT`).
+    #[arg(long = "require-battery")]
+    pub require_battery: bool,
+    /// With `--require-battery`: the longest wait per cell, seconds.
+    #[arg(
+        long = "battery-wait",
+        value_name = "SECONDS",
+        default_value_t = 600.0,
+        requires = "require_battery"
+    )]
+    pub battery_wait: f64,
 }
 
 fn parse_quality_gate(s: &str) -> Result<f64, String> {

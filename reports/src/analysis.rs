@@ -29,11 +29,17 @@ pub struct CellSummary {
     pub counts: BTreeMap<Status, usize>,
     /// Distinct reasons given for repetitions that were not `ok`.
     pub notes: Vec<String>,
+    /// Distinct notes on `ok` repetitions: measured, but under a condition the reader should
+    /// know (a thread pin the device did not honour).
+    pub warnings: Vec<String>,
     /// Statistics of each measured metric over the `ok` repetitions.
     pub metrics: BTreeMap<Metric, Summary>,
     /// `real`, `simulated` or `none` (sensor origin of the device).
     pub sensors: String,
     /// Where energy came from, when it was measured.
+    pub energy_source: String,
+    /// What powered the device during the measured repetitions: their distinct
+    /// `power_source` values, sorted and joined by `, ` (empty when none was recorded).
     pub power_source: String,
     /// The code that ran the products (the rows' `kernel`), when a repetition was measured.
     pub kernel: String,
@@ -52,6 +58,14 @@ pub struct CellSummary {
 }
 
 impl CellSummary {
+    /// The external supplies (`usb`, `ac`, `wireless`, `external`) that powered the device
+    /// during measured repetitions; empty when it ran on battery or that is unknown.
+    pub fn external_power(&self) -> Vec<&str> {
+        self.power_source
+            .split(", ")
+            .filter(|p| !p.is_empty() && *p != "battery" && *p != "unknown")
+            .collect()
+    }
     /// Repetitions with outcome `s`.
     pub fn count(&self, s: Status) -> usize {
         self.counts.get(&s).copied().unwrap_or(0)
@@ -262,10 +276,16 @@ fn summarize_cell(
 ) -> CellSummary {
     let mut counts = BTreeMap::new();
     let mut notes: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
     for r in recs {
         *counts.entry(r.status).or_default() += 1;
-        if r.status != Status::Ok && !r.note.is_empty() && !notes.contains(&r.note) {
-            notes.push(r.note.clone());
+        let list = if r.status == Status::Ok {
+            &mut warnings
+        } else {
+            &mut notes
+        };
+        if !r.note.is_empty() && !list.contains(&r.note) {
+            list.push(r.note.clone());
         }
     }
     let ok: Vec<&Record> = recs
@@ -324,15 +344,24 @@ fn summarize_cell(
         key: key.clone(),
         counts,
         notes,
+        warnings,
         metrics,
         sensors: ok
             .first()
             .or(recs.first())
             .map_or(String::new(), |r| r.sensors.clone()),
+        energy_source: ok
+            .iter()
+            .find(|r| !r.energy_source.is_empty())
+            .map_or(String::new(), |r| r.energy_source.clone()),
         power_source: ok
             .iter()
-            .find(|r| !r.power_source.is_empty())
-            .map_or(String::new(), |r| r.power_source.clone()),
+            .map(|r| r.power_source.as_str())
+            .filter(|p| !p.is_empty())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(", "),
         kernel: ok
             .iter()
             .find(|r| !r.kernel.is_empty())

@@ -27,6 +27,19 @@ pub fn interp(s: &Series, t: f64) -> Option<f64> {
     Some(a.1 + (b.1 - a.1) * (t - a.0) / (b.0 - a.0))
 }
 
+/// The values of a state sensor that held during `[t0, t1]`: the samples inside it and the
+/// one on each side (the state at the window's ends), so a window between two samples still
+/// sees the state around it.
+pub fn states_during(s: &Series, t0: f64, t1: f64) -> Vec<f64> {
+    let before = s.iter().rposition(|p| p.0 < t0);
+    let after = s.iter().position(|p| p.0 > t1);
+    s.iter()
+        .enumerate()
+        .filter(|(k, p)| (t0..=t1).contains(&p.0) || Some(*k) == before || Some(*k) == after)
+        .map(|(_, p)| p.1)
+        .collect()
+}
+
 /// Integral of a gauge over `[t0, t1]` by the trapezoid rule, with the ends interpolated.
 pub fn integrate(s: &Series, t0: f64, t1: f64) -> Option<f64> {
     let mut pts = vec![(t0, interp(s, t0)?)];
@@ -113,6 +126,16 @@ mod tests {
         let wrapped = [(0.0, 10.0), (2.0, 1.0)];
         let (j, src) = energy(None, [&c1[..], &wrapped[..]], 0.0, 1.0).unwrap();
         assert_eq!((j, src), (2.0, "rapl"));
+    }
+
+    #[test]
+    fn states_during_a_window_include_the_state_at_its_ends() {
+        let s = [(0.0, 0.0), (1.0, 1.0), (2.0, 0.0), (3.0, 2.0)];
+        assert_eq!(states_during(&s, 1.2, 1.8), [1.0, 0.0]);
+        assert_eq!(states_during(&s, 0.5, 2.5), [0.0, 1.0, 0.0, 2.0]);
+        assert_eq!(states_during(&s, 2.0, 2.0), [1.0, 0.0, 2.0]);
+        assert_eq!(states_during(&s, 5.0, 6.0), [2.0]);
+        assert!(states_during(&[], 0.0, 1.0).is_empty());
     }
 
     #[test]

@@ -73,7 +73,12 @@ pub fn csv(a: &Analysis) -> String {
         Status::ALL
             .iter()
             .map(|s| format!("reps_{}", s.name()))
-            .chain(["sensors".into(), "power_source".into(), "kernel".into()]),
+            .chain([
+                "sensors".into(),
+                "power_source".into(),
+                "energy_source".into(),
+                "kernel".into(),
+            ]),
     );
     for m in Metric::ALL {
         for suffix in ["median", "ci_low", "ci_high", "std", "n", "outliers"] {
@@ -96,6 +101,7 @@ pub fn csv(a: &Analysis) -> String {
         row.extend(Status::ALL.iter().map(|s| c.count(*s).to_string()));
         row.push(c.sensors.clone());
         row.push(c.power_source.clone());
+        row.push(c.energy_source.clone());
         row.push(c.kernel.clone());
         for m in Metric::ALL {
             match c.metric(m) {
@@ -146,8 +152,10 @@ pub fn json(a: &Analysis) -> String {
                 "key": c.key,
                 "counts": c.counts,
                 "notes": c.notes,
+                "warnings": c.warnings,
                 "sensors": c.sensors,
                 "power_source": c.power_source,
+                "energy_source": c.energy_source,
                 "kernel": c.kernel,
                 "metrics": metrics,
                 "throttled_reps": c.throttled_reps.0,

@@ -124,6 +124,7 @@ impl Row {
                 ("throttled", _) => row.throttled = value.parse().ok(),
                 ("charging", _) => row.charging = value.parse().ok(),
                 ("power_source", _) => row.power_source = value.clone(),
+                ("energy_source", _) => row.energy_source = value.clone(),
                 ("sensors", _) => row.sensors = value.clone(),
                 ("kernel", _) => row.kernel = value.clone(),
                 _ => {}
@@ -236,7 +237,8 @@ impl Fixture {
                 ("max_temp_c", format!("{:.1}", 37.0 + t0 / 15.0)),
                 ("throttled", throttled.to_string()),
                 ("charging", "false".into()),
-                ("power_source", "battery (simulated)".into()),
+                ("power_source", "battery".into()),
+                ("energy_source", "battery (simulated)".into()),
                 ("sensors", "simulated".into()),
             ]);
         } else {

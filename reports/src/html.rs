@@ -641,7 +641,11 @@ fn row_start(page: &mut Page, a: &Analysis, c: &CellSummary) {
 
 /// Energy by phase, for cells where a power sensor was read.
 fn energy_table(page: &mut Page, a: &Analysis) {
-    let cells = cells_with(a, Metric::EnergyJ);
+    let cells: Vec<&CellSummary> = a
+        .cells
+        .iter()
+        .filter(|c| c.metric(Metric::EnergyJ).is_some() || !c.external_power().is_empty())
+        .collect();
     page.body.push_str("<h3>Energy by phase</h3>\n");
     if cells.is_empty() {
         page.na("Energy by phase", "no device had a power sensor");
@@ -650,6 +654,18 @@ fn energy_table(page: &mut Page, a: &Analysis) {
     page.body.push_str("<table class=\"energy\"><thead><tr><th>Device</th><th>Configuration</th><th>Prefill energy</th><th>Decode energy</th><th>Total</th><th>Energy/token</th><th>Avg power</th><th>Source</th></tr></thead><tbody>\n");
     for c in cells {
         row_start(page, a, c);
+        let external = c.external_power().join(", ");
+        if c.metric(Metric::EnergyJ).is_none() {
+            // Battery counters on a cable describe the charger: no number is the honest one.
+            let _ = writeln!(
+                page.body,
+                "<td colspan=\"5\" class=\"external-power\">on external power ({}) — not the \
+                 workload's</td><td>{}</td></tr>",
+                xml(&external),
+                xml(&c.energy_source)
+            );
+            continue;
+        }
         for m in [
             Metric::PrefillEnergyJ,
             Metric::DecodeEnergyJ,
@@ -659,9 +675,17 @@ fn energy_table(page: &mut Page, a: &Analysis) {
         ] {
             page.body.push_str(&metric_cell(c, m));
         }
-        let _ = writeln!(page.body, "<td>{}</td></tr>", xml(&c.power_source));
+        let source = if external.is_empty() {
+            c.energy_source.clone()
+        } else {
+            format!(
+                "{}; repetitions on external power ({external}) not counted",
+                c.energy_source
+            )
+        };
+        let _ = writeln!(page.body, "<td>{}</td></tr>", xml(&source));
     }
-    page.body.push_str("</tbody></table>\n<p>Trapezoid-rule integrals of the power samples over each phase: prefill from the repetition's start to its first token, decode from there to its end.</p>\n<h3>Temperature and throttling</h3>\n");
+    page.body.push_str("</tbody></table>\n<p>Trapezoid-rule integrals of the power samples over each phase: prefill from the repetition's start to its first token, decode from there to its end. Battery energy is written only for repetitions during which the device reported it ran on its battery (the <code>power_source</code> column): on a USB cable or a charger the battery counters describe the supply. For real battery figures, unplug the phone and use wireless debugging (<code>adb connect phone:port</code>), with <code>socbench run --require-battery</code>.</p>\n<h3>Temperature and throttling</h3>\n");
 }
 
 /// Perplexity of the quality text beside decode speed, per quantization level, relative to f32
@@ -888,7 +912,7 @@ fn failures(page: &mut Page, a: &Analysis) {
     let bad: Vec<&CellSummary> = a
         .cells
         .iter()
-        .filter(|c| c.has_failures() || c.count(Status::Skipped) > 0)
+        .filter(|c| c.has_failures() || c.count(Status::Skipped) > 0 || !c.warnings.is_empty())
         .collect();
     if bad.is_empty() {
         page.body.push_str("<p>Every repetition completed.</p>\n");
@@ -902,7 +926,13 @@ fn failures(page: &mut Page, a: &Analysis) {
             xml(&c.key.device),
             xml(&a.label(&c.key)),
             xml(&runs_cell(c)),
-            xml(&c.notes.join("; "))
+            xml(&c
+                .notes
+                .iter()
+                .chain(&c.warnings)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "))
         );
     }
     page.body.push_str("</ul>\n");
@@ -1080,7 +1110,8 @@ pub fn render(set: &ResultSet, a: &Analysis) -> String {
     thermal_table(&mut page, a);
     page.body.push_str("<h2 id=\"sessions\">Sessions</h2>\n");
     sessions_table(&mut page, a);
-    page.body.push_str("<h2 id=\"failures\">Failures</h2>\n");
+    page.body
+        .push_str("<h2 id=\"failures\">Failures and warnings</h2>\n");
     failures(&mut page, a);
     page.body
         .push_str("<h2 id=\"provenance\">Provenance</h2>\n");

@@ -16,9 +16,9 @@ use std::path::Path;
 /// The version this build writes into every row: `major.minor`. A reader refuses rows of a
 /// newer major version (their columns may mean something else); minor versions only add
 /// columns, which older readers ignore.
-pub const SCHEMA_VERSION: &str = "2.4";
+pub const SCHEMA_VERSION: &str = "3.0";
 /// The newest major version this build reads.
-pub const SCHEMA_MAJOR: u32 = 2;
+pub const SCHEMA_MAJOR: u32 = 3;
 
 /// The outcome of one repetition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -62,7 +62,7 @@ impl fmt::Display for Status {
 
 /// Columns of `results.csv`, in the order [`ResultRow`] writes them (a unit test holds the two
 /// together).
-pub const RESULT_COLUMNS: [&str; 49] = [
+pub const RESULT_COLUMNS: [&str; 50] = [
     "run_id",
     "session",
     "model",
@@ -108,6 +108,7 @@ pub const RESULT_COLUMNS: [&str; 49] = [
     "charging",
     "cooldown_wait_s",
     "power_source",
+    "energy_source",
     "sensors",
     "kernel",
     "note",
@@ -244,9 +245,17 @@ pub struct ResultRow {
     /// Time in the cool-down gate before the cell, seconds.
     #[serde(default)]
     pub cooldown_wait_s: Option<f64>,
-    /// Where energy came from: `battery`, `rapl`, with `(simulated)` for the virtual device.
+    /// What powered the device during the repetition (schema 3.0): `battery`, `usb`, `ac`,
+    /// `wireless`, `external` (charging from a supply the device does not name), or
+    /// `unknown` (no power-supply state readable; empty in files before 3.0). Battery energy
+    /// measured on any other source describes the charger, not the workload, and is not
+    /// written.
     #[serde(default)]
     pub power_source: String,
+    /// Where energy came from: `battery`, `rapl`, with `(simulated)` for the virtual device
+    /// (schema 3.0; before it, this was the `power_source` column).
+    #[serde(default)]
+    pub energy_source: String,
     /// `real`, `simulated` or `none`.
     #[serde(default)]
     pub sensors: String,
@@ -317,6 +326,7 @@ impl ResultRow {
             charging: None,
             cooldown_wait_s: None,
             power_source: String::new(),
+            energy_source: String::new(),
             sensors: String::new(),
             kernel: String::new(),
             note: String::new(),
@@ -503,6 +513,7 @@ pub fn parse_results(path: &Path, bytes: &[u8]) -> Result<ResultsFile, SchemaErr
     let status_col = header.iter().position(|h| h == "status");
     let mut rows = Vec::with_capacity(records.len());
     for (line, rec) in records {
+        let mut major_of_row = 1;
         if let Some(v) = status_col.and_then(|i| rec.get(i))
             && !Status::ALL.iter().any(|s| s.name() == v)
         {
@@ -517,7 +528,7 @@ pub fn parse_results(path: &Path, bytes: &[u8]) -> Result<ResultsFile, SchemaErr
         if let Some(v) = version_col.and_then(|i| rec.get(i)) {
             let major = v.split('.').next().and_then(|m| m.parse::<u32>().ok());
             match major {
-                Some(m) if m <= SCHEMA_MAJOR => {}
+                Some(m) if m <= SCHEMA_MAJOR => major_of_row = m,
                 Some(_) => {
                     return Err(invalid(
                         line,
@@ -537,7 +548,7 @@ pub fn parse_results(path: &Path, bytes: &[u8]) -> Result<ResultsFile, SchemaErr
                 }
             }
         }
-        let row: ResultRow = rec.deserialize(Some(&header_record)).map_err(|e| {
+        let mut row: ResultRow = rec.deserialize(Some(&header_record)).map_err(|e| {
             let column = match e.kind() {
                 csv::ErrorKind::Deserialize { err, .. } => err
                     .field()
@@ -551,6 +562,11 @@ pub fn parse_results(path: &Path, bytes: &[u8]) -> Result<ResultsFile, SchemaErr
             };
             invalid(line, format!("{column}{what}"))
         })?;
+        if major_of_row < 3 {
+            // Before 3.0 `power_source` named where the energy came from; what powered the
+            // device was not recorded.
+            row.energy_source = std::mem::take(&mut row.power_source);
+        }
         if row.run_id.is_empty() {
             return Err(invalid(
                 line,
@@ -808,7 +824,7 @@ mod tests {
     #[test]
     fn a_newer_major_version_is_refused_and_bad_values_name_their_column() {
         let mut r = ResultRow::new("a#0".into(), &key(), 0, Status::Ok);
-        r.schema_version = "3.1".into();
+        r.schema_version = "4.0".into();
         let e = parse_results(Path::new("r.csv"), &file(&[r]))
             .unwrap_err()
             .to_string();
@@ -833,6 +849,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("r.csv:2") && e.contains("column ttft_s"), "{e}");
+    }
+
+    #[test]
+    fn a_2x_power_source_is_read_as_the_energy_source() {
+        // A 2.4 file: its `power_source` column named the energy's source.
+        let header = RESULT_COLUMNS
+            .iter()
+            .filter(|c| **c != "energy_source")
+            .copied()
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut r = ResultRow::new("a#0".into(), &key(), 0, Status::Ok);
+        r.schema_version = "2.4".into();
+        r.power_source = "battery (simulated)".into();
+        let line = String::from_utf8(r.to_csv_line().unwrap())
+            .unwrap()
+            .replacen("battery (simulated),,", "battery (simulated),", 1);
+        let text = format!("{header}\n{line}");
+        let f = parse_results(Path::new("r.csv"), text.as_bytes()).unwrap();
+        let row = &f.rows[0].1;
+        assert_eq!(row.energy_source, "battery (simulated)");
+        assert_eq!(row.power_source, "", "not recorded before 3.0");
+        // A 3.0 row keeps both as written.
+        let mut r = ResultRow::new("a#0".into(), &key(), 0, Status::Ok);
+        r.power_source = "usb".into();
+        r.energy_source = "battery".into();
+        let f = parse_results(Path::new("r.csv"), &file(std::slice::from_ref(&r))).unwrap();
+        assert_eq!(f.rows[0].1, r);
     }
 
     #[test]

@@ -454,8 +454,10 @@ pub struct Record {
     pub throttled: Option<bool>,
     /// Whether the device was charging when the repetition started.
     pub charging: Option<bool>,
-    /// Where energy came from: `battery`, `rapl`, with `(simulated)` for the virtual device.
+    /// What powered the device (see [`crate::row::ResultRow::power_source`]).
     pub power_source: String,
+    /// Where energy came from: `battery`, `rapl`, with `(simulated)` for the virtual device.
+    pub energy_source: String,
     /// `real`, `simulated` or `none`.
     pub sensors: String,
     /// The code that ran the products (see [`ResultRow::kernel`]).
@@ -775,6 +777,7 @@ impl Record {
             throttled: row.throttled,
             charging: row.charging,
             power_source: row.power_source,
+            energy_source: row.energy_source,
             kernel: row.kernel,
             sensors: row.sensors,
             note: row.note,

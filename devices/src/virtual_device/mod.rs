@@ -47,6 +47,9 @@ pub struct VirtualConfig {
     pub state_dir: PathBuf,
     /// The thermal / power model.
     pub sim: SimParams,
+    /// Play a phone that does not honour thread pinning: agents it runs are moved to the CPUs
+    /// they did not ask for (the `SOCBENCH_TEST_IGNORE_AFFINITY` hook).
+    pub ignore_affinity: bool,
 }
 
 /// How the virtual device runs executables built for `abi`: natively when it is the host's
@@ -133,14 +136,26 @@ impl VirtualDevice {
             ("ro.socbench.virtual".to_owned(), "1".to_owned()),
         ];
         sim::init_tree(&root, ncpu, &cfg.sim, &props)?;
-        let sandbox = match emulator {
+        let power_file = cfg.state_dir.join(sim::POWER_FILE);
+        std::fs::write(
+            &power_file,
+            if cfg.sim.usb_powered {
+                "usb\n"
+            } else {
+                "battery\n"
+            },
+        )?;
+        let mut sandbox = match emulator {
             Some(emu) => Sandbox::new(root).with_emulator(emu),
             None => Sandbox::new(root),
         };
+        if cfg.ignore_affinity {
+            sandbox = sandbox.with_env("SOCBENCH_TEST_IGNORE_AFFINITY", "1");
+        }
         let stop = Arc::new(AtomicBool::new(false));
         {
             let (sb, st, p) = (sandbox.clone(), Arc::clone(&stop), cfg.sim.clone());
-            std::thread::spawn(move || sim::run(sb, ncpu, p, st));
+            std::thread::spawn(move || sim::run(sb, ncpu, p, power_file, st));
         }
         let banner = format!(
             "device::ro.product.name=socbench_virtual;ro.product.model={};ro.product.device=virtual;features={FEATURES}",

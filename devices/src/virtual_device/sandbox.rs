@@ -21,6 +21,7 @@ pub struct Sandbox {
     root: PathBuf,
     groups: Arc<Mutex<HashSet<u32>>>,
     emulator: Option<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 /// Words after which the next word is still in command position (`exec ./x`, `then ./x`).
@@ -93,7 +94,14 @@ impl Sandbox {
             root,
             groups: Arc::default(),
             emulator: None,
+            env: Vec::new(),
         }
+    }
+
+    /// Sets `key=value` in the environment of every command the device runs (its test hooks).
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// Runs the phone's executables under `emulator` (`qemu-aarch64-static` for an arm64
@@ -235,6 +243,9 @@ impl Sandbox {
             .env("SOCBENCH_SYSFS_ROOT", &self.root)
             .current_dir(self.root.join("data/local/tmp"))
             .process_group(0);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
         c
     }
 

@@ -9,7 +9,9 @@
 //! - cpufreq: the big cluster drops to `throttle_ratio · f_max` above `trip_c` and recovers
 //!   below `trip_c − hysteresis_c`;
 //! - battery: `current = P / V`, reported negative while discharging (the Pixel convention),
-//!   charge counter and capacity integrate it.
+//!   charge counter and capacity integrate it. On a USB cable (the [`POWER_FILE`] says `usb`;
+//!   `--usb-powered` starts so) `usb/online` is 1, `status` Charging and the current is the
+//!   port's supply less the load, positive.
 //!
 //! Files are replaced atomically (write + rename), so a reader never sees half a value.
 
@@ -46,6 +48,22 @@ pub struct SimParams {
     pub throttle_ratio: f64,
     /// Battery design capacity (µAh).
     pub battery_uah: f64,
+    /// Start on a USB cable (`usb/online` 1, the battery charging). The state follows the
+    /// device's [`POWER_FILE`] while it runs.
+    pub usb_powered: bool,
+    /// Current a USB port supplies (A): it carries the load, and charges the battery with
+    /// what is left.
+    pub usb_supply_a: f64,
+}
+
+/// The file in the virtual device's state directory (outside its sandbox) that says what
+/// powers it: `usb` or `battery`. Written at start; rewrite it to plug or unplug the cable
+/// while the device runs.
+pub const POWER_FILE: &str = "power";
+
+/// Whether the power file says `usb` (absent or anything else: battery).
+fn on_usb(power_file: &Path) -> bool {
+    std::fs::read_to_string(power_file).is_ok_and(|s| s.trim() == "usb")
 }
 
 impl Default for SimParams {
@@ -60,6 +78,8 @@ impl Default for SimParams {
             hysteresis_c: 3.0,
             throttle_ratio: 0.6,
             battery_uah: 4_000_000.0,
+            usb_powered: false,
+            usb_supply_a: 1.5,
         }
     }
 }
@@ -115,7 +135,14 @@ pub fn init_tree(
     let bat = root.join("sys/class/power_supply/battery");
     std::fs::create_dir_all(&bat)?;
     put(&bat.join("type"), "Battery");
-    put(&bat.join("status"), "Discharging");
+    put(
+        &bat.join("status"),
+        if p.usb_powered {
+            "Charging"
+        } else {
+            "Discharging"
+        },
+    );
     put(&bat.join("charge_full_design"), p.battery_uah as u64);
     put(&bat.join("charge_counter"), (p.battery_uah * 0.8) as u64);
     put(&bat.join("capacity"), 80);
@@ -125,7 +152,7 @@ pub fn init_tree(
     let usb = root.join("sys/class/power_supply/usb");
     std::fs::create_dir_all(&usb)?;
     put(&usb.join("type"), "USB");
-    put(&usb.join("online"), 0);
+    put(&usb.join("online"), u8::from(p.usb_powered));
     for (i, ty) in ["soc-thermal", "skin-therm"].iter().enumerate() {
         let z = root.join(format!("sys/class/thermal/thermal_zone{i}"));
         std::fs::create_dir_all(&z)?;
@@ -167,10 +194,17 @@ pub fn init_tree(
     Ok(())
 }
 
-/// Runs the model until `stop` is set.
-pub fn run(sandbox: Sandbox, ncpu: u32, p: SimParams, stop: Arc<AtomicBool>) {
+/// Runs the model until `stop` is set; `power_file` is the [`POWER_FILE`].
+pub fn run(
+    sandbox: Sandbox,
+    ncpu: u32,
+    p: SimParams,
+    power_file: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+) {
     let root = sandbox.root().to_path_buf();
     let bat = root.join("sys/class/power_supply/battery");
+    let usb_dir = root.join("sys/class/power_supply/usb");
     let zones = [
         root.join("sys/class/thermal/thermal_zone0/temp"),
         root.join("sys/class/thermal/thermal_zone1/temp"),
@@ -204,9 +238,21 @@ pub fn run(sandbox: Sandbox, ncpu: u32, p: SimParams, stop: Arc<AtomicBool>) {
         }
         let soc = (charge_uah / p.battery_uah).clamp(0.0, 1.0);
         let volts = 3.5 + 0.7 * soc;
-        let amps = power / volts;
-        charge_uah = (charge_uah - amps * 1e6 * dt / 3600.0).max(0.0);
-        put(&bat.join("current_now"), -(amps * 1e6).round() as i64);
+        // Battery current, negative while discharging (the Pixel convention): on a cable the
+        // port carries the load and charges the battery with the rest.
+        let usb = on_usb(&power_file);
+        let amps = if usb {
+            (p.usb_supply_a - power / volts).max(0.0)
+        } else {
+            -power / volts
+        };
+        charge_uah = (charge_uah + amps * 1e6 * dt / 3600.0).clamp(0.0, p.battery_uah);
+        put(&usb_dir.join("online"), u8::from(usb));
+        put(
+            &bat.join("status"),
+            if usb { "Charging" } else { "Discharging" },
+        );
+        put(&bat.join("current_now"), (amps * 1e6).round() as i64);
         put(&bat.join("voltage_now"), (volts * 1e6).round() as i64);
         put(&bat.join("charge_counter"), charge_uah.round() as i64);
         put(&bat.join("capacity"), (soc * 100.0).round() as i64);

@@ -15,8 +15,10 @@
 //! timings and sensor samples, so the host can integrate power over each phase.
 #![warn(missing_docs)]
 
+pub mod cpus;
 pub mod engine;
 pub mod plan;
+pub mod power;
 pub mod supervise;
 
 use engine::Engine;
@@ -355,6 +357,12 @@ fn run_plan(path: &Path) -> Result<(), String> {
         }
         _ => None,
     };
+    if let Some(cpus) = &plan.affinity {
+        // Before this run's threads (heartbeat watch, sampler, the model's workers) exist:
+        // they inherit the mask.
+        let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+        pin(&cpus::effective_pin(cpus, online))?;
+    }
     if let Some(lock) = &plan.lock_file {
         supervise::acquire(&device_path(lock), heartbeat.as_ref())?;
     }
@@ -363,10 +371,6 @@ fn run_plan(path: &Path) -> Result<(), String> {
     }
     let emitter = Emitter::new(plan.events_file.as_deref().map(Path::new));
     let t = move || epoch.elapsed().as_secs_f64();
-    if let Some(cpus) = &plan.affinity {
-        // Before the model's worker threads exist: they inherit the mask.
-        pin(cpus)?;
-    }
     let set = SensorSet::discover(&sysfs_root(), Some(std::process::id()));
     emitter.emit(&Event::Hello {
         t_s: t(),
@@ -505,6 +509,23 @@ fn run_cell(
     t: &dyn Fn() -> f64,
     stop_requested: &dyn Fn() -> bool,
 ) -> bool {
+    let battery_wait_s = match plan.require_battery_s {
+        None => 0.0,
+        Some(max) => {
+            match power::wait_for_battery(set, max, Duration::from_millis(250), stop_requested) {
+                power::BatteryWait::Ready(s) => s,
+                power::BatteryWait::Interrupted => return false,
+                power::BatteryWait::Refused(reason) => {
+                    emitter.emit(&Event::CellSkipped {
+                        t_s: t(),
+                        cell: cell.id.clone(),
+                        reason,
+                    });
+                    return true;
+                }
+            }
+        }
+    };
     // Cool-down gate.
     let gate_start = Instant::now();
     let mut start_temp = max_temp(set);
@@ -523,6 +544,7 @@ fn run_cell(
         cell: cell.id.clone(),
         cooldown_wait_s: cooldown_s,
         start_temp_c: start_temp,
+        battery_wait_s,
     });
     if std::env::var("SOCBENCH_TEST_AGENT_HANG").is_ok_and(|part| cell.id.contains(&part)) {
         // Test hook: an agent stuck in the cells whose id contains the variable's value (its
@@ -567,6 +589,7 @@ fn run_cell(
         }
         release_freed_memory();
         let peak_reset = reset_peak_rss();
+        let tasks_before = cpus::snapshot();
         let t_start = t();
         let out = run_once(&prompt);
         let t_end = t();
@@ -586,6 +609,7 @@ fn run_cell(
                     peak_rss_is_per_rep: peak_reset,
                     pss_bytes: own_memory("Pss:"),
                     kv_cache_bytes: Some(g.kv_cache_bytes),
+                    ran_on_cpus: cpus::ran_on(&tasks_before),
                 };
                 emitter.emit(&Event::Rep(result));
             }

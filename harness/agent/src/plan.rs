@@ -85,6 +85,10 @@ pub struct Plan {
     /// of f32's before any cell runs (`None`: not checked).
     #[serde(default)]
     pub gate: Option<socbench_kernels::gate::QualityGate>,
+    /// `run --require-battery`: before each cell, wait up to this many seconds for the device
+    /// to run on its battery; a cell still on external power is skipped with the reason.
+    #[serde(default)]
+    pub require_battery_s: Option<f64>,
     /// The cells, in the order to run them.
     pub cells: Vec<Cell>,
 }
@@ -139,6 +143,10 @@ pub struct RepResult {
     /// Bytes the KV cache held at the end of the run (computed by the runtime).
     #[serde(default)]
     pub kv_cache_bytes: Option<u64>,
+    /// The CPUs the threads busy during the run last ran on (sorted; empty where `/proc`
+    /// cannot tell), to check a requested pin against.
+    #[serde(default)]
+    pub ran_on_cpus: Vec<u32>,
 }
 
 /// One line of the agent's output.
@@ -198,6 +206,9 @@ pub enum Event {
         cooldown_wait_s: f64,
         /// Hottest thermal zone at the start (°C).
         start_temp_c: Option<f64>,
+        /// Time spent waiting for the device to run on its battery (`--require-battery`), s.
+        #[serde(default)]
+        battery_wait_s: f64,
     },
     /// A run finished.
     Rep(RepResult),

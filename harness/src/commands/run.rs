@@ -341,6 +341,13 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         Some(s) if s.is_finite() && s > 0.0 => HangTimeout::Fixed(Duration::from_secs_f64(s)),
         Some(s) => bail!("--hang-timeout {s}: must be a number of seconds > 0"),
     };
+    if !(a.battery_wait.is_finite() && a.battery_wait >= 0.0) {
+        bail!(
+            "--battery-wait {}: must be a number of seconds ≥ 0",
+            a.battery_wait
+        );
+    }
+    let require_battery_s = a.require_battery.then_some(a.battery_wait);
     if let Some(dir) = &a.resume {
         let flags = setting_flags(a);
         if !flags.is_empty() {
@@ -553,6 +560,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
             "model_bytes": std::fs::metadata(&model).ok().map(|m| m.len()),
             "sweep": sweep,
             "quality_gate": gate,
+            "require_battery_s": require_battery_s,
             "devices": planned.iter().zip(outcomes).map(|((t, info, cells), o)| runner::device_manifest(t, info, cells.len(), o.as_ref())).collect::<Vec<_>>(),
             "interrupted": interrupted.load(Ordering::Relaxed),
             "sessions": sessions,
@@ -580,6 +588,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         probe: sweep.probe,
         known_rooflines,
         gate,
+        require_battery_s,
     };
     let outcomes: Vec<Option<runner::DeviceOutcome>> = std::thread::scope(|s| {
         let handles: Vec<_> = planned

@@ -26,19 +26,26 @@ pub fn run(args: &VirtualDeviceArgs) -> Result<()> {
         state_dir: state_dir.clone(),
         sim: SimParams {
             tau_s: args.thermal_tau,
+            usb_powered: args.usb_powered,
             ..SimParams::default()
         },
+        ignore_affinity: args.ignore_affinity,
     })
     .with_context(|| format!("starting the virtual device on 127.0.0.1:{}", args.port))?;
     // The first stdout line is for scripts and tests: the serial to `adb connect`.
     println!("{}", vd.serial());
     eprintln!(
         "virtual device `{}` ({}) listening on {}; file system in {}\n\
+         on {} power (write `usb` or `battery` into {} to switch)\n\
          connect it with: adb connect {}   (stop with Ctrl-C)",
         args.name,
         args.abi,
         vd.serial(),
         vd.root().display(),
+        if args.usb_powered { "usb" } else { "battery" },
+        state_dir
+            .join(socbench_devices::virtual_device::sim::POWER_FILE)
+            .display(),
         vd.serial()
     );
     use std::io::Write;

@@ -12,6 +12,7 @@
 pub mod deploy;
 mod prepare;
 mod rows;
+mod samples;
 pub mod supervise;
 
 use crate::progress::Progress;
@@ -96,6 +97,8 @@ pub struct RunContext {
     pub known_rooflines: HashMap<String, Value>,
     /// The quality gate every model variant meets before its cells (`None`: off).
     pub gate: Option<socbench_kernels::gate::QualityGate>,
+    /// `--require-battery`: the longest wait per cell for the device to run on its battery.
+    pub require_battery_s: Option<f64>,
 }
 
 /// How one device's sweep ended.
@@ -290,7 +293,9 @@ pub fn run_device(
         }
     }
     let (beat_every, beat_timeout) = supervise::heartbeat_timing(is_local);
-    let cooldown_wait = cooldown.as_ref().map_or(0.0, |c| c.max_wait_s);
+    // The agent is silent while it waits for the device to cool or to leave its charger.
+    let cooldown_wait =
+        cooldown.as_ref().map_or(0.0, |c| c.max_wait_s) + ctx.require_battery_s.unwrap_or(0.0);
     let mut completed: HashSet<String> = HashSet::new();
     let mut n_run = 0usize;
     for (vkey, mut vcells) in variants {
@@ -347,6 +352,7 @@ pub fn run_device(
                 stop_file: Some(format!("{remote_dir}/STOP")),
                 quality: sweep.quality,
                 gate: ctx.gate,
+                require_battery_s: ctx.require_battery_s,
                 lock_file: Some(lock.clone()),
                 heartbeat_file: Some(heartbeat_file.clone()),
                 heartbeat_timeout_s: Some(beat_timeout.as_secs_f64()),

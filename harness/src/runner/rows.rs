@@ -10,73 +10,13 @@ use serde_json::{Value, json};
 use socbench_agent::plan::{Event, RepResult};
 use socbench_devices::DeviceInfo;
 use socbench_devices::info::SensorOrigin;
-use socbench_devices::sensors::SensorMeta;
 use socbench_kernels::roofline::Roofline;
 use socbench_reports::derive;
 use socbench_reports::row::{ResultRow, SampleRow, Status};
 use socbench_reports::schema::{CellKey, Metric};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// Sensor samples of one agent run, for the per-repetition metrics.
-#[derive(Debug, Default)]
-pub(super) struct Samples {
-    pub metas: Vec<SensorMeta>,
-    pub rows: Vec<(f64, Vec<Option<f64>>)>,
-}
-
-impl Samples {
-    fn series(&self, i: usize) -> Vec<(f64, f64)> {
-        self.rows
-            .iter()
-            .filter_map(|(t, v)| v.get(i).copied().flatten().map(|x| (*t, x)))
-            .collect()
-    }
-
-    fn named(&self, pred: impl Fn(&SensorMeta) -> bool) -> Vec<Vec<(f64, f64)>> {
-        self.metas
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| pred(m))
-            .map(|(i, _)| self.series(i))
-            .collect()
-    }
-
-    /// Energy over `[t0, t1]`: joules and the source's label.
-    fn energy(&self, t0: f64, t1: f64, simulated: bool) -> Option<(f64, String)> {
-        let battery = self.named(|m| m.name == "battery_power_w").pop();
-        // Top-level RAPL domains only (`rapl_package-0`, not its sub-zones).
-        let rapl = self.named(|m| {
-            m.name.starts_with("rapl_") && m.name.matches(':').count() <= 1 && m.kind == "counter"
-        });
-        let (j, src) = derive::energy(battery.as_deref(), rapl.iter().map(Vec::as_slice), t0, t1)?;
-        let label = if simulated {
-            format!("{src} (simulated)")
-        } else {
-            src.to_owned()
-        };
-        Some((j, label))
-    }
-
-    /// Per sample time, the fastest core's frequency (MHz).
-    fn fastest_core(&self) -> Vec<(f64, f64)> {
-        let idx: Vec<usize> = self
-            .metas
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.name.starts_with("cpu") && m.name.ends_with("_freq_mhz"))
-            .map(|(i, _)| i)
-            .collect();
-        self.rows
-            .iter()
-            .filter_map(|(t, v)| {
-                idx.iter()
-                    .filter_map(|&i| v.get(i).copied().flatten())
-                    .reduce(f64::max)
-                    .map(|f| (*t, f))
-            })
-            .collect()
-    }
-}
+use super::samples::Samples;
 
 struct CellCtx {
     cooldown_wait_s: f64,
@@ -296,13 +236,26 @@ impl<'a> AgentRun<'a> {
         row.set(Metric::PeakRssBytes, r.peak_rss_bytes.map(|v| v as f64));
         row.set(Metric::PssBytes, r.pss_bytes.map(|v| v as f64));
         row.set(Metric::KvCacheBytes, r.kv_cache_bytes.map(|v| v as f64));
-        if let Some((joules, source)) = self.samples.energy(r.t_start_s, r.t_end_s, simulated) {
+        row.power_source = self.samples.power_source(r.t_start_s, r.t_end_s);
+        if let Some(note) = pin_not_taken(cell.cpus.as_deref(), &r.ran_on_cpus) {
+            row.note = note;
+        }
+        let energy = self.samples.energy(r.t_start_s, r.t_end_s, simulated);
+        // Battery counters on a cable describe the supply, not the workload: no number.
+        let from_battery = energy
+            .as_ref()
+            .is_some_and(|(_, src)| src.starts_with("battery"));
+        if from_battery && row.power_source != "battery" {
+            if let Some((_, source)) = energy {
+                row.energy_source = source;
+            }
+        } else if let Some((joules, source)) = energy {
             let dur = (r.t_end_s - r.t_start_s).max(1e-9);
             row.set(Metric::EnergyJ, Some(joules));
             row.set(Metric::AvgPowerW, Some(joules / dur));
             let tokens = (cell.batch * cell.gen_tokens) as f64;
             row.set(Metric::EnergyPerTokenJ, Some(joules / tokens));
-            row.power_source = source;
+            row.energy_source = source;
             // The same integral split at the first token: prefill, then decode.
             let mid = r.t_first_token_s.clamp(r.t_start_s, r.t_end_s);
             let part = |a, b| self.samples.energy(a, b, simulated).map(|e| e.0);
@@ -466,8 +419,14 @@ impl<'a> AgentRun<'a> {
                 cell,
                 cooldown_wait_s,
                 start_temp_c,
+                battery_wait_s,
                 ..
             } => {
+                if battery_wait_s >= 1.0 {
+                    self.ui.log(&format!(
+                        "waited {battery_wait_s:.0} s for the device to run on its battery"
+                    ));
+                }
                 self.ctx.insert(
                     cell.clone(),
                     CellCtx {
@@ -554,5 +513,40 @@ impl<'a> AgentRun<'a> {
         }
         self.samples.rows.push((t_s, values));
         self.flush_pending(false);
+    }
+}
+
+/// The row's note when threads ran outside the CPUs the cell asked for (a pin the device
+/// ignored or overrode); `None` when it took, was not asked for, or cannot be told.
+fn pin_not_taken(requested: Option<&[u32]>, ran_on: &[u32]) -> Option<String> {
+    let requested = requested?;
+    let outside: Vec<u32> = ran_on
+        .iter()
+        .copied()
+        .filter(|c| !requested.contains(c))
+        .collect();
+    let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    (!outside.is_empty()).then(|| {
+        format!(
+            "affinity not honoured: asked for CPUs {}, threads ran on {}",
+            list(requested),
+            list(ran_on)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pin_not_taken;
+
+    #[test]
+    fn a_pin_is_flagged_only_when_threads_ran_outside_it() {
+        assert_eq!(pin_not_taken(None, &[0, 1]), None);
+        assert_eq!(pin_not_taken(Some(&[0, 1]), &[1]), None);
+        assert_eq!(pin_not_taken(Some(&[0]), &[]), None, "cannot tell");
+        assert_eq!(
+            pin_not_taken(Some(&[4, 5]), &[1, 5]).as_deref(),
+            Some("affinity not honoured: asked for CPUs 4,5, threads ran on 1,5")
+        );
     }
 }

@@ -1,0 +1,224 @@
+//! Issue #19: rows say what the device actually gave. A virtual phone on a USB cable
+//! (`virtual-device --usb-powered`) gets no energy figure, only `power_source = usb` and the
+//! report's "on external power" line; `run --require-battery` waits for the cable to go (the
+//! test unplugs it through the device's power file), then measures. A phone that moves pinned
+//! threads elsewhere (`virtual-device --ignore-affinity`) gets the row's note and the report's
+//! warning.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::adb::{AdbServer, VirtualPhone};
+use common::{assert_success, socbench};
+use socbench_reports::row::{ResultRow, Status, parse_results};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn rows(dir: &Path) -> Vec<ResultRow> {
+    let path = dir.join("results.csv");
+    let bytes = std::fs::read(&path).unwrap_or_default();
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    parse_results(&path, &bytes)
+        .unwrap()
+        .rows
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
+}
+
+fn run_args(phone: &VirtualPhone, server: &AdbServer, out: &Path) -> Vec<String> {
+    let mut v = local_args(out);
+    v.extend([
+        "--device".into(),
+        phone.serial.clone(),
+        "--adb-server".into(),
+        format!("127.0.0.1:{}", server.port),
+    ]);
+    v
+}
+
+fn local_args(out: &Path) -> Vec<String> {
+    [
+        "run",
+        "--model",
+        "synthetic:tiny",
+        "--quant",
+        "f32",
+        "--threads",
+        "1",
+        "--prompt-tokens",
+        "16",
+        "--gen-tokens",
+        "32",
+        "--repetitions",
+        "2",
+        "--no-cooldown",
+        "--no-probe",
+        "--out",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([out.display().to_string()])
+    .collect()
+}
+
+#[test]
+fn energy_on_a_cable_is_not_reported_and_require_battery_waits_for_the_unplug() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = AdbServer::start();
+    let state = dir.path().join("phone");
+    let phone = VirtualPhone::start(&state, &["--usb-powered"]);
+    server.connect(&phone.serial);
+    assert_eq!(
+        std::fs::read_to_string(state.join("power")).unwrap().trim(),
+        "usb"
+    );
+
+    // On the cable: measured, but no energy figure, and the rows say why.
+    let cable = dir.path().join("cable");
+    let out = socbench()
+        .args(run_args(&phone, &server, &cable))
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let r = rows(&cable);
+    assert_eq!(r.len(), 2, "{r:?}");
+    for row in &r {
+        assert_eq!(row.status, Status::Ok, "{row:?}");
+        assert_eq!(row.power_source, "usb", "{row:?}");
+        assert_eq!(row.energy_j, None, "{row:?}");
+        assert_eq!(row.energy_per_token_j, None);
+        assert_eq!(row.avg_power_w, None);
+        assert_eq!(row.energy_source, "battery (simulated)");
+        assert_eq!(row.charging, Some(true));
+    }
+    let html = std::fs::read_to_string(cable.join("report.html")).unwrap();
+    assert!(
+        html.contains("on external power (usb) — not the workload's"),
+        "the report says why there is no energy"
+    );
+
+    // --require-battery with a short limit: the cells are skipped, with the reason.
+    let short = dir.path().join("short");
+    let mut args = run_args(&phone, &server, &short);
+    args.extend([
+        "--require-battery".into(),
+        "--battery-wait".into(),
+        "1".into(),
+    ]);
+    let out = socbench().args(&args).output().unwrap();
+    let r = rows(&short);
+    assert_eq!(
+        r.len(),
+        2,
+        "{r:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in &r {
+        assert_eq!(row.status, Status::Skipped, "{row:?}");
+        assert!(
+            row.note.contains("--require-battery") && row.note.contains("on usb power"),
+            "{}",
+            row.note
+        );
+    }
+
+    // --require-battery: the runner waits while the cable is in, and measures once it is out.
+    let wait = dir.path().join("wait");
+    let mut args = run_args(&phone, &server, &wait);
+    args.extend([
+        "--require-battery".into(),
+        "--battery-wait".into(),
+        "120".into(),
+    ]);
+    let child = Command::new(assert_cmd::cargo::cargo_bin("socbench"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Long enough for the agent to be deployed and waiting at the first cell.
+    let events = wait.join("events.jsonl");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&events).is_ok_and(|t| t.contains("\"hello\"")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no agent started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(rows(&wait).is_empty(), "measured while on the cable");
+    std::fs::write(state.join("power"), "battery\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("for the device to run on its battery"),
+        "{stderr}"
+    );
+    let r = rows(&wait);
+    assert_eq!(r.len(), 2, "{r:?}");
+    for row in &r {
+        assert_eq!(row.status, Status::Ok, "{row:?}");
+        assert_eq!(row.power_source, "battery", "{row:?}");
+        assert!(row.energy_j.is_some_and(|j| j > 0.0), "{row:?}");
+        assert_eq!(row.charging, Some(false));
+    }
+}
+
+#[test]
+fn a_pin_the_device_did_not_honour_is_flagged_in_the_rows_and_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("one CPU: no other CPU to be moved to; nothing to check");
+        return;
+    }
+    // On this host the pin takes: no note.
+    let local = dir.path().join("local");
+    let mut args = local_args(&local);
+    args.extend([
+        "--device".into(),
+        "local".into(),
+        "--affinity".into(),
+        "0".into(),
+    ]);
+    assert_success(&socbench().args(&args).output().unwrap());
+    for row in rows(&local) {
+        assert_eq!(row.status, Status::Ok, "{row:?}");
+        assert_eq!(row.note, "", "{row:?}");
+    }
+
+    // A phone that moves the agent to the CPUs it did not ask for.
+    let server = AdbServer::start();
+    let phone = VirtualPhone::start(&dir.path().join("phone"), &["--ignore-affinity"]);
+    server.connect(&phone.serial);
+    let moved = dir.path().join("moved");
+    let mut args = run_args(&phone, &server, &moved);
+    args.extend(["--affinity".into(), "0".into()]);
+    assert_success(&socbench().args(&args).output().unwrap());
+    let r = rows(&moved);
+    assert_eq!(r.len(), 2, "{r:?}");
+    for row in &r {
+        assert_eq!(row.status, Status::Ok, "measured all the same: {row:?}");
+        assert!(
+            row.note
+                .starts_with("affinity not honoured: asked for CPUs 0, threads ran on ")
+                && !row.note.ends_with(" 0"),
+            "{}",
+            row.note
+        );
+    }
+    let html = std::fs::read_to_string(moved.join("report.html")).unwrap();
+    assert!(
+        html.contains("affinity not honoured"),
+        "the report flags it"
+    );
+}
