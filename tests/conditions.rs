@@ -140,10 +140,10 @@ fn energy_on_a_cable_is_not_reported_and_require_battery_waits_for_the_unplug() 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Long enough for the agent to be deployed and waiting at the first cell.
+    // Once the model is loaded the agent goes to the first cell and waits there.
     let events = wait.join("events.jsonl");
     let start = Instant::now();
-    while !std::fs::read_to_string(&events).is_ok_and(|t| t.contains("\"hello\"")) {
+    while !std::fs::read_to_string(&events).is_ok_and(|t| t.contains("\"loaded\"")) {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "no agent started"

@@ -488,11 +488,15 @@ fn power_supply(supplies: &[(PathBuf, u8)], battery: Option<&Path>) -> Option<f6
             }
         }
     }
-    match battery.and_then(is_charging) {
-        Some(true) => Some(4.0),
-        Some(false) => Some(0.0),
-        // Every supply offline but the battery unreadable: still on battery.
-        None => known.then_some(0.0),
+    let status = battery.and_then(|b| read_trim(&b.join("status")));
+    match status.as_deref() {
+        Some("Charging" | "Full") => Some(4.0),
+        Some("Discharging") => Some(0.0),
+        // `Not charging` (a charge limit) or `Unknown`: on battery only when every supply is
+        // known to be offline; without a readable supply, a cable cannot be ruled out.
+        _ if known => Some(0.0),
+        Some("Not charging") => Some(4.0),
+        _ => None,
     }
 }
 
@@ -739,10 +743,19 @@ mod tests {
         write(r, "sys/class/power_supply/ac/online", "0\n");
         write(r, "sys/class/power_supply/battery/status", "Charging\n");
         assert_eq!(now(), Some("external"));
-        // Nothing readable: no value, not "battery".
+        // Every supply offline: a paused charge is still the battery.
+        write(r, "sys/class/power_supply/battery/status", "Not charging\n");
+        assert_eq!(now(), Some("battery"));
+        // No supply readable (SELinux): the status alone, and a paused charge may be a cable.
         for s in ["ac", "usb", "wireless"] {
             fs::remove_file(r.join(format!("sys/class/power_supply/{s}/online"))).unwrap();
         }
+        assert_eq!(now(), Some("external"));
+        write(r, "sys/class/power_supply/battery/status", "Unknown\n");
+        assert_eq!(now(), None);
+        write(r, "sys/class/power_supply/battery/status", "Discharging\n");
+        assert_eq!(now(), Some("battery"));
+        // Nothing readable: no value, not "battery".
         fs::remove_file(r.join("sys/class/power_supply/battery/status")).unwrap();
         assert_eq!(now(), None);
         assert_eq!(power_source_name(7.0), "unknown");

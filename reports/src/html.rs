@@ -644,7 +644,10 @@ fn energy_table(page: &mut Page, a: &Analysis) {
     let cells: Vec<&CellSummary> = a
         .cells
         .iter()
-        .filter(|c| c.metric(Metric::EnergyJ).is_some() || !c.external_power().is_empty())
+        .filter(|c| {
+            c.metric(Metric::EnergyJ).is_some()
+                || (!c.external_power().is_empty() && c.energy_source.starts_with("battery"))
+        })
         .collect();
     page.body.push_str("<h3>Energy by phase</h3>\n");
     if cells.is_empty() {
@@ -675,7 +678,10 @@ fn energy_table(page: &mut Page, a: &Analysis) {
         ] {
             page.body.push_str(&metric_cell(c, m));
         }
-        let source = if external.is_empty() {
+        // Battery figures withheld for some repetitions (RAPL is kept on any supply).
+        let withheld = c.energy_source.starts_with("battery")
+            && c.metric(Metric::EnergyJ).map_or(0, |m| m.n) < c.count(Status::Ok);
+        let source = if external.is_empty() || !withheld {
             c.energy_source.clone()
         } else {
             format!(

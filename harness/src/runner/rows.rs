@@ -240,16 +240,19 @@ impl<'a> AgentRun<'a> {
         if let Some(note) = pin_not_taken(cell.cpus.as_deref(), &r.ran_on_cpus) {
             row.note = note;
         }
-        let energy = self.samples.energy(r.t_start_s, r.t_end_s, simulated);
-        // Battery counters on a cable describe the supply, not the workload: no number.
-        let from_battery = energy
-            .as_ref()
-            .is_some_and(|(_, src)| src.starts_with("battery"));
-        if from_battery && row.power_source != "battery" {
-            if let Some((_, source)) = energy {
-                row.energy_source = source;
-            }
-        } else if let Some((joules, source)) = energy {
+        // Battery counters on a cable describe the supply, not the workload: no battery
+        // number then (RAPL, the CPU package's own counter, still counts).
+        let on_battery = row.power_source == "battery";
+        let energy = self
+            .samples
+            .energy(r.t_start_s, r.t_end_s, simulated, on_battery);
+        if energy.is_none()
+            && let Some((_, withheld)) =
+                self.samples.energy(r.t_start_s, r.t_end_s, simulated, true)
+        {
+            row.energy_source = withheld;
+        }
+        if let Some((joules, source)) = energy {
             let dur = (r.t_end_s - r.t_start_s).max(1e-9);
             row.set(Metric::EnergyJ, Some(joules));
             row.set(Metric::AvgPowerW, Some(joules / dur));
@@ -258,7 +261,11 @@ impl<'a> AgentRun<'a> {
             row.energy_source = source;
             // The same integral split at the first token: prefill, then decode.
             let mid = r.t_first_token_s.clamp(r.t_start_s, r.t_end_s);
-            let part = |a, b| self.samples.energy(a, b, simulated).map(|e| e.0);
+            let part = |a, b| {
+                self.samples
+                    .energy(a, b, simulated, on_battery)
+                    .map(|e| e.0)
+            };
             row.set(Metric::PrefillEnergyJ, part(r.t_start_s, mid));
             row.set(Metric::DecodeEnergyJ, part(mid, r.t_end_s));
         }

@@ -30,9 +30,19 @@ impl Samples {
             .collect()
     }
 
-    /// Energy over `[t0, t1]`: joules and the source's label.
-    pub(super) fn energy(&self, t0: f64, t1: f64, simulated: bool) -> Option<(f64, String)> {
-        let battery = self.named(|m| m.name == "battery_power_w").pop();
+    /// Energy over `[t0, t1]`: joules and the source's label. Without `use_battery` (the
+    /// device was not on its battery, so its counters describe the supply) only RAPL counts.
+    pub(super) fn energy(
+        &self,
+        t0: f64,
+        t1: f64,
+        simulated: bool,
+        use_battery: bool,
+    ) -> Option<(f64, String)> {
+        let battery = self
+            .named(|m| m.name == "battery_power_w")
+            .pop()
+            .filter(|_| use_battery);
         // Top-level RAPL domains only (`rapl_package-0`, not its sub-zones).
         let rapl = self.named(|m| {
             m.name.starts_with("rapl_") && m.name.matches(':').count() <= 1 && m.kind == "counter"
@@ -88,5 +98,42 @@ impl Samples {
                     .map(|f| (*t, f))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str, kind: &str) -> SensorMeta {
+        SensorMeta {
+            name: name.into(),
+            unit: String::new(),
+            kind: kind.into(),
+            path: String::new(),
+        }
+    }
+
+    #[test]
+    fn off_battery_a_laptop_keeps_its_rapl_energy_and_the_supply_is_named() {
+        // A laptop on its charger: battery power (charging, negative), RAPL, AC online.
+        let s = Samples {
+            metas: vec![
+                meta("battery_power_w", "gauge"),
+                meta("rapl_package-0_j", "counter"),
+                meta("power_source", "gauge"),
+            ],
+            rows: (0..5)
+                .map(|i| {
+                    let t = f64::from(i);
+                    (t, vec![Some(-3.0), Some(10.0 * t), Some(2.0)])
+                })
+                .collect(),
+        };
+        assert_eq!(s.power_source(1.0, 3.0), "ac");
+        let (j, src) = s.energy(1.0, 3.0, false, false).unwrap();
+        assert_eq!((j, src.as_str()), (20.0, "rapl"));
+        let (_, src) = s.energy(1.0, 3.0, false, true).unwrap();
+        assert_eq!(src, "battery", "the battery wins when it is in use");
     }
 }
