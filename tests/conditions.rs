@@ -3,7 +3,8 @@
 //! report's "on external power" line; `run --require-battery` waits for the cable to go (the
 //! test unplugs it through the device's power file), then measures. A phone that moves pinned
 //! threads elsewhere (`virtual-device --ignore-affinity`) gets the row's note and the report's
-//! warning.
+//! warning. A locked-down phone (`virtual-device --profile locked`: sysfs battery and
+//! thermal nodes denied) is read through `dumpsys`, and the samples and report say so.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -221,4 +222,93 @@ fn a_pin_the_device_did_not_honour_is_flagged_in_the_rows_and_the_report() {
         html.contains("affinity not honoured"),
         "the report flags it"
     );
+}
+
+/// `(sensor, source)` pairs of a `samples.csv`, with how many samples each has.
+fn sample_sources(dir: &Path) -> std::collections::BTreeMap<(String, String), usize> {
+    let path = dir.join("samples.csv");
+    let bytes = std::fs::read(&path).unwrap();
+    let (rows, _) = socbench_reports::row::parse_samples(&path, &bytes).unwrap();
+    let mut m = std::collections::BTreeMap::new();
+    for (_, r) in rows {
+        *m.entry((r.sensor, r.source)).or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn a_locked_phone_is_read_through_its_services_and_the_report_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = AdbServer::start();
+    let phone = VirtualPhone::start(
+        &dir.path().join("phone"),
+        &["--profile", "locked", "--usb-powered"],
+    );
+    server.connect(&phone.serial);
+    // The nodes are there and denied, to the shell and to adb pull alike.
+    let out = server
+        .adb()
+        .args(["-s", &phone.serial, "shell"])
+        .arg("cat /sys/class/thermal/thermal_zone0/temp /sys/class/power_supply/usb/online")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(text.matches("Permission denied").count(), 2, "{text}");
+    let pulled = dir.path().join("temp");
+    let out = server
+        .adb()
+        .args([
+            "-s",
+            &phone.serial,
+            "pull",
+            "/sys/class/thermal/thermal_zone0/temp",
+        ])
+        .arg(&pulled)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && !pulled.exists());
+
+    let locked = dir.path().join("locked");
+    assert_success(
+        &socbench()
+            .args(run_args(&phone, &server, &locked))
+            .output()
+            .unwrap(),
+    );
+    let sources = sample_sources(&locked);
+    let has = |sensor: &str, source: &str| {
+        sources
+            .get(&(sensor.to_owned(), source.to_owned()))
+            .is_some_and(|n| *n > 0)
+    };
+    for s in ["battery_temp_c", "battery_capacity_pct", "power_source"] {
+        assert!(has(s, "dumpsys"), "{s} from dumpsys battery: {sources:?}");
+    }
+    for s in ["thermal_skin_c", "thermal_cpu_c"] {
+        assert!(has(s, "hal"), "{s} from the thermal HAL: {sources:?}");
+    }
+    assert!(has("android_thermal_status", "dumpsys"), "{sources:?}");
+    assert!(
+        !sources
+            .keys()
+            .any(|(n, s)| s == "sysfs" && (n.starts_with("thermal_") || n.starts_with("battery_"))),
+        "nothing read from the denied nodes: {sources:?}"
+    );
+    assert!(has("cpu0_freq_mhz", "sysfs"), "cpufreq stays readable");
+    // What powers it comes from `USB powered: true`: no energy, and the rows say why.
+    for row in rows(&locked) {
+        assert_eq!(row.status, Status::Ok, "{row:?}");
+        assert_eq!(row.power_source, "usb", "{row:?}");
+        assert_eq!(row.energy_j, None, "{row:?}");
+    }
+    let html = std::fs::read_to_string(locked.join("report.html")).unwrap();
+    for s in [
+        "Sensor sources",
+        "<b>dumpsys</b>",
+        "<b>hal</b>",
+        "thermal_skin_c",
+    ] {
+        assert!(html.contains(s), "the report names the sources: {s}");
+    }
 }

@@ -4,16 +4,18 @@
 //! - [`Device`]: what socbench does to a target (info, run with exit status, push with
 //!   skip-if-identical, pull), implemented by [`LocalHost`] and [`AdbDevice`]; errors are
 //!   [`DeviceError`].
-//! - [`sensors`]: the sampler that runs on the target inside the agent (no ADB, no Burn).
+//! - [`sensors`]: the sampler that runs on the target inside the agent (no ADB, no Burn);
+//!   [`services`]: Android services (`dumpsys`) it falls back on where sysfs is denied.
 //! - [`virtual_device`]: a loopback adbd with a simulated phone sysfs.
 //!
-//! Without the default `host` feature only [`info`], [`sensors`], [`shell`] and [`error`] are
+//! Without the default `host` feature only [`info`], [`sensors`], [`services`], [`shell`] and [`error`] are
 //! built: that is what the on-device agent links.
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod info;
 pub mod sensors;
+pub mod services;
 pub mod shell;
 
 #[cfg(feature = "host")]

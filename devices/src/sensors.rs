@@ -15,6 +15,7 @@
 //! negative while charging (decided by `status`, not by the sign), and takes magnitudes below
 //! 10 000 as mA (10 mA is implausibly low for a phone running a model; 10 A impossible).
 
+use crate::services::{Field, SERVICE_PERIOD, Service};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +42,8 @@ enum Source {
     IioRail { path: PathBuf, rail: String },
     /// A `/proc/<pid>/status` field in kB, in bytes.
     ProcStatus { path: PathBuf, field: &'static str },
+    /// A field of an Android service's text (`dumpsys battery`, `dumpsys thermalservice`).
+    Service { service: Arc<Service>, field: Field },
 }
 
 /// Values of the `power_source` sensor, by code: what powered the device at the sample.
@@ -79,8 +82,13 @@ pub struct SensorMeta {
     pub unit: String,
     /// `gauge` (instantaneous) or `counter` (cumulative: energy).
     pub kind: String,
-    /// Where it is read from, relative to the sysfs root.
+    /// Where it is read from: a path relative to the sysfs root, or a command line.
     pub path: String,
+    /// How it is read: `sysfs`, `proc` (this process's own `/proc` files), `dumpsys` (an
+    /// Android service's text) or `hal` (the thermal HAL's temperatures, through
+    /// `dumpsys thermalservice`). Empty in records from before sources were recorded (sysfs).
+    #[serde(default)]
+    pub source: String,
 }
 
 /// The sensors found on a device.
@@ -163,11 +171,17 @@ impl SensorSet {
             )
         };
         let mut add = |name: String, unit: &str, kind: &str, path: String, src: Source| {
+            let source = if path.starts_with("/proc/") {
+                "proc"
+            } else {
+                "sysfs"
+            };
             set.metas.push(SensorMeta {
                 name,
                 unit: unit.into(),
                 kind: kind.into(),
                 path,
+                source: source.into(),
             });
             set.sources.push(src);
         };
@@ -188,7 +202,7 @@ impl SensorSet {
                 _ => {}
             }
         }
-        if !supplies.is_empty() || battery.is_some() {
+        if power_supply(&supplies, battery.as_deref()).is_some() {
             add(
                 "power_source".into(),
                 "code",
@@ -203,7 +217,9 @@ impl SensorSet {
             if read_trim(&dir.join("type")).as_deref() != Some("Battery") {
                 continue;
             }
-            let has = |f: &str| dir.join(f).exists();
+            // Only nodes this process can read (SELinux denies many on phones: those come
+            // from `dumpsys battery` instead, see `add_service_fallbacks`).
+            let has = |f: &str| read_trim(&dir.join(f)).is_some();
             if has("current_now") && has("voltage_now") {
                 add(
                     "battery_power_w".into(),
@@ -411,8 +427,82 @@ impl SensorSet {
                 );
             }
         }
+        set.add_service_fallbacks();
         dedup_names(&mut set.metas);
         set
+    }
+
+    /// Battery and thermal sensors from Android's services where sysfs gave none: `dumpsys
+    /// battery` for each battery sensor missing, `dumpsys thermalservice` (the HAL's
+    /// temperatures and the thermal status) when no thermal zone was readable. Nothing where
+    /// the services do not answer (not Android).
+    fn add_service_fallbacks(&mut self) {
+        let battery_fields = [
+            ("power_source", "code", Field::PowerSource),
+            ("battery_charging", "bool", Field::BatteryCharging),
+            ("battery_voltage_v", "V", Field::BatteryVoltage),
+            ("battery_charge_mah", "mAh", Field::BatteryCharge),
+            ("battery_capacity_pct", "%", Field::BatteryLevel),
+            ("battery_temp_c", "°C", Field::BatteryTemp),
+        ];
+        let missing: Vec<_> = battery_fields
+            .into_iter()
+            .filter(|(name, ..)| self.index(name).is_none())
+            .collect();
+        if !missing.is_empty() {
+            let service = Service::dumpsys("battery", SERVICE_PERIOD);
+            if let Some(text) = service.latest() {
+                for (name, unit, field) in missing {
+                    if field.read(&text).is_some() {
+                        self.push_service(name.into(), unit, "dumpsys", &service, field);
+                    }
+                }
+            }
+        }
+        if !self.metas.iter().any(|m| m.name.starts_with("thermal_")) {
+            let service = Service::dumpsys("thermalservice", SERVICE_PERIOD);
+            if let Some(dump) = service
+                .latest()
+                .and_then(|t| crate::services::parse_thermal(&t))
+            {
+                if dump.status.is_some() {
+                    let field = Field::ThermalStatus;
+                    self.push_service(
+                        "android_thermal_status".into(),
+                        "level",
+                        "dumpsys",
+                        &service,
+                        field,
+                    );
+                }
+                for (name, _) in dump.temps {
+                    let sensor = format!("thermal_{}_c", sanitize(&name));
+                    let field = Field::HalTemp(name);
+                    self.push_service(sensor, "°C", "hal", &service, field);
+                }
+            }
+        }
+    }
+
+    fn push_service(
+        &mut self,
+        name: String,
+        unit: &str,
+        source: &str,
+        service: &Arc<Service>,
+        field: Field,
+    ) {
+        self.metas.push(SensorMeta {
+            name,
+            unit: unit.into(),
+            kind: "gauge".into(),
+            path: service.command_line(),
+            source: source.into(),
+        });
+        self.sources.push(Source::Service {
+            service: Arc::clone(service),
+            field,
+        });
     }
 
     /// The sensors, in the order of every sample's values.
@@ -425,14 +515,38 @@ impl SensorSet {
         self.metas.is_empty()
     }
 
-    /// Reads every sensor once.
+    /// Reads every sensor once. A sensor read from an Android service has a value only in
+    /// the samples where the service was called (at most once per [`SERVICE_PERIOD`]).
     pub fn read(&self) -> Vec<Option<f64>> {
-        self.sources.iter().map(read_source).collect()
+        // One call per service per sample, shared by the sensors read from it.
+        let mut texts: Vec<(*const Service, Option<Arc<str>>)> = Vec::new();
+        self.sources
+            .iter()
+            .map(|src| match src {
+                Source::Service { service, field } => {
+                    let key = Arc::as_ptr(service);
+                    let text = match texts.iter().find(|(k, _)| *k == key) {
+                        Some((_, t)) => t.clone(),
+                        None => {
+                            let t = service.poll();
+                            texts.push((key, t.clone()));
+                            t
+                        }
+                    };
+                    field.read(&text?)
+                }
+                other => read_source(other),
+            })
+            .collect()
     }
 
-    /// Reads the sensor at `index` alone (`None` past the end, or when unreadable).
+    /// Reads the sensor at `index` alone (`None` past the end, or when unreadable); one read
+    /// from an Android service may be up to a [`SERVICE_PERIOD`] old.
     pub fn read_one(&self, index: usize) -> Option<f64> {
-        self.sources.get(index).and_then(read_source)
+        match self.sources.get(index)? {
+            Source::Service { service, field } => field.read(&service.latest()?),
+            other => read_source(other),
+        }
     }
 
     /// Index of the named sensor.
@@ -511,6 +625,7 @@ fn read_source(src: &Source) -> Option<f64> {
             .find(|(r, _)| r == rail)
             .map(|(_, j)| j),
         Source::ProcStatus { path, field } => proc_status_bytes(path, field).map(|b| b as f64),
+        Source::Service { service, field } => field.read(&service.latest()?),
     }
 }
 

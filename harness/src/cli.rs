@@ -185,6 +185,12 @@ pub struct VirtualDeviceArgs {
     /// the other CPUs instead (a test hook; the rows must say the pin did not take).
     #[arg(long)]
     pub ignore_affinity: bool,
+    /// `open`: sysfs readable, as on an engineering build. `locked`: reading its battery and
+    /// thermal sysfs nodes fails with `Permission denied` (as for `adb shell` on most recent
+    /// phones), so sensors come from `dumpsys battery` / `dumpsys thermalservice` (Linux
+    /// Landlock enforces it, root included). Both answer `dumpsys` from the simulation.
+    #[arg(long, default_value = "open", value_parser = ["open", "locked"])]
+    pub profile: String,
 }
 
 /// KV-cache window: a number of positions, or `full`.

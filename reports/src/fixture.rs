@@ -331,6 +331,7 @@ impl Fixture {
                         t_s: format!("{s:.4}").parse().unwrap_or(s),
                         sensor: name.into(),
                         value: v,
+                        source: "sysfs".into(),
                     };
                     let line = row.to_csv_line().unwrap_or_default();
                     samples.push_str(&String::from_utf8_lossy(&line));

@@ -513,6 +513,49 @@ fn timelines(page: &mut Page, set: &ResultSet, d: &DeviceSummary) {
             &xml(&format!("{caption}{}", omitted(total))),
         );
     }
+    sensor_sources(page, &runs);
+}
+
+/// Which sensor came from where: sysfs, or Android's services where sysfs was denied.
+fn sensor_sources(page: &mut Page, runs: &[&crate::schema::AgentRun]) {
+    let mut by_source: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for r in runs {
+        for (sensor, sources) in &r.sources {
+            for s in sources.split('+') {
+                by_source.entry(s).or_default().insert(sensor);
+            }
+        }
+    }
+    if by_source.is_empty() {
+        return;
+    }
+    let explain = |s: &str| match s {
+        "sysfs" => "sysfs (kernel nodes, every sample)",
+        "proc" => "proc (the agent's own /proc files, every sample)",
+        "dumpsys" => {
+            "dumpsys (Android's services, where sysfs was denied; at most once a second, no value in between)"
+        }
+        "hal" => {
+            "hal (the thermal HAL through dumpsys thermalservice, where sysfs was denied; at most once a second)"
+        }
+        _ => "other",
+    };
+    let items: Vec<String> = by_source
+        .iter()
+        .map(|(s, names)| {
+            let names: Vec<&str> = names.iter().copied().collect();
+            format!(
+                "<li><b>{}</b> — {}: {}</li>",
+                xml(s),
+                xml(explain(s)),
+                xml(&names.join(", "))
+            )
+        })
+        .collect();
+    page.body.push_str(&format!(
+        "<p class=\"note\">Sensor sources:</p><ul class=\"sources\">{}</ul>\n",
+        items.join("")
+    ));
 }
 
 fn slug(s: &str) -> String {

@@ -16,7 +16,7 @@ use std::path::Path;
 /// The version this build writes into every row: `major.minor`. A reader refuses rows of a
 /// newer major version (their columns may mean something else); minor versions only add
 /// columns, which older readers ignore.
-pub const SCHEMA_VERSION: &str = "3.0";
+pub const SCHEMA_VERSION: &str = "3.1";
 /// The newest major version this build reads.
 pub const SCHEMA_MAJOR: u32 = 3;
 
@@ -432,10 +432,23 @@ pub struct SampleRow {
     pub sensor: String,
     /// Value in the sensor's unit.
     pub value: f64,
+    /// How the value was read: `sysfs`, `proc`, `dumpsys` (an Android service's text, sampled
+    /// at most once a second) or `hal` (the thermal HAL through `dumpsys thermalservice`).
+    /// Empty in files from before 3.1.
+    #[serde(default)]
+    pub source: String,
 }
 
 /// Columns of `samples.csv`.
-pub const SAMPLE_COLUMNS: [&str; 6] = ["device", "agent_run", "cell", "t_s", "sensor", "value"];
+pub const SAMPLE_COLUMNS: [&str; 7] = [
+    "device",
+    "agent_run",
+    "cell",
+    "t_s",
+    "sensor",
+    "value",
+    "source",
+];
 
 impl SampleRow {
     /// The row as one complete CSV line, newline included.
@@ -597,7 +610,7 @@ pub fn parse_samples(path: &Path, bytes: &[u8]) -> Result<SamplesFile, SchemaErr
     let (header, records, torn) = split_records(path, bytes)?;
     if SAMPLE_COLUMNS
         .iter()
-        .any(|c| *c != "cell" && !header.iter().any(|h| h == c))
+        .any(|c| !matches!(*c, "cell" | "source") && !header.iter().any(|h| h == c))
     {
         return Err(SchemaError::Invalid {
             path: path.to_path_buf(),

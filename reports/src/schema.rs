@@ -488,6 +488,9 @@ pub struct AgentRun {
     pub host_unix_s: Option<f64>,
     /// Samples per sensor: `(t_s, value)`, in time order.
     pub sensors: BTreeMap<String, Vec<(f64, f64)>>,
+    /// How each sensor was read (`sysfs`, `proc`, `dumpsys`, `hal`; several `+`-joined if it
+    /// changed), for sensors whose samples say (3.1+).
+    pub sources: BTreeMap<String, String>,
     /// Cells run: `(cell key text, start t_s, end t_s, failed)`.
     pub cells: Vec<(String, f64, Option<f64>, bool)>,
 }
@@ -669,6 +672,15 @@ impl ResultSet {
             }
             for (_, r) in rows {
                 let k = slot(&mut runs, &r.device, &r.agent_run);
+                if !r.source.is_empty() {
+                    let known = runs[k].sources.entry(r.sensor.clone()).or_default();
+                    if !known.split('+').any(|s| s == r.source) {
+                        if !known.is_empty() {
+                            known.push('+');
+                        }
+                        known.push_str(&r.source);
+                    }
+                }
                 runs[k]
                     .sensors
                     .entry(r.sensor)

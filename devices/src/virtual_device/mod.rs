@@ -10,6 +10,7 @@
 //!
 //! Plain std threads: one per connection, one per open stream, one for the model.
 
+mod landlock;
 mod sandbox;
 mod services;
 pub mod sim;
@@ -50,7 +51,14 @@ pub struct VirtualConfig {
     /// Play a phone that does not honour thread pinning: agents it runs are moved to the CPUs
     /// they did not ask for (the `SOCBENCH_TEST_IGNORE_AFFINITY` hook).
     pub ignore_affinity: bool,
+    /// Play a locked-down phone (`--profile locked`): reading its battery and thermal sysfs
+    /// nodes ([`LOCKED_DIRS`]) fails with `Permission denied`, and `dumpsys battery` /
+    /// `dumpsys thermalservice` are the way to them (every profile has those).
+    pub locked: bool,
 }
+
+/// What the locked profile denies to the device's commands and sync service.
+pub const LOCKED_DIRS: [&str; 2] = ["/sys/class/power_supply", "/sys/class/thermal"];
 
 /// How the virtual device runs executables built for `abi`: natively when it is the host's
 /// (`None`), under qemu user-mode emulation for `arm64-v8a` on another host.
@@ -135,7 +143,8 @@ impl VirtualDevice {
             ("ro.build.version.release".to_owned(), "14".to_owned()),
             ("ro.socbench.virtual".to_owned(), "1".to_owned()),
         ];
-        sim::init_tree(&root, ncpu, &cfg.sim, &props)?;
+        let services = cfg.state_dir.join(sim::SERVICES_DIR);
+        sim::init_tree(&root, &services, ncpu, &cfg.sim, &props)?;
         let power_file = cfg.state_dir.join(sim::POWER_FILE);
         std::fs::write(
             &power_file,
@@ -149,6 +158,9 @@ impl VirtualDevice {
             Some(emu) => Sandbox::new(root).with_emulator(emu),
             None => Sandbox::new(root),
         };
+        if cfg.locked {
+            sandbox = sandbox.with_denied_reads(&LOCKED_DIRS)?;
+        }
         if cfg.ignore_affinity {
             sandbox = sandbox.with_env("SOCBENCH_TEST_IGNORE_AFFINITY", "1");
         }

@@ -22,6 +22,9 @@ pub struct Sandbox {
     groups: Arc<Mutex<HashSet<u32>>>,
     emulator: Option<PathBuf>,
     env: Vec<(String, String)>,
+    /// Phone directories whose files no command and no sync request may read (the locked
+    /// profile), as host paths inside the sandbox.
+    denied: Vec<PathBuf>,
 }
 
 /// Words after which the next word is still in command position (`exec ./x`, `then ./x`).
@@ -95,7 +98,22 @@ impl Sandbox {
             groups: Arc::default(),
             emulator: None,
             env: Vec::new(),
+            denied: Vec::new(),
         }
+    }
+
+    /// Denies reading files beneath the phone directories `phone_dirs` (`/sys/class/thermal`…)
+    /// to every command the device runs (with Landlock, see [`super::landlock`]) and to its
+    /// sync service: they fail with `Permission denied`, as on a phone under SELinux. An error
+    /// where the kernel cannot enforce it.
+    pub fn with_denied_reads(mut self, phone_dirs: &[&str]) -> std::io::Result<Self> {
+        let root = self.root.canonicalize()?;
+        self.denied = phone_dirs
+            .iter()
+            .map(|d| root.join(d.trim_start_matches('/')))
+            .collect();
+        super::landlock::DenyReads::new(&self.denied)?;
+        Ok(self)
     }
 
     /// Sets `key=value` in the environment of every command the device runs (its test hooks).
@@ -154,6 +172,12 @@ impl Sandbox {
         }
         let path = self.root.join(&rel);
         let root = self.root.canonicalize()?;
+        if self.denied.iter().any(|d| root.join(&rel).starts_with(d)) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{phone:?}: Permission denied (the locked profile)"),
+            ));
+        }
         // The deepest part of the path that exists (a dangling link counts) must resolve
         // inside the root; what is created below it then is inside too (no `..`).
         let mut probe = path.as_path();
@@ -245,6 +269,19 @@ impl Sandbox {
             .process_group(0);
         for (k, v) in &self.env {
             c.env(k, v);
+        }
+        if !self.denied.is_empty() {
+            // Built now, so files created since the device started are covered; a ruleset
+            // that cannot be built fails the spawn rather than run the command unrestricted.
+            let rules = super::landlock::DenyReads::new(&self.denied).ok();
+            // SAFETY: the hook makes two system calls and allocates nothing.
+            #[allow(unsafe_code)]
+            unsafe {
+                c.pre_exec(move || match &rules {
+                    Some(r) => r.restrict_self(),
+                    None => Err(std::io::Error::from_raw_os_error(libc::EPERM)),
+                });
+            }
         }
         c
     }

@@ -61,6 +61,10 @@ pub struct SimParams {
 /// while the device runs.
 pub const POWER_FILE: &str = "power";
 
+/// The directory in the virtual device's state directory that holds what its `dumpsys`
+/// prints: one file per service (`battery`, `thermalservice`), rewritten every tick.
+pub const SERVICES_DIR: &str = "services";
+
 /// Whether the power file says `usb` (absent or anything else: battery).
 fn on_usb(power_file: &Path) -> bool {
     std::fs::read_to_string(power_file).is_ok_and(|s| s.trim() == "usb")
@@ -123,6 +127,7 @@ fn put(path: &Path, value: impl std::fmt::Display) {
 /// Writes the static part of the tree (types, topology, getprop) and the first values.
 pub fn init_tree(
     root: &Path,
+    services: &Path,
     ncpu: u32,
     p: &SimParams,
     props: &[(String, String)],
@@ -191,7 +196,86 @@ pub fn init_tree(
     let gp = root.join("system/bin/getprop");
     std::fs::write(&gp, script)?;
     std::fs::set_permissions(&gp, std::fs::Permissions::from_mode(0o755))?;
+    // dumpsys: prints the simulation's service texts (first argument that is not an option).
+    std::fs::create_dir_all(services)?;
+    let dir = crate::shell::quote(&services.display().to_string());
+    let script = format!(
+        "#!/bin/sh\n# socbench virtual device: Android's dumpsys, answered from the simulation\n\
+         svc=\nfor a in \"$@\"; do case \"$a\" in -*) ;; *) svc=$a; break;; esac; done\n\
+         case \"$svc\" in battery|thermalservice) cat {dir}/\"$svc\";;\n\
+         *) echo \"Can't find service: $svc\";;\nesac\n"
+    );
+    let ds = root.join("system/bin/dumpsys");
+    std::fs::write(&ds, script)?;
+    std::fs::set_permissions(&ds, std::fs::Permissions::from_mode(0o755))?;
+    let idle = p.ambient_c + p.r_th * p.idle_w;
+    let state = ServiceState {
+        usb: p.usb_powered,
+        level_pct: 80.0,
+        volts: 3.95,
+        charge_uah: p.battery_uah * 0.8,
+        soc_c: idle,
+        skin_c: p.ambient_c + (idle - p.ambient_c) * 0.5,
+        thermal_status: 0,
+    };
+    state.write(services);
     Ok(())
+}
+
+/// What the simulated `dumpsys battery` and `dumpsys thermalservice` report.
+struct ServiceState {
+    usb: bool,
+    level_pct: f64,
+    volts: f64,
+    charge_uah: f64,
+    soc_c: f64,
+    skin_c: f64,
+    thermal_status: u8,
+}
+
+impl ServiceState {
+    /// Writes both texts in Android's formats (AOSP `BatteryService` and
+    /// `ThermalManagerService` dumps).
+    fn write(&self, dir: &Path) {
+        let battery = format!(
+            "Current Battery Service state:\n  AC powered: false\n  USB powered: {}\n  \
+             Wireless powered: false\n  Dock powered: false\n  Max charging current: {}\n  \
+             Max charging voltage: 5000000\n  Charge counter: {}\n  status: {}\n  health: 2\n  \
+             present: true\n  level: {}\n  scale: 100\n  voltage: {}\n  temperature: {}\n  \
+             technology: Li-ion\n",
+            self.usb,
+            if self.usb { 1_500_000 } else { 0 },
+            self.charge_uah.round() as i64,
+            if self.usb { 2 } else { 3 },
+            self.level_pct.round() as i64,
+            (self.volts * 1e3).round() as i64,
+            (self.skin_c * 10.0).round() as i64,
+        );
+        let temp = |name: &str, ty: u8, v: f64| {
+            format!(
+                "\tTemperature{{mValue={v:.3}, mType={ty}, mName={name}, mStatus={}}}\n",
+                self.thermal_status
+            )
+        };
+        let thermal = format!(
+            "IsStatusOverride: false\nThermal Status: {}\nHAL Ready: true\nHAL connection:\n\
+             \tThermalHAL AIDL 1 (socbench simulation)  connected: yes\n\
+             Current temperatures from HAL:\n{}{}{}Current cooling devices from HAL:\n",
+            self.thermal_status,
+            temp("cpu", 0, self.soc_c),
+            temp("battery", 2, self.skin_c),
+            temp("skin", 3, self.skin_c),
+        );
+        put_text(&dir.join("battery"), &battery);
+        put_text(&dir.join("thermalservice"), &thermal);
+    }
+}
+
+fn put_text(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
 }
 
 /// Runs the model until `stop` is set; `power_file` is the [`POWER_FILE`].
@@ -209,6 +293,9 @@ pub fn run(
         root.join("sys/class/thermal/thermal_zone0/temp"),
         root.join("sys/class/thermal/thermal_zone1/temp"),
     ];
+    let services = power_file
+        .parent()
+        .map_or_else(|| root.join(SERVICES_DIR), |d| d.join(SERVICES_DIR));
     let cl = clusters(ncpu);
     // Start at the idle equilibrium, so temperature only moves with load.
     let mut temp = p.ambient_c + p.r_th * p.idle_w;
@@ -260,6 +347,25 @@ pub fn run(
         put(&bat.join("temp"), (skin * 10.0).round() as i64);
         put(&zones[0], (temp * 1000.0).round() as i64);
         put(&zones[1], (skin * 1000.0).round() as i64);
+        // The framework's thermal status: light 6 °C below the trip point, moderate 3 °C
+        // below, severe while throttled.
+        let thermal_status = if throttled {
+            3
+        } else if temp >= p.trip_c - 3.0 {
+            2
+        } else {
+            u8::from(temp >= p.trip_c - 6.0)
+        };
+        ServiceState {
+            usb,
+            level_pct: soc * 100.0,
+            volts,
+            charge_uah,
+            soc_c: temp,
+            skin_c: skin,
+            thermal_status,
+        }
+        .write(&services);
         for c in &cl {
             let khz = if throttled && c.throttles {
                 (c.max_khz as f64 * p.throttle_ratio) as u64

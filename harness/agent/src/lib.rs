@@ -319,13 +319,14 @@ fn own_memory(field: &str) -> Option<u64> {
     socbench_devices::sensors::own_memory_bytes(field)
 }
 
+/// The hottest thermal zone now (one read per zone; a zone read from Android's thermal
+/// service may be up to a second old).
 fn max_temp(set: &SensorSet) -> Option<f64> {
-    let values = set.read();
     set.metas()
         .iter()
-        .zip(values)
-        .filter(|(m, _)| m.name.starts_with("thermal_"))
-        .filter_map(|(_, v)| v)
+        .enumerate()
+        .filter(|(_, m)| m.name.starts_with("thermal_"))
+        .filter_map(|(i, _)| set.read_one(i))
         .reduce(f64::max)
 }
 

@@ -30,18 +30,20 @@ pub fn run(args: &VirtualDeviceArgs) -> Result<()> {
             ..SimParams::default()
         },
         ignore_affinity: args.ignore_affinity,
+        locked: args.profile == "locked",
     })
     .with_context(|| format!("starting the virtual device on 127.0.0.1:{}", args.port))?;
     // The first stdout line is for scripts and tests: the serial to `adb connect`.
     println!("{}", vd.serial());
     eprintln!(
         "virtual device `{}` ({}) listening on {}; file system in {}\n\
-         on {} power (write `usb` or `battery` into {} to switch)\n\
+         {} profile, on {} power (write `usb` or `battery` into {} to switch)\n\
          connect it with: adb connect {}   (stop with Ctrl-C)",
         args.name,
         args.abi,
         vd.serial(),
         vd.root().display(),
+        args.profile,
         if args.usb_powered { "usb" } else { "battery" },
         state_dir
             .join(socbench_devices::virtual_device::sim::POWER_FILE)

@@ -503,6 +503,7 @@ impl<'a> AgentRun<'a> {
                     t_s: (t_s * 1e4).round() / 1e4,
                     sensor: m.name.clone(),
                     value,
+                    source: m.source.clone(),
                 })
             })
             .collect();

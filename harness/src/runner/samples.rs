@@ -111,6 +111,7 @@ mod tests {
             unit: String::new(),
             kind: kind.into(),
             path: String::new(),
+            source: "sysfs".into(),
         }
     }
 
