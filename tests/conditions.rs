@@ -301,6 +301,19 @@ fn a_locked_phone_is_read_through_its_services_and_the_report_says_so() {
         assert_eq!(row.status, Status::Ok, "{row:?}");
         assert_eq!(row.power_source, "usb", "{row:?}");
         assert_eq!(row.energy_j, None, "{row:?}");
+        // Run conditions, on every row: cpufreq policy, SELinux, the agent's scheduling and
+        // cpuset, Android's thermal status and the battery level (from dumpsys here).
+        assert_eq!(row.governor.split('/').next(), Some("schedutil"), "{row:?}");
+        assert!(row.freq_limits_mhz.starts_with("300-"), "{row:?}");
+        assert_eq!(row.selinux, "enforcing");
+        assert!(row.sched.starts_with("SCHED_"), "{row:?}");
+        assert!(
+            !row.cpuset.is_empty() && !row.cpus_allowed.is_empty(),
+            "{row:?}"
+        );
+        assert_eq!(row.thermal_status_start, Some(0), "{row:?}");
+        assert!(row.thermal_status_end.is_some(), "{row:?}");
+        assert!(row.battery_pct_start.is_some_and(|p| p > 0.0 && p <= 100.0));
     }
     let html = std::fs::read_to_string(locked.join("report.html")).unwrap();
     for s in [

@@ -5,13 +5,15 @@
 //!   skip-if-identical, pull), implemented by [`LocalHost`] and [`AdbDevice`]; errors are
 //!   [`DeviceError`].
 //! - [`sensors`]: the sampler that runs on the target inside the agent (no ADB, no Burn);
-//!   [`services`]: Android services (`dumpsys`) it falls back on where sysfs is denied.
+//!   [`services`]: Android services (`dumpsys`) it falls back on where sysfs is denied;
+//!   [`conditions`]: governor, frequency limits, SELinux, scheduling and cpuset.
 //! - [`virtual_device`]: a loopback adbd with a simulated phone sysfs.
 //!
-//! Without the default `host` feature only [`info`], [`sensors`], [`services`], [`shell`] and [`error`] are
-//! built: that is what the on-device agent links.
+//! Without the default `host` feature only [`info`], [`sensors`], [`services`], [`conditions`], [`shell`] and
+//! [`error`] are built: that is what the on-device agent links.
 #![warn(missing_docs)]
 
+pub mod conditions;
 pub mod error;
 pub mod info;
 pub mod sensors;

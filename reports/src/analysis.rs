@@ -12,6 +12,7 @@
 //! - **Session spread**: for cells measured in several sessions, the coefficient of variation
 //!   of decode throughput within sessions (pooled) and between session medians.
 
+use crate::conditions::Conditions;
 use crate::schema::{CellKey, Metric, Record, ResultSet, Status};
 use crate::stats::{self, Summary};
 use serde::Serialize;
@@ -43,6 +44,12 @@ pub struct CellSummary {
     pub power_source: String,
     /// The code that ran the products (the rows' `kernel`), when a repetition was measured.
     pub kernel: String,
+    /// The distinct run conditions of the measured repetitions, in the order first seen
+    /// (more than one: flagged in `warnings`).
+    pub conditions: Vec<Conditions>,
+    /// Android's thermal status at the start and the end, the highest over the measured
+    /// repetitions.
+    pub thermal_status: (Option<u8>, Option<u8>),
     /// Repetitions during which the device throttled, of those where it could be told.
     pub throttled_reps: (usize, usize),
     /// Repetitions that started on a charger, of those where it could be told.
@@ -293,6 +300,17 @@ fn summarize_cell(
         .copied()
         .filter(|r| r.status == Status::Ok)
         .collect();
+    let mut conditions: Vec<Conditions> = Vec::new();
+    for r in &ok {
+        if !r.conditions.is_empty() && !conditions.contains(&r.conditions) {
+            conditions.push(r.conditions.clone());
+        }
+    }
+    let thermal_status = (
+        ok.iter().filter_map(|r| r.thermal_status.0).max(),
+        ok.iter().filter_map(|r| r.thermal_status.1).max(),
+    );
+    warnings.extend(crate::conditions::warnings(&conditions, thermal_status));
     let seed = seed_of(key);
     let mut metrics = BTreeMap::new();
     for m in Metric::ALL {
@@ -366,6 +384,8 @@ fn summarize_cell(
             .iter()
             .find(|r| !r.kernel.is_empty())
             .map_or(String::new(), |r| r.kernel.clone()),
+        conditions,
+        thermal_status,
         throttled_reps: known(|r| r.throttled),
         charging_reps: known(|r| r.charging),
         time_to_throttle_s,

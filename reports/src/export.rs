@@ -66,6 +66,43 @@ fn num(v: f64) -> String {
     format!("{v}")
 }
 
+/// The CSV summary's run-condition columns (see [`crate::conditions`]).
+const CONDITION_COLUMNS: [&str; 8] = [
+    "governor",
+    "freq_limits_mhz",
+    "selinux",
+    "sched",
+    "cpuset",
+    "cpus_allowed",
+    "thermal_status_start",
+    "thermal_status_end",
+];
+
+/// A cell's run conditions as [`CONDITION_COLUMNS`]: each field's distinct values over the
+/// measured repetitions, ` | `-joined when they changed.
+fn condition_fields(c: &CellSummary) -> [String; 8] {
+    let join = |f: fn(&crate::conditions::Conditions) -> &str| {
+        let mut v: Vec<&str> = Vec::new();
+        for cond in &c.conditions {
+            if !v.contains(&f(cond)) {
+                v.push(f(cond));
+            }
+        }
+        v.join(" | ")
+    };
+    let level = |s: Option<u8>| s.map_or(String::new(), |s| s.to_string());
+    [
+        join(|c| &c.governor),
+        join(|c| &c.freq_limits_mhz),
+        join(|c| &c.selinux),
+        join(|c| &c.sched),
+        join(|c| &c.cpuset),
+        join(|c| &c.cpus_allowed),
+        level(c.thermal_status.0),
+        level(c.thermal_status.1),
+    ]
+}
+
 /// CSV summary.
 pub fn csv(a: &Analysis) -> String {
     let mut header: Vec<String> = CELL_COLUMNS.iter().map(|s| (*s).to_owned()).collect();
@@ -78,7 +115,8 @@ pub fn csv(a: &Analysis) -> String {
                 "power_source".into(),
                 "energy_source".into(),
                 "kernel".into(),
-            ]),
+            ])
+            .chain(CONDITION_COLUMNS.iter().map(|c| (*c).to_owned())),
     );
     for m in Metric::ALL {
         for suffix in ["median", "ci_low", "ci_high", "std", "n", "outliers"] {
@@ -91,6 +129,7 @@ pub fn csv(a: &Analysis) -> String {
             "time_to_throttle_s",
             "sustained_to_peak",
             "notes",
+            "warnings",
         ]
         .map(String::from),
     );
@@ -103,6 +142,7 @@ pub fn csv(a: &Analysis) -> String {
         row.push(c.power_source.clone());
         row.push(c.energy_source.clone());
         row.push(c.kernel.clone());
+        row.extend(condition_fields(c));
         for m in Metric::ALL {
             match c.metric(m) {
                 Some(s) => row.extend([
@@ -124,6 +164,7 @@ pub fn csv(a: &Analysis) -> String {
         row.push(c.time_to_throttle_s.map_or(String::new(), num));
         row.push(c.sustained_to_peak.map_or(String::new(), num));
         row.push(c.notes.join("; "));
+        row.push(c.warnings.join("; "));
         let row: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
         out.push_str(&row.join(","));
         out.push('\n');
@@ -157,6 +198,9 @@ pub fn json(a: &Analysis) -> String {
                 "power_source": c.power_source,
                 "energy_source": c.energy_source,
                 "kernel": c.kernel,
+                "conditions": c.conditions,
+                "thermal_status_start": c.thermal_status.0,
+                "thermal_status_end": c.thermal_status.1,
                 "metrics": metrics,
                 "throttled_reps": c.throttled_reps.0,
                 "throttle_known_reps": c.throttled_reps.1,

@@ -127,6 +127,15 @@ impl Row {
                 ("energy_source", _) => row.energy_source = value.clone(),
                 ("sensors", _) => row.sensors = value.clone(),
                 ("kernel", _) => row.kernel = value.clone(),
+                ("governor", _) => row.governor = value.clone(),
+                ("freq_limits_mhz", _) => row.freq_limits_mhz = value.clone(),
+                ("thermal_status_start", _) => row.thermal_status_start = value.parse().ok(),
+                ("thermal_status_end", _) => row.thermal_status_end = value.parse().ok(),
+                ("battery_pct_start", _) => row.battery_pct_start = value.parse().ok(),
+                ("selinux", _) => row.selinux = value.clone(),
+                ("sched", _) => row.sched = value.clone(),
+                ("cpuset", _) => row.cpuset = value.clone(),
+                ("cpus_allowed", _) => row.cpus_allowed = value.clone(),
                 _ => {}
             }
         }
@@ -240,9 +249,35 @@ impl Fixture {
                 ("power_source", "battery".into()),
                 ("energy_source", "battery (simulated)".into()),
                 ("sensors", "simulated".into()),
+                // Run conditions: a thermal daemon caps the big cluster while it throttles.
+                ("governor", "schedutil/schedutil".into()),
+                (
+                    "freq_limits_mhz",
+                    if throttled {
+                        "300-1800/300-2000"
+                    } else {
+                        "300-1800/300-2800"
+                    }
+                    .into(),
+                ),
+                ("thermal_status_start", "0".into()),
+                (
+                    "thermal_status_end",
+                    if throttled { "3" } else { "0" }.into(),
+                ),
+                ("battery_pct_start", "80".into()),
+                ("selinux", "enforcing".into()),
+                ("sched", "SCHED_OTHER nice 0".into()),
+                ("cpuset", "/".into()),
+                ("cpus_allowed", "0-7".into()),
             ]);
         } else {
-            v.push(("sensors", "none".into()));
+            v.extend([
+                ("sensors", "none".into()),
+                ("sched", "SCHED_OTHER nice 0".into()),
+                ("cpuset", "/user.slice".into()),
+                ("cpus_allowed", "0-3".into()),
+            ]);
         }
         row.values = v;
         ttft + decode_s

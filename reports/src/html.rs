@@ -12,6 +12,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+mod conditions_section;
 mod latency_section;
 mod runtimes_section;
 
@@ -1137,7 +1138,7 @@ pub fn render(set: &ResultSet, a: &Analysis) -> String {
             String::new()
         }
     );
-    page.body.push_str("<nav><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#token-latency\">Per-token latency</a> · <a href=\"#runtimes\">Runtimes</a> · <a href=\"#timelines\">Timelines</a> · <a href=\"#roofline\">Roofline</a> · <a href=\"#thermal\">Thermal</a> · <a href=\"#sessions\">Sessions</a> · <a href=\"#failures\">Failures</a> · <a href=\"#provenance\">Provenance</a></nav>\n");
+    page.body.push_str("<nav><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#token-latency\">Per-token latency</a> · <a href=\"#runtimes\">Runtimes</a> · <a href=\"#timelines\">Timelines</a> · <a href=\"#roofline\">Roofline</a> · <a href=\"#thermal\">Thermal</a> · <a href=\"#conditions\">Conditions</a> · <a href=\"#sessions\">Sessions</a> · <a href=\"#failures\">Failures</a> · <a href=\"#provenance\">Provenance</a></nav>\n");
     page.body.push_str("<h2 id=\"summary\">Summary</h2>\n<p>Medians over the successful repetitions of each cell; below each, its 95 % bootstrap confidence interval. Outliers (modified Z-score above 3.5) are counted, never dropped.</p>\n");
     summary_tables(&mut page, a);
     page.body.push_str("<h2 id=\"charts\">Charts</h2>\n");
@@ -1157,6 +1158,9 @@ pub fn render(set: &ResultSet, a: &Analysis) -> String {
     page.body
         .push_str("<h2 id=\"thermal\">Energy and thermal behaviour</h2>\n");
     thermal_table(&mut page, a);
+    page.body
+        .push_str("<h2 id=\"conditions\">Run conditions</h2>\n");
+    conditions_section::render(&mut page, a);
     page.body.push_str("<h2 id=\"sessions\">Sessions</h2>\n");
     sessions_table(&mut page, a);
     page.body

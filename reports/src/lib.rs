@@ -7,7 +7,8 @@
 //! - [`schema`]: the result directory's files and their reader ([`schema::ResultSet`]).
 //! - [`derive`](mod@derive): per-repetition figures from sensor series (energy, hottest zone, throttling).
 //! - [`stats`]: median with a bootstrap confidence interval, outliers, energy integration.
-//! - [`analysis`]: per-cell summaries, battery impact, thermal behaviour, session spread.
+//! - [`analysis`]: per-cell summaries, battery impact, thermal behaviour, session spread;
+//!   [`conditions`]: the run conditions of rows, compared between repetitions and cells.
 //! - [`html`], [`charts`]: the report page and its plotters SVG charts.
 //! - [`export`]: CSV, JSON, Markdown and JUnit summaries.
 //! - [`compare`]: change detection between two result sets.
@@ -27,6 +28,7 @@
 pub mod analysis;
 pub mod charts;
 pub mod compare;
+pub mod conditions;
 pub mod derive;
 pub mod escape;
 pub mod export;

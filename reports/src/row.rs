@@ -62,7 +62,7 @@ impl fmt::Display for Status {
 
 /// Columns of `results.csv`, in the order [`ResultRow`] writes them (a unit test holds the two
 /// together).
-pub const RESULT_COLUMNS: [&str; 50] = [
+pub const RESULT_COLUMNS: [&str; 59] = [
     "run_id",
     "session",
     "model",
@@ -111,6 +111,15 @@ pub const RESULT_COLUMNS: [&str; 50] = [
     "energy_source",
     "sensors",
     "kernel",
+    "governor",
+    "freq_limits_mhz",
+    "thermal_status_start",
+    "thermal_status_end",
+    "battery_pct_start",
+    "selinux",
+    "sched",
+    "cpuset",
+    "cpus_allowed",
     "note",
     "schema_version",
 ];
@@ -264,6 +273,35 @@ pub struct ResultRow {
     /// `burn-<backend>` for Burn's own ops, `ggml-cpu` for llama.cpp; empty when not loaded.
     #[serde(default)]
     pub kernel: String,
+    /// Run conditions (schema 3.1; empty where the device does not tell). CPU frequency
+    /// governor per cluster when the cell started, `/`-joined (`schedutil/schedutil`).
+    #[serde(default)]
+    pub governor: String,
+    /// `scaling_min_freq-scaling_max_freq` in MHz per cluster when the cell started
+    /// (`300-1800/300-2800`); a maximum below the cluster's top is a cap.
+    #[serde(default)]
+    pub freq_limits_mhz: String,
+    /// Android's thermal status (0 none … 6 shutdown) when the cell started.
+    #[serde(default)]
+    pub thermal_status_start: Option<u8>,
+    /// Android's thermal status when the cell ended.
+    #[serde(default)]
+    pub thermal_status_end: Option<u8>,
+    /// Battery level when the cell started, %.
+    #[serde(default)]
+    pub battery_pct_start: Option<f64>,
+    /// SELinux mode of the device (`enforcing`, `permissive`).
+    #[serde(default)]
+    pub selinux: String,
+    /// The agent's scheduling policy and nice value (`SCHED_OTHER nice 0`).
+    #[serde(default)]
+    pub sched: String,
+    /// The agent's cpuset (`/top-app`, `/` for a shell) or cgroup v2 path.
+    #[serde(default)]
+    pub cpuset: String,
+    /// CPUs the agent was allowed before any pin (`0-7`).
+    #[serde(default)]
+    pub cpus_allowed: String,
     /// Why a repetition failed or was skipped (any text: commas, quotes, newlines).
     #[serde(default)]
     pub note: String,
@@ -329,6 +367,15 @@ impl ResultRow {
             energy_source: String::new(),
             sensors: String::new(),
             kernel: String::new(),
+            governor: String::new(),
+            freq_limits_mhz: String::new(),
+            thermal_status_start: None,
+            thermal_status_end: None,
+            battery_pct_start: None,
+            selinux: String::new(),
+            sched: String::new(),
+            cpuset: String::new(),
+            cpus_allowed: String::new(),
             note: String::new(),
             schema_version: SCHEMA_VERSION.to_owned(),
         }

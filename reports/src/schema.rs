@@ -464,6 +464,12 @@ pub struct Record {
     pub kernel: String,
     /// Why a repetition failed or was skipped.
     pub note: String,
+    /// What it was measured under (schema 3.1; empty before).
+    pub conditions: crate::conditions::Conditions,
+    /// Android's thermal status at the cell's start and end.
+    pub thermal_status: (Option<u8>, Option<u8>),
+    /// Battery level at the cell's start, %.
+    pub battery_pct_start: Option<f64>,
     /// The result directory it came from.
     pub source: usize,
     /// Line in `results.csv`.
@@ -775,7 +781,11 @@ impl Record {
             values[m.index()] = row.metric(m);
         }
         let key = row.key();
+        let conditions = crate::conditions::Conditions::of(&row);
         Record {
+            conditions,
+            thermal_status: (row.thermal_status_start, row.thermal_status_end),
+            battery_pct_start: row.battery_pct_start,
             session: if row.session.is_empty() {
                 fallback_session.to_owned()
             } else {

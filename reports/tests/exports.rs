@@ -112,3 +112,41 @@ fn a_torn_last_row_is_a_warning() {
     assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
     assert!(set.warnings[0].contains("incomplete last row"));
 }
+
+#[test]
+fn cells_measured_under_other_run_conditions_are_flagged() {
+    let (_dir, set) = load(&Fixture::default());
+    let a = analyze(&set);
+    // The phone's thermal daemon caps the big cluster while it throttles (q8 run, from 8 s).
+    let changed: Vec<_> = a.cells.iter().filter(|c| c.conditions.len() > 1).collect();
+    assert!(!changed.is_empty(), "some q8 cell straddles the cap");
+    for c in &changed {
+        assert!(
+            c.warnings.iter().any(|w| w.starts_with(
+                "run conditions changed between repetitions: frequency limits (MHz) \
+                 300-1800/300-2800 → 300-1800/300-2000"
+            )),
+            "{:?}",
+            c.warnings
+        );
+    }
+    let f32_cells = a
+        .cells
+        .iter()
+        .filter(|c| c.key.device == PHONE && c.key.quant == "f32");
+    for c in f32_cells {
+        assert_eq!(c.conditions.len(), 1, "{:?}", c.key);
+        assert_eq!(c.thermal_status, (Some(0), Some(0)));
+    }
+    let html = socbench_reports::html::render(&set, &a);
+    let section = html
+        .split("<h2 id=\"conditions\">")
+        .nth(1)
+        .and_then(|s| s.split("<h2").next())
+        .expect("a run conditions section");
+    assert!(
+        section.contains("cells were measured under 2 different run conditions"),
+        "{section}"
+    );
+    assert!(section.contains("300-1800/300-2000") && section.contains("/user.slice"));
+}

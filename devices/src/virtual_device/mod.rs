@@ -145,6 +145,14 @@ impl VirtualDevice {
         ];
         let services = cfg.state_dir.join(sim::SERVICES_DIR);
         sim::init_tree(&root, &services, ncpu, &cfg.sim, &props)?;
+        // SELinux: a locked-down phone enforces; the open profile plays a permissive
+        // engineering build.
+        let selinux = root.join("sys/fs/selinux");
+        std::fs::create_dir_all(&selinux)?;
+        std::fs::write(
+            selinux.join("enforce"),
+            if cfg.locked { "1\n" } else { "0\n" },
+        )?;
         let power_file = cfg.state_dir.join(sim::POWER_FILE);
         std::fs::write(
             &power_file,

@@ -178,6 +178,8 @@ pub fn init_tree(
             let d = cpu_root.join(format!("cpu{cpu}/cpufreq"));
             std::fs::create_dir_all(&d)?;
             put(&d.join("cpuinfo_max_freq"), c.max_khz);
+            put(&d.join("scaling_governor"), "schedutil");
+            put(&d.join("scaling_min_freq"), 300_000);
             put(&d.join("scaling_max_freq"), c.max_khz);
             put(&d.join("scaling_cur_freq"), c.max_khz);
         }

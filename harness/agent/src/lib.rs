@@ -358,6 +358,8 @@ fn run_plan(path: &Path) -> Result<(), String> {
         }
         _ => None,
     };
+    // Before the pin, so `cpus_allowed` is what the device allows, not what we asked for.
+    let process = socbench_devices::conditions::process(&sysfs_root(), Path::new("/proc/self"));
     if let Some(cpus) = &plan.affinity {
         // Before this run's threads (heartbeat watch, sampler, the model's workers) exist:
         // they inherit the mask.
@@ -379,6 +381,7 @@ fn run_plan(path: &Path) -> Result<(), String> {
         version: env!("CARGO_PKG_VERSION").into(),
         sensors: set.metas().to_vec(),
         sysfs_root: sysfs_root().display().to_string(),
+        process,
     });
     let sampler = {
         let e = emitter.clone();
@@ -546,6 +549,9 @@ fn run_cell(
         cooldown_wait_s: cooldown_s,
         start_temp_c: start_temp,
         battery_wait_s,
+        freq: socbench_devices::conditions::freq(&sysfs_root()),
+        thermal_status: read_named(set, "android_thermal_status"),
+        battery_pct: read_named(set, "battery_capacity_pct"),
     });
     if std::env::var("SOCBENCH_TEST_AGENT_HANG").is_ok_and(|part| cell.id.contains(&part)) {
         // Test hook: an agent stuck in the cells whose id contains the variable's value (its
@@ -628,6 +634,12 @@ fn run_cell(
         t_s: t(),
         cell: cell.id.clone(),
         end_temp_c: max_temp(set),
+        thermal_status: read_named(set, "android_thermal_status"),
     });
     true
+}
+
+/// One reading of the named sensor, where the device has it.
+fn read_named(set: &SensorSet, name: &str) -> Option<f64> {
+    set.read_one(set.index(name)?)
 }

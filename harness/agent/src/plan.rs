@@ -1,6 +1,7 @@
 //! What the host sends the agent ([`Plan`]) and what the agent answers ([`Event`]).
 
 use serde::{Deserialize, Serialize};
+use socbench_devices::conditions::{FreqConditions, ProcessConditions};
 use socbench_devices::sensors::SensorMeta;
 use socbench_kernels::backend::BackendKind;
 use socbench_kernels::load::ModelSpec;
@@ -165,6 +166,9 @@ pub enum Event {
         sensors: Vec<SensorMeta>,
         /// Where sysfs was read.
         sysfs_root: String,
+        /// How the agent process runs (read before any pin).
+        #[serde(default)]
+        process: ProcessConditions,
     },
     /// Model loaded.
     Loaded {
@@ -209,6 +213,15 @@ pub enum Event {
         /// Time spent waiting for the device to run on its battery (`--require-battery`), s.
         #[serde(default)]
         battery_wait_s: f64,
+        /// Governor and frequency limits per cluster at the start.
+        #[serde(default)]
+        freq: FreqConditions,
+        /// Android's thermal status (0–6) at the start.
+        #[serde(default)]
+        thermal_status: Option<f64>,
+        /// Battery level at the start, %.
+        #[serde(default)]
+        battery_pct: Option<f64>,
     },
     /// A run finished.
     Rep(RepResult),
@@ -229,6 +242,9 @@ pub enum Event {
         cell: String,
         /// Hottest thermal zone at the end (°C).
         end_temp_c: Option<f64>,
+        /// Android's thermal status (0–6) at the end.
+        #[serde(default)]
+        thermal_status: Option<f64>,
     },
     /// The variant's score on the quality gate's text, before any cell.
     Gate {

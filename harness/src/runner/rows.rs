@@ -9,6 +9,7 @@ use crate::store::{Store, Stored};
 use serde_json::{Value, json};
 use socbench_agent::plan::{Event, RepResult};
 use socbench_devices::DeviceInfo;
+use socbench_devices::conditions::{FreqConditions, ProcessConditions};
 use socbench_devices::info::SensorOrigin;
 use socbench_kernels::roofline::Roofline;
 use socbench_reports::derive;
@@ -21,6 +22,9 @@ use super::samples::Samples;
 struct CellCtx {
     cooldown_wait_s: f64,
     start_temp_c: Option<f64>,
+    freq: FreqConditions,
+    thermal_status: (Option<f64>, Option<f64>),
+    battery_pct: Option<f64>,
 }
 
 /// Everything the event handler needs for one device's agent runs.
@@ -65,6 +69,8 @@ pub(super) struct AgentRun<'a> {
     pub last_progress: std::time::Instant,
     pub longest_rep_s: f64,
     pub pid: Option<u32>,
+    /// How the agent process runs (from its hello), copied into every row.
+    process: Option<ProcessConditions>,
     pub done: bool,
     pub interrupted: bool,
     pub ui: DeviceProgress,
@@ -124,6 +130,7 @@ impl<'a> AgentRun<'a> {
             last_progress: std::time::Instant::now(),
             longest_rep_s: 0.0,
             pid: None,
+            process: None,
             done: false,
             interrupted: false,
             ui,
@@ -143,6 +150,7 @@ impl<'a> AgentRun<'a> {
         self.current = None;
         self.started_any = false;
         self.pid = None;
+        self.process = None;
         self.done = false;
         self.interrupted = false;
         self.last_progress = std::time::Instant::now();
@@ -194,6 +202,22 @@ impl<'a> AgentRun<'a> {
         if let Some(ctx) = self.ctx.get(&cell.key) {
             row.set(Metric::CooldownWaitS, Some(ctx.cooldown_wait_s));
             row.set(Metric::StartTempC, ctx.start_temp_c);
+            row.governor = ctx.freq.governor.clone();
+            row.freq_limits_mhz = ctx.freq.freq_limits_mhz.clone();
+            // A level 0–6 (anything else is not a status).
+            let level = |v: Option<f64>| {
+                v.filter(|v| (0.0..=6.0).contains(v) && v.fract() == 0.0)
+                    .map(|v| v as u8)
+            };
+            row.thermal_status_start = level(ctx.thermal_status.0);
+            row.thermal_status_end = level(ctx.thermal_status.1);
+            row.battery_pct_start = ctx.battery_pct;
+        }
+        if let Some(p) = &self.process {
+            row.selinux = p.selinux.clone();
+            row.sched = p.sched.clone();
+            row.cpuset = p.cpuset.clone();
+            row.cpus_allowed = p.cpus_allowed.clone();
         }
         let Some(r) = r else { return row };
         let b = r.batch as f64;
@@ -400,9 +424,15 @@ impl<'a> AgentRun<'a> {
             self.last_progress = std::time::Instant::now();
         }
         match event {
-            Event::Hello { sensors, pid, .. } => {
+            Event::Hello {
+                sensors,
+                pid,
+                process,
+                ..
+            } => {
                 self.samples.metas = sensors;
                 self.pid = Some(pid);
+                self.process = Some(process);
             }
             Event::Loaded {
                 load_s,
@@ -427,6 +457,9 @@ impl<'a> AgentRun<'a> {
                 cooldown_wait_s,
                 start_temp_c,
                 battery_wait_s,
+                freq,
+                thermal_status,
+                battery_pct,
                 ..
             } => {
                 if battery_wait_s >= 1.0 {
@@ -439,6 +472,9 @@ impl<'a> AgentRun<'a> {
                     CellCtx {
                         cooldown_wait_s,
                         start_temp_c,
+                        freq,
+                        thermal_status: (thermal_status, None),
+                        battery_pct,
                     },
                 );
                 if let Some(c) = self.cells.get(&cell) {
@@ -475,7 +511,14 @@ impl<'a> AgentRun<'a> {
                 "quality gate: {ratio:.3}× f32's perplexity: {}",
                 if passed { "measured" } else { "refused" }
             )),
-            Event::CellEnd { cell, .. } => {
+            Event::CellEnd {
+                cell,
+                thermal_status,
+                ..
+            } => {
+                if let Some(ctx) = self.ctx.get_mut(&cell) {
+                    ctx.thermal_status.1 = thermal_status;
+                }
                 self.flush_pending(true);
                 self.finished.insert(cell);
                 self.current = None;
