@@ -103,8 +103,11 @@ fn energy_on_a_cable_is_not_reported_and_require_battery_waits_for_the_unplug() 
     );
 
     // --require-battery with a short limit: the cells are skipped, with the reason.
+    // Two cells: the first waits its second in vain, the second only checks.
     let short = dir.path().join("short");
     let mut args = run_args(&phone, &server, &short);
+    let threads = args.iter().position(|a| a == "--threads").unwrap() + 1;
+    args[threads] = "1,2".into();
     args.extend([
         "--require-battery".into(),
         "--battery-wait".into(),
@@ -114,7 +117,7 @@ fn energy_on_a_cable_is_not_reported_and_require_battery_waits_for_the_unplug() 
     let r = rows(&short);
     assert_eq!(
         r.len(),
-        2,
+        4,
         "{r:?}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -126,6 +129,40 @@ fn energy_on_a_cable_is_not_reported_and_require_battery_waits_for_the_unplug() 
             row.note
         );
     }
+    let notes: Vec<&str> = r.iter().map(|row| row.note.as_str()).collect();
+    assert_eq!(
+        notes
+            .iter()
+            .filter(|n| n.contains("for the 1 s it was given"))
+            .count(),
+        2,
+        "the first cell waited: {notes:?}"
+    );
+    assert_eq!(
+        notes
+            .iter()
+            .filter(|n| n.contains("later cells only check"))
+            .count(),
+        2,
+        "the second did not wait again: {notes:?}"
+    );
+    // `--resume` keeps the requirement (here with every row to measure again): still skipped,
+    // not measured on the cable.
+    std::fs::remove_file(short.join("results.csv")).unwrap();
+    let out = socbench()
+        .args(["run", "--resume"])
+        .arg(&short)
+        .args(["--adb-server", &format!("127.0.0.1:{}", server.port)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("resuming with --require-battery"),
+        "{stderr}"
+    );
+    let r = rows(&short);
+    assert_eq!(r.len(), 4, "{r:?}\n{stderr}");
+    assert!(r.iter().all(|row| row.status == Status::Skipped), "{r:?}");
 
     // --require-battery: the runner waits while the cable is in, and measures once it is out.
     let wait = dir.path().join("wait");

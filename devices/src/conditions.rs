@@ -103,56 +103,63 @@ pub fn process(sysfs: &Path, proc_self: &Path) -> ProcessConditions {
     }
 }
 
-/// The frequency governor and limits per cluster under the sysfs root `sysfs`.
+/// The frequency governor and limits per cluster under the sysfs root `sysfs`: one per
+/// cpufreq policy (`cpufreq/policyN`, the CPUs that share a clock, as phones and most Linux
+/// hosts have them), else per run of CPUs with the same `cpuinfo_max_freq`.
 pub fn freq(sysfs: &Path) -> FreqConditions {
     let cpu_root = sysfs.join("sys/devices/system/cpu");
-    let mut cpus: Vec<u32> = std::fs::read_dir(&cpu_root)
-        .map(|rd| {
-            rd.filter_map(|e| {
-                e.ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_prefix("cpu")?
-                    .parse()
-                    .ok()
+    let numbered = |dir: &Path, prefix: &str| -> Vec<(u32, std::path::PathBuf)> {
+        let mut v: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| {
+                    let e = e.ok()?;
+                    let n = e.file_name().to_str()?.strip_prefix(prefix)?.parse().ok()?;
+                    Some((n, e.path()))
+                })
+                .collect()
             })
-            .collect()
-        })
-        .unwrap_or_default();
-    cpus.sort_unstable();
-    // (top kHz, governor, min kHz, max kHz) per CPU with a readable cpufreq.
-    let mut clusters: Vec<(String, String, String, String)> = Vec::new();
-    let mut last_top = None;
-    for cpu in cpus {
-        let d = cpu_root.join(format!("cpu{cpu}/cpufreq"));
-        let Some(top) = read_trim(&d.join("cpuinfo_max_freq")) else {
-            continue;
-        };
-        if last_top.as_ref() == Some(&top) {
-            continue;
+            .unwrap_or_default();
+        v.sort_unstable_by_key(|(n, _)| *n);
+        v
+    };
+    let mut dirs: Vec<std::path::PathBuf> = numbered(&cpu_root.join("cpufreq"), "policy")
+        .into_iter()
+        .map(|(_, d)| d)
+        .filter(|d| d.join("cpuinfo_max_freq").exists())
+        .collect();
+    if dirs.is_empty() {
+        let mut last_top = None;
+        for (_, cpu) in numbered(&cpu_root, "cpu") {
+            let d = cpu.join("cpufreq");
+            let Some(top) = read_trim(&d.join("cpuinfo_max_freq")) else {
+                continue;
+            };
+            if last_top.as_ref() != Some(&top) {
+                dirs.push(d);
+                last_top = Some(top);
+            }
         }
-        let mhz = |f: &str| {
-            read_trim(&d.join(f))
-                .and_then(|v| v.parse::<u64>().ok())
-                .map_or("?".to_owned(), |khz| (khz / 1000).to_string())
-        };
-        clusters.push((
-            top.clone(),
-            read_trim(&d.join("scaling_governor")).unwrap_or_else(|| "?".into()),
-            mhz("scaling_min_freq"),
-            mhz("scaling_max_freq"),
-        ));
-        last_top = Some(top);
     }
+    let mhz = |d: &Path, f: &str| {
+        read_trim(&d.join(f))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or("?".to_owned(), |khz| (khz / 1000).to_string())
+    };
     FreqConditions {
-        governor: clusters
+        governor: dirs
             .iter()
-            .map(|c| c.1.as_str())
+            .map(|d| read_trim(&d.join("scaling_governor")).unwrap_or_else(|| "?".into()))
             .collect::<Vec<_>>()
             .join("/"),
-        freq_limits_mhz: clusters
+        freq_limits_mhz: dirs
             .iter()
-            .map(|c| format!("{}-{}", c.2, c.3))
+            .map(|d| {
+                format!(
+                    "{}-{}",
+                    mhz(d, "scaling_min_freq"),
+                    mhz(d, "scaling_max_freq")
+                )
+            })
             .collect::<Vec<_>>()
             .join("/"),
     }
@@ -189,6 +196,22 @@ mod tests {
         let f = freq(r);
         assert_eq!(f.governor, "schedutil/performance");
         assert_eq!(f.freq_limits_mhz, "300-1800/300-2000");
+        // Policy directories, where the kernel has them, decide the clusters: two with the
+        // same top frequency stay two.
+        for (p, gov, max) in [
+            (0, "schedutil", 1_800_000),
+            (4, "schedutil", 1_700_000),
+            (6, "performance", 1_800_000),
+        ] {
+            let d = format!("sys/devices/system/cpu/cpufreq/policy{p}");
+            write(r, &format!("{d}/cpuinfo_max_freq"), "1800000\n");
+            write(r, &format!("{d}/scaling_governor"), &format!("{gov}\n"));
+            write(r, &format!("{d}/scaling_min_freq"), "500000\n");
+            write(r, &format!("{d}/scaling_max_freq"), &format!("{max}\n"));
+        }
+        let f = freq(r);
+        assert_eq!(f.governor, "schedutil/schedutil/performance");
+        assert_eq!(f.freq_limits_mhz, "500-1800/500-1700/500-1800");
         assert_eq!(freq(&r.join("none")), FreqConditions::default());
     }
 

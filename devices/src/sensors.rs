@@ -15,7 +15,7 @@
 //! negative while charging (decided by `status`, not by the sign), and takes magnitudes below
 //! 10 000 as mA (10 mA is implausibly low for a phone running a model; 10 A impossible).
 
-use crate::services::{Field, SERVICE_PERIOD, Service};
+use crate::services::{Field, Service};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 /// What a sensor reads and how to turn the file into a number.
 #[derive(Debug, Clone)]
-enum Source {
+pub(crate) enum Source {
     /// A file holding one integer, multiplied by `scale`.
     Scaled { path: PathBuf, scale: f64 },
     /// Battery power from `current_now` × `voltage_now`, sign from `status`.
@@ -94,8 +94,8 @@ pub struct SensorMeta {
 /// The sensors found on a device.
 #[derive(Debug, Clone)]
 pub struct SensorSet {
-    metas: Vec<SensorMeta>,
-    sources: Vec<Source>,
+    pub(crate) metas: Vec<SensorMeta>,
+    pub(crate) sources: Vec<Source>,
 }
 
 fn read_trim(path: &Path) -> Option<String> {
@@ -127,7 +127,7 @@ fn sorted_dir(path: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
@@ -432,79 +432,6 @@ impl SensorSet {
         set
     }
 
-    /// Battery and thermal sensors from Android's services where sysfs gave none: `dumpsys
-    /// battery` for each battery sensor missing, `dumpsys thermalservice` (the HAL's
-    /// temperatures and the thermal status) when no thermal zone was readable. Nothing where
-    /// the services do not answer (not Android).
-    fn add_service_fallbacks(&mut self) {
-        let battery_fields = [
-            ("power_source", "code", Field::PowerSource),
-            ("battery_charging", "bool", Field::BatteryCharging),
-            ("battery_voltage_v", "V", Field::BatteryVoltage),
-            ("battery_charge_mah", "mAh", Field::BatteryCharge),
-            ("battery_capacity_pct", "%", Field::BatteryLevel),
-            ("battery_temp_c", "°C", Field::BatteryTemp),
-        ];
-        let missing: Vec<_> = battery_fields
-            .into_iter()
-            .filter(|(name, ..)| self.index(name).is_none())
-            .collect();
-        if !missing.is_empty() {
-            let service = Service::dumpsys("battery", SERVICE_PERIOD);
-            if let Some(text) = service.latest() {
-                for (name, unit, field) in missing {
-                    if field.read(&text).is_some() {
-                        self.push_service(name.into(), unit, "dumpsys", &service, field);
-                    }
-                }
-            }
-        }
-        if !self.metas.iter().any(|m| m.name.starts_with("thermal_")) {
-            let service = Service::dumpsys("thermalservice", SERVICE_PERIOD);
-            if let Some(dump) = service
-                .latest()
-                .and_then(|t| crate::services::parse_thermal(&t))
-            {
-                if dump.status.is_some() {
-                    let field = Field::ThermalStatus;
-                    self.push_service(
-                        "android_thermal_status".into(),
-                        "level",
-                        "dumpsys",
-                        &service,
-                        field,
-                    );
-                }
-                for (name, _) in dump.temps {
-                    let sensor = format!("thermal_{}_c", sanitize(&name));
-                    let field = Field::HalTemp(name);
-                    self.push_service(sensor, "°C", "hal", &service, field);
-                }
-            }
-        }
-    }
-
-    fn push_service(
-        &mut self,
-        name: String,
-        unit: &str,
-        source: &str,
-        service: &Arc<Service>,
-        field: Field,
-    ) {
-        self.metas.push(SensorMeta {
-            name,
-            unit: unit.into(),
-            kind: "gauge".into(),
-            path: service.command_line(),
-            source: source.into(),
-        });
-        self.sources.push(Source::Service {
-            service: Arc::clone(service),
-            field,
-        });
-    }
-
     /// The sensors, in the order of every sample's values.
     pub fn metas(&self) -> &[SensorMeta] {
         &self.metas
@@ -516,7 +443,7 @@ impl SensorSet {
     }
 
     /// Reads every sensor once. A sensor read from an Android service has a value only in
-    /// the samples where the service was called (at most once per [`SERVICE_PERIOD`]).
+    /// the samples where the service was called (at most once per [`SERVICE_PERIOD`](crate::services::SERVICE_PERIOD)).
     pub fn read(&self) -> Vec<Option<f64>> {
         // One call per service per sample, shared by the sensors read from it.
         let mut texts: Vec<(*const Service, Option<Arc<str>>)> = Vec::new();
@@ -541,7 +468,7 @@ impl SensorSet {
     }
 
     /// Reads the sensor at `index` alone (`None` past the end, or when unreadable); one read
-    /// from an Android service may be up to a [`SERVICE_PERIOD`] old.
+    /// from an Android service may be up to a [`SERVICE_PERIOD`](crate::services::SERVICE_PERIOD) old.
     pub fn read_one(&self, index: usize) -> Option<f64> {
         match self.sources.get(index)? {
             Source::Service { service, field } => field.read(&service.latest()?),

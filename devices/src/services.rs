@@ -6,12 +6,16 @@
 //! battery…) and the framework's thermal status (0 none … 6 shutdown). Neither gives the
 //! battery current, so a phone read this way has no battery power or energy figure.
 //!
-//! A `dumpsys` call starts a process and asks `system_server` over binder: tens of
-//! milliseconds on a phone. [`Service`] therefore runs it at most once per
-//! [`SERVICE_PERIOD`]; a sample taken between two calls has no value for these sensors (no
-//! value is repeated or interpolated), and each sensor's [`crate::sensors::SensorMeta::source`]
-//! says where it came from (`dumpsys`, or `hal` for the thermal HAL's temperatures).
+//! `dumpsys battery` prints what the health HAL last pushed (on a change, or its periodic
+//! update, about a minute apart), so its values move in steps, not every second; the thermal
+//! HAL's temperatures are read when asked. A `dumpsys` call starts a process and asks
+//! `system_server` over binder: tens of milliseconds on a phone. [`Service`] therefore runs it
+//! at most once per [`SERVICE_PERIOD`]; a sample taken between two calls has no value for these
+//! sensors (nothing is interpolated), and each sensor's
+//! [`crate::sensors::SensorMeta::source`] says where it came from (`dumpsys`, or `hal` for the
+//! thermal HAL's temperatures).
 
+use crate::sensors::{SensorMeta, SensorSet, Source, sanitize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,8 +76,8 @@ pub fn parse_battery(text: &str) -> Option<BatteryDump> {
 impl BatteryDump {
     /// What powers the phone, as a [`crate::sensors::POWER_SOURCES`] code: the first supply
     /// that says `powered: true` (Dock and unnamed ones as `external`), else on battery when
-    /// the dump names its supplies and none is powered, else from `status` (charging or full:
-    /// `external`; discharging: battery).
+    /// the dump names its supplies and none is powered, else from `status` (charging, full or
+    /// not charging: `external`; discharging: battery).
     pub fn power_source(&self) -> Option<f64> {
         if let Some((name, _)) = self.powered.iter().find(|(_, on)| *on) {
             return Some(match name.as_str() {
@@ -86,8 +90,10 @@ impl BatteryDump {
         if !self.powered.is_empty() {
             return Some(0.0);
         }
+        // As the sysfs reading does: without a supply state, `not charging` (a charge limit
+        // on a cable) may well be a cable.
         match self.status? {
-            2 | 5 => Some(4.0),
+            2 | 4 | 5 => Some(4.0),
             3 => Some(0.0),
             _ => None,
         }
@@ -107,16 +113,16 @@ pub struct ThermalDump {
     /// `Thermal Status:` (0 none, 1 light, 2 moderate, 3 severe, 4 critical, 5 emergency,
     /// 6 shutdown).
     pub status: Option<f64>,
-    /// The HAL's current temperatures: (name, °C), from `Current temperatures from HAL:`
-    /// (or `Cached temperatures:` when the dump has no HAL section).
+    /// The HAL's current temperatures: (name, °C), from `Current temperatures from HAL:`.
     pub temps: Vec<(String, f64)>,
 }
 
 /// Parses `dumpsys thermalservice`; `None` when the text has neither a status nor a
-/// temperature.
+/// temperature. Only the HAL's current readings count (`Cached temperatures:` holds the last
+/// values the HAL pushed, which a sample would repeat), and only real temperatures: the
+/// battery current limiter's voltage, current and percentage readings (types 6–8) are not.
 pub fn parse_thermal(text: &str) -> Option<ThermalDump> {
     let mut d = ThermalDump::default();
-    let mut cached = Vec::new();
     let mut section = "";
     for line in text.lines() {
         if !line.starts_with([' ', '\t']) {
@@ -126,38 +132,39 @@ pub fn parse_thermal(text: &str) -> Option<ThermalDump> {
             }
             continue;
         }
-        let Some(t) = parse_temperature(line.trim()) else {
-            continue;
-        };
-        match section {
-            "Current temperatures from HAL:" => d.temps.push(t),
-            "Cached temperatures:" => cached.push(t),
-            _ => {}
+        if section == "Current temperatures from HAL:"
+            && let Some(t) = parse_temperature(line.trim())
+        {
+            d.temps.push(t);
         }
-    }
-    if d.temps.is_empty() {
-        d.temps = cached;
     }
     (d.status.is_some() || !d.temps.is_empty()).then_some(d)
 }
 
-/// `Temperature{mValue=44.637, mType=3, mName=skin, mStatus=2}` → ("skin", 44.637).
+/// `Temperature{mValue=44.637, mType=3, mName=skin, mStatus=2}` → ("skin", 44.637); `None`
+/// for the BCL types (6 voltage, 7 current, 8 percentage), which are not temperatures.
 fn parse_temperature(s: &str) -> Option<(String, f64)> {
     let body = s.strip_prefix("Temperature{")?.strip_suffix('}')?;
     let mut value = None;
     let mut name = None;
+    let mut ty = None;
     for field in body.split(", ") {
         match field.split_once('=') {
             Some(("mValue", v)) => value = v.parse::<f64>().ok().filter(|v| v.is_finite()),
             Some(("mName", n)) => name = Some(n.to_owned()),
+            Some(("mType", t)) => ty = t.parse::<i32>().ok(),
             _ => {}
         }
+    }
+    if matches!(ty, Some(6..=8)) {
+        return None;
     }
     Some((name?, value?))
 }
 
 /// One Android service (`dumpsys battery`, `dumpsys thermalservice`) shared by the sensors
-/// read from it, called at most once per period.
+/// read from it: the sampler calls it at most once per period ([`Service::poll`]), single
+/// readings reuse a text up to a period old ([`Service::latest`]).
 #[derive(Debug)]
 pub struct Service {
     args: Vec<String>,
@@ -273,6 +280,78 @@ impl Field {
     }
 }
 
+impl SensorSet {
+    /// Battery and thermal sensors from Android's services where sysfs gave none: `dumpsys
+    /// battery` for each battery sensor missing, `dumpsys thermalservice` (the HAL's
+    /// temperatures and the thermal status) when no thermal zone was readable. Nothing where
+    /// the services do not answer (not Android).
+    pub(crate) fn add_service_fallbacks(&mut self) {
+        let battery_fields = [
+            ("power_source", "code", Field::PowerSource),
+            ("battery_charging", "bool", Field::BatteryCharging),
+            ("battery_voltage_v", "V", Field::BatteryVoltage),
+            ("battery_charge_mah", "mAh", Field::BatteryCharge),
+            ("battery_capacity_pct", "%", Field::BatteryLevel),
+            ("battery_temp_c", "°C", Field::BatteryTemp),
+        ];
+        let missing: Vec<_> = battery_fields
+            .into_iter()
+            .filter(|(name, ..)| self.index(name).is_none())
+            .collect();
+        if !missing.is_empty() {
+            let service = Service::dumpsys("battery", SERVICE_PERIOD);
+            if let Some(text) = service.latest() {
+                for (name, unit, field) in missing {
+                    if field.read(&text).is_some() {
+                        self.push_service(name.into(), unit, "dumpsys", &service, field);
+                    }
+                }
+            }
+        }
+        if !self.metas.iter().any(|m| m.name.starts_with("thermal_")) {
+            let service = Service::dumpsys("thermalservice", SERVICE_PERIOD);
+            if let Some(dump) = service.latest().and_then(|t| parse_thermal(&t)) {
+                if dump.status.is_some() {
+                    let field = Field::ThermalStatus;
+                    self.push_service(
+                        "android_thermal_status".into(),
+                        "level",
+                        "dumpsys",
+                        &service,
+                        field,
+                    );
+                }
+                for (name, _) in dump.temps {
+                    let sensor = format!("thermal_{}_c", sanitize(&name));
+                    let field = Field::HalTemp(name);
+                    self.push_service(sensor, "°C", "hal", &service, field);
+                }
+            }
+        }
+    }
+
+    fn push_service(
+        &mut self,
+        name: String,
+        unit: &str,
+        source: &str,
+        service: &Arc<Service>,
+        field: Field,
+    ) {
+        self.metas.push(SensorMeta {
+            name,
+            unit: unit.into(),
+            kind: "gauge".into(),
+            path: service.command_line(),
+            source: source.into(),
+        });
+        self.sources.push(Source::Service {
+            service: Arc::clone(service),
+            field,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +412,7 @@ mod tests {
         Current temperatures from HAL:\n\tTemperature{mValue=44.637, mType=3, mName=skin, mStatus=2}\n\
         \tTemperature{mValue=39.2, mType=2, mName=battery, mStatus=0}\n\
         \tTemperature{mValue=NaN, mType=0, mName=cpu0, mStatus=0}\n\
+        \tTemperature{mValue=3.7, mType=6, mName=vbat, mStatus=0}\n\
         Current cooling devices from HAL:\n\tCoolingDevice{mValue=11, mType=2, mName=cpu0}\n";
 
     #[test]
@@ -346,19 +426,23 @@ mod tests {
         assert_eq!(Field::HalTemp("battery".into()).read(THERMAL), Some(39.2));
         assert_eq!(Field::HalTemp("cpu0".into()).read(THERMAL), None);
         assert_eq!(Field::ThermalStatus.read(THERMAL), Some(2.0));
-        // Without a HAL section the cached temperatures stand in.
-        let cached = THERMAL.split("HAL Ready").next().unwrap();
         assert_eq!(
-            parse_thermal(cached).unwrap().temps,
-            vec![("skin".to_owned(), 30.0)]
+            Field::HalTemp("vbat".into()).read(THERMAL),
+            None,
+            "a voltage"
         );
+        // Without a HAL section, only the status: cached values would repeat.
+        let cached = THERMAL.split("HAL Ready").next().unwrap();
+        let t = parse_thermal(cached).unwrap();
+        assert_eq!((t.status, t.temps.len()), (Some(2.0), 0));
         assert_eq!(parse_thermal("Can't find service: thermalservice\n"), None);
     }
 
     #[test]
     fn a_service_is_called_once_per_period() {
         let s = Service {
-            args: vec!["sh".into(), "-c".into(), "date +%s%N".into()],
+            // Each call is a new shell: a new pid, a new text.
+            args: vec!["sh".into(), "-c".into(), "echo $$".into()],
             period: Duration::from_secs(3600),
             last: Mutex::new(None),
             polled: Mutex::new(None),

@@ -410,8 +410,9 @@ pub struct RunArgs {
     #[arg(long = "device-wait", default_value_t = 30.0)]
     pub device_wait: f64,
     /// Seconds an agent may show no progress (no event but sensor samples) before it is
-    /// declared hung, killed, and its cell marked failed. Default: five times the longest
-    /// repetition seen on the device plus the cool-down gate's longest wait, at least 300.
+    /// declared hung, killed, and its cell marked failed, plus the longest waits before a cell
+    /// (cool-down gate, `--battery-wait`), which are silent by design. Default: five times the
+    /// longest repetition seen on the device (at least 300) plus those waits.
     #[arg(long = "hang-timeout", value_name = "SECONDS")]
     pub hang_timeout: Option<f64>,
     /// Before each cell, wait until the device runs on its battery (no USB, AC or wireless

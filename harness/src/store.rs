@@ -235,22 +235,9 @@ pub fn done_runs(dir: &Path) -> Result<HashMap<String, Stored>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use socbench_reports::schema::CellKey;
 
     fn row(id: &str, status: Status) -> ResultRow {
-        let key = CellKey {
-            device: "local".into(),
-            model: "m".into(),
-            runtime: "burn".into(),
-            backend: "flex".into(),
-            quant: "f32".into(),
-            threads: 1,
-            batch: 1,
-            kv_window: None,
-            prompt_tokens: 1,
-            gen_tokens: 1,
-            affinity: "all".into(),
-        };
+        let key = socbench_reports::fixture::cell_key("local", "m", "f32");
         ResultRow::new(id.into(), &key, 0, status)
     }
 
@@ -299,7 +286,7 @@ mod tests {
         std::fs::write(&path, &text[..cut]).unwrap();
         std::fs::write(
             dir.path().join("samples.csv"),
-            "device,agent_run,cell,t_s,sensor,value\nd,r,c,1.0,x,2",
+            format!("{}\nd,r,c,1.0,x,2,sysfs", SAMPLE_COLUMNS.join(",")),
         )
         .unwrap();
         let s = Store::open(dir.path(), "s2").unwrap();
@@ -315,6 +302,6 @@ mod tests {
         let torn = std::fs::read_to_string(dir.path().join("results.csv.torn")).unwrap();
         assert_eq!(torn.trim_end(), &text[text.rfind("b#0").unwrap()..cut]);
         let samples = std::fs::read_to_string(dir.path().join("samples.csv")).unwrap();
-        assert!(samples.ends_with("value\n"), "{samples}");
+        assert!(samples.ends_with("source\n"), "{samples}");
     }
 }

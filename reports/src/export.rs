@@ -172,7 +172,7 @@ pub fn csv(a: &Analysis) -> String {
     out
 }
 
-/// JSON summary: `{socbench_version, devices, cells}`.
+/// JSON summary: `{socbench_version, schema_version, devices, cells}`.
 pub fn json(a: &Analysis) -> String {
     let cells: Vec<Value> = a
         .cells
@@ -212,6 +212,9 @@ pub fn json(a: &Analysis) -> String {
         .collect();
     let v = json!({
         "socbench_version": env!("CARGO_PKG_VERSION"),
+        // The result schema the cells were read as (what `power_source` and the condition
+        // fields mean).
+        "schema_version": crate::row::SCHEMA_VERSION,
         "devices": a.devices,
         "cells": cells,
     });

@@ -473,6 +473,24 @@ impl Fixture {
     }
 }
 
+/// A one-thread, one-sequence Burn Flex cell of `model` at `quant` on `device` (prompt and
+/// generation of one token, full KV window), for tests that need a key and nothing more.
+pub fn cell_key(device: &str, model: &str, quant: &str) -> CellKey {
+    CellKey {
+        device: device.into(),
+        model: model.into(),
+        runtime: "burn".into(),
+        backend: "flex".into(),
+        quant: quant.into(),
+        threads: 1,
+        batch: 1,
+        kv_window: None,
+        prompt_tokens: 1,
+        gen_tokens: 1,
+        affinity: "all".into(),
+    }
+}
+
 /// A result directory (`results.csv` only) with one configuration of the local host measured
 /// on both runtimes, three repetitions each: Burn (flex) decodes and prefills at 1.5× and
 /// holds 4× the memory of llama.cpp and loads in 2× its time, with the same jitter on both

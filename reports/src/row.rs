@@ -274,17 +274,19 @@ pub struct ResultRow {
     #[serde(default)]
     pub kernel: String,
     /// Run conditions (schema 3.1; empty where the device does not tell). CPU frequency
-    /// governor per cluster when the cell started, `/`-joined (`schedutil/schedutil`).
+    /// governor per cluster right after the repetition (when the cell started, for a row
+    /// without a run), `/`-joined (`schedutil/schedutil`).
     #[serde(default)]
     pub governor: String,
-    /// `scaling_min_freq-scaling_max_freq` in MHz per cluster when the cell started
+    /// `scaling_min_freq-scaling_max_freq` in MHz per cluster, read as `governor`
     /// (`300-1800/300-2800`); a maximum below the cluster's top is a cap.
     #[serde(default)]
     pub freq_limits_mhz: String,
     /// Android's thermal status (0 none … 6 shutdown) when the cell started.
     #[serde(default)]
     pub thermal_status_start: Option<u8>,
-    /// Android's thermal status when the cell ended.
+    /// Android's thermal status right after the repetition (when the cell ended, for a row
+    /// without a run).
     #[serde(default)]
     pub thermal_status_end: Option<u8>,
     /// Battery level when the cell started, %.
@@ -674,8 +676,8 @@ pub fn parse_samples(path: &Path, bytes: &[u8]) -> Result<SamplesFile, SchemaErr
                     path: path.to_path_buf(),
                     line,
                     message: format!(
-                        "expected device,agent_run,cell,t_s,sensor,value with numeric t_s and \
-                         value ({e})"
+                        "expected device,agent_run,cell,t_s,sensor,value[,source] with numeric \
+                         t_s and value ({e})"
                     ),
                 })?;
         rows.push((line, row));

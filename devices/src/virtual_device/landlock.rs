@@ -6,7 +6,11 @@
 //!
 //! Landlock grants, it cannot subtract: the ruleset handles file reads and allows them beneath
 //! every directory entry from `/` down that is not a denied directory or on the way to one.
-//! The ruleset is built when a command starts, so files created since then are covered.
+//! The ruleset is built when each command starts: what exists then beside the path to a denied
+//! directory (`/tmp/…`, the state directory) is readable, including later files beneath it,
+//! but a file a command creates later directly in a directory on that path is not (the sandbox
+//! points `TMPDIR` inside it). Only reads are handled: writes, renames and links are left
+//! alone.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -91,7 +95,10 @@ impl DenyReads {
     fn allow(&self, path: &Path) {
         let Ok(file) = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            // The entry itself, not what a symbolic link points at: a link to `/` beside the
+            // sandbox would otherwise allow the whole tree, denied directories included. A
+            // link gets no rule (reads through it are checked on the resolved path).
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(path)
         else {
             return;
@@ -106,7 +113,8 @@ impl DenyReads {
             allowed_access: READ_FILE,
             parent_fd: file.as_raw_fd(),
         };
-        // SAFETY: the attribute is valid for the call; both descriptors are open.
+        // SAFETY: the attribute is valid for the call; both descriptors are open. A rule the
+        // kernel refuses leaves that entry unreadable: stricter, never looser.
         unsafe {
             libc::syscall(
                 libc::SYS_landlock_add_rule,
@@ -123,7 +131,8 @@ impl DenyReads {
     pub fn restrict_self(&self) -> io::Result<()> {
         // SAFETY: plain system calls on integers; no memory is touched.
         unsafe {
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            let (one, zero): (libc::c_ulong, libc::c_ulong) = (1, 0);
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, one, zero, zero, zero) != 0 {
                 return Err(io::Error::last_os_error());
             }
             if libc::syscall(libc::SYS_landlock_restrict_self, self.0.as_raw_fd(), 0u32) != 0 {

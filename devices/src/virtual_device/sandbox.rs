@@ -103,7 +103,7 @@ impl Sandbox {
     }
 
     /// Denies reading files beneath the phone directories `phone_dirs` (`/sys/class/thermal`…)
-    /// to every command the device runs (with Landlock, see [`super::landlock`]) and to its
+    /// to every command the device runs (with Linux Landlock) and to its
     /// sync service: they fail with `Permission denied`, as on a phone under SELinux. An error
     /// where the kernel cannot enforce it.
     pub fn with_denied_reads(mut self, phone_dirs: &[&str]) -> std::io::Result<Self> {
@@ -263,6 +263,9 @@ impl Sandbox {
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
         c.env("PATH", format!("{}:{path}", bin.display()))
             .env("HOME", self.root.join("data/local/tmp"))
+            // As on Android; under the locked profile files made directly in the host's /tmp
+            // after a command started could not be read back (see `landlock`).
+            .env("TMPDIR", self.root.join("data/local/tmp"))
             .env("ANDROID_DATA", self.root.join("data"))
             .env("SOCBENCH_SYSFS_ROOT", &self.root)
             .current_dir(self.root.join("data/local/tmp"))
@@ -271,15 +274,17 @@ impl Sandbox {
             c.env(k, v);
         }
         if !self.denied.is_empty() {
-            // Built now, so files created since the device started are covered; a ruleset
-            // that cannot be built fails the spawn rather than run the command unrestricted.
-            let rules = super::landlock::DenyReads::new(&self.denied).ok();
+            // Built now, so what was created since the device started is covered (see
+            // `landlock`); a ruleset that cannot be built fails the spawn rather than run the
+            // command unrestricted.
+            let rules = super::landlock::DenyReads::new(&self.denied)
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EPERM));
             // SAFETY: the hook makes two system calls and allocates nothing.
             #[allow(unsafe_code)]
             unsafe {
                 c.pre_exec(move || match &rules {
-                    Some(r) => r.restrict_self(),
-                    None => Err(std::io::Error::from_raw_os_error(libc::EPERM)),
+                    Ok(r) => r.restrict_self(),
+                    Err(code) => Err(std::io::Error::from_raw_os_error(*code)),
                 });
             }
         }

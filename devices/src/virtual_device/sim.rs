@@ -7,7 +7,8 @@
 //!   frequency when throttled);
 //! - SoC temperature: first order, `dT/dt = (ambient + r_th · P − T) / tau`;
 //! - cpufreq: the big cluster drops to `throttle_ratio · f_max` above `trip_c` and recovers
-//!   below `trip_c − hysteresis_c`;
+//!   below `trip_c − hysteresis_c` (`scaling_max_freq` capped there, as a thermal daemon
+//!   does, and `scaling_cur_freq` with it);
 //! - battery: `current = P / V`, reported negative while discharging (the Pixel convention),
 //!   charge counter and capacity integrate it. On a USB cable (the [`POWER_FILE`] says `usb`;
 //!   `--usb-powered` starts so) `usb/online` is 1, `status` Charging and the current is the
@@ -375,12 +376,12 @@ pub fn run(
                 c.max_khz
             };
             for cpu in &c.cpus {
-                put(
-                    &root.join(format!(
-                        "sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq"
-                    )),
-                    khz,
-                );
+                let dir = root.join(format!("sys/devices/system/cpu/cpu{cpu}/cpufreq"));
+                put(&dir.join("scaling_cur_freq"), khz);
+                // The way phones throttle: a thermal daemon caps the policy's maximum.
+                if c.throttles {
+                    put(&dir.join("scaling_max_freq"), khz);
+                }
             }
         }
     }

@@ -67,13 +67,15 @@ pub fn ran_on(before: &TaskTimes) -> Vec<u32> {
 
 /// The CPUs to pin to for `requested`: the request itself, or, when the
 /// `SOCBENCH_TEST_IGNORE_AFFINITY` hook is set (the virtual device's `--ignore-affinity`), the
-/// online CPUs it did not ask for (a phone that moved the process elsewhere); the request when
-/// there are none.
-pub fn effective_pin(requested: &[u32], online: usize) -> Vec<u32> {
+/// allowed CPUs (`sched_getaffinity`) it did not ask for (a phone that moved the process
+/// elsewhere); the request when there are none.
+pub fn effective_pin(requested: &[u32], allowed: &[u32]) -> Vec<u32> {
     if std::env::var_os("SOCBENCH_TEST_IGNORE_AFFINITY").is_none() {
         return requested.to_vec();
     }
-    let others: Vec<u32> = (0..online as u32)
+    let others: Vec<u32> = allowed
+        .iter()
+        .copied()
         .filter(|c| !requested.contains(c))
         .collect();
     if others.is_empty() {
@@ -81,6 +83,18 @@ pub fn effective_pin(requested: &[u32], online: usize) -> Vec<u32> {
     } else {
         others
     }
+}
+
+/// The CPUs this process may run on now (empty where the kernel does not say).
+pub fn allowed() -> Vec<u32> {
+    use nix::sched::{CpuSet, sched_getaffinity};
+    let Ok(set) = sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return Vec::new();
+    };
+    (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .filter_map(|c| u32::try_from(c).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -107,8 +121,11 @@ mod tests {
         std::hint::black_box(x);
         let cpus = ran_on(&before);
         assert!(!cpus.is_empty());
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        // Within the machine's CPUs (ids can exceed the count under a cpuset; bound loosely).
-        assert!(cpus.iter().all(|&c| c < n.max(1024)), "{cpus:?}");
+        let allowed = allowed();
+        assert!(!allowed.is_empty());
+        assert!(
+            cpus.iter().all(|c| allowed.contains(c)),
+            "{cpus:?} of {allowed:?}"
+        );
     }
 }

@@ -363,8 +363,7 @@ fn run_plan(path: &Path) -> Result<(), String> {
     if let Some(cpus) = &plan.affinity {
         // Before this run's threads (heartbeat watch, sampler, the model's workers) exist:
         // they inherit the mask.
-        let online = std::thread::available_parallelism().map_or(1, |n| n.get());
-        pin(&cpus::effective_pin(cpus, online))?;
+        pin(&cpus::effective_pin(cpus, &cpus::allowed()))?;
     }
     if let Some(lock) = &plan.lock_file {
         supervise::acquire(&device_path(lock), heartbeat.as_ref())?;
@@ -446,12 +445,29 @@ fn run_plan(path: &Path) -> Result<(), String> {
             .as_ref()
             .is_some_and(|f| Path::new(f).exists())
     };
+    // `--require-battery`: the longest wait before the next cell. Once one cell on this
+    // device waited in vain (here, or in an earlier agent run: the plan says), the rest only
+    // check (an unplug is not coming; each waiting again would stretch an unattended run by
+    // the limit per cell).
+    let battery_wait = std::cell::Cell::new(
+        plan.require_battery_s
+            .map(|w| if plan.battery_waited_in_vain { 0.0 } else { w }),
+    );
     for cell in &plan.cells {
         if stop_requested() {
             emitter.emit(&Event::Interrupted { t_s: t() });
             break;
         }
-        if !run_cell(&plan, cell, &engine, &set, &emitter, &t, &stop_requested) {
+        let env = CellEnv {
+            plan: &plan,
+            engine: &engine,
+            set: &set,
+            emitter: &emitter,
+            t: &t,
+            stop_requested: &stop_requested,
+            battery_wait: &battery_wait,
+        };
+        if !run_cell(&env, cell) {
             emitter.emit(&Event::Interrupted { t_s: t() });
             break;
         }
@@ -504,22 +520,46 @@ fn passes_gate(
     false
 }
 
-fn run_cell(
-    plan: &Plan,
-    cell: &Cell,
-    engine: &Engine,
-    set: &SensorSet,
-    emitter: &Emitter,
-    t: &dyn Fn() -> f64,
-    stop_requested: &dyn Fn() -> bool,
-) -> bool {
-    let battery_wait_s = match plan.require_battery_s {
+/// What every cell of an agent run shares.
+struct CellEnv<'a> {
+    plan: &'a Plan,
+    engine: &'a Engine,
+    set: &'a SensorSet,
+    emitter: &'a Emitter,
+    t: &'a dyn Fn() -> f64,
+    stop_requested: &'a dyn Fn() -> bool,
+    /// `--require-battery`'s wait for the next cell (0 once a cell waited in vain).
+    battery_wait: &'a std::cell::Cell<Option<f64>>,
+}
+
+/// Runs one cell; `false` when the stop file ended it.
+fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
+    let CellEnv {
+        plan,
+        engine,
+        set,
+        emitter,
+        t,
+        stop_requested,
+        ..
+    } = *env;
+    let battery_wait_s = match env.battery_wait.get() {
         None => 0.0,
         Some(max) => {
             match power::wait_for_battery(set, max, Duration::from_millis(250), stop_requested) {
                 power::BatteryWait::Ready(s) => s,
                 power::BatteryWait::Interrupted => return false,
-                power::BatteryWait::Refused(reason) => {
+                power::BatteryWait::Refused(mut reason) => {
+                    if max == 0.0
+                        && (plan.battery_waited_in_vain
+                            || plan.require_battery_s.is_some_and(|m| m > 0.0))
+                    {
+                        reason.push_str(
+                            " (an earlier cell already waited --battery-wait in vain: later \
+                             cells only check)",
+                        );
+                    }
+                    env.battery_wait.set(Some(0.0));
                     emitter.emit(&Event::CellSkipped {
                         t_s: t(),
                         cell: cell.id.clone(),
@@ -617,6 +657,8 @@ fn run_cell(
                     pss_bytes: own_memory("Pss:"),
                     kv_cache_bytes: Some(g.kv_cache_bytes),
                     ran_on_cpus: cpus::ran_on(&tasks_before),
+                    freq: socbench_devices::conditions::freq(&sysfs_root()),
+                    thermal_status: read_named(set, "android_thermal_status"),
                 };
                 emitter.emit(&Event::Rep(result));
             }

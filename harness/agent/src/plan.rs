@@ -90,6 +90,10 @@ pub struct Plan {
     /// to run on its battery; a cell still on external power is skipped with the reason.
     #[serde(default)]
     pub require_battery_s: Option<f64>,
+    /// An earlier cell on this device already waited `require_battery_s` in vain: the cells
+    /// only check, they do not wait again.
+    #[serde(default)]
+    pub battery_waited_in_vain: bool,
     /// The cells, in the order to run them.
     pub cells: Vec<Cell>,
 }
@@ -148,6 +152,13 @@ pub struct RepResult {
     /// cannot tell), to check a requested pin against.
     #[serde(default)]
     pub ran_on_cpus: Vec<u32>,
+    /// Governor and frequency limits per cluster right after the run (a thermal daemon may
+    /// have capped `scaling_max_freq` during it).
+    #[serde(default)]
+    pub freq: FreqConditions,
+    /// Android's thermal status (0–6) right after the run.
+    #[serde(default)]
+    pub thermal_status: Option<f64>,
 }
 
 /// One line of the agent's output.

@@ -26,7 +26,8 @@ pub fn wait_for_battery(
     let Some(i) = set.index("power_source") else {
         return BatteryWait::Refused(
             "--require-battery: the device reports no power-supply state (no readable \
-             /sys/class/power_supply), so running on battery cannot be confirmed"
+             /sys/class/power_supply, no `dumpsys battery`), so running on battery cannot be \
+             confirmed"
                 .into(),
         );
     };
@@ -38,10 +39,14 @@ pub fn wait_for_battery(
             return BatteryWait::Ready(waited);
         }
         if waited >= max_wait_s {
+            let given = if max_wait_s > 0.0 {
+                format!(" for the {max_wait_s:.0} s it was given")
+            } else {
+                String::new()
+            };
             return BatteryWait::Refused(format!(
-                "--require-battery: the device was on {now} power for the {max_wait_s:.0} s it \
-                 was given; unplug it and connect over wireless debugging (adb connect \
-                 PHONE:PORT), or raise --battery-wait"
+                "--require-battery: the device was on {now} power{given}; unplug it and connect \
+                 over wireless debugging (adb connect PHONE:PORT), or raise --battery-wait"
             ));
         }
         if stop_requested() {

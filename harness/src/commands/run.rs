@@ -347,7 +347,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
             a.battery_wait
         );
     }
-    let require_battery_s = a.require_battery.then_some(a.battery_wait);
+    let mut require_battery_s = a.require_battery.then_some(a.battery_wait);
     if let Some(dir) = &a.resume {
         let flags = setting_flags(a);
         if !flags.is_empty() {
@@ -374,6 +374,16 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
                 serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
             let sweep: Sweep = serde_json::from_value(m["sweep"].clone())
                 .with_context(|| format!("{}: `sweep`", path.display()))?;
+            // A sweep started with --require-battery keeps it: its energy rows must not be
+            // joined by rows measured on a cable.
+            if require_battery_s.is_none()
+                && let Some(wait) = m["require_battery_s"].as_f64()
+            {
+                eprintln!(
+                    "resuming with --require-battery --battery-wait {wait} as the sweep was started"
+                );
+                require_battery_s = Some(wait);
+            }
             let targets: Vec<Target> = m["devices"]
                 .as_array()
                 .map(|d| {

@@ -9,6 +9,7 @@
 //! - [`supervise`]: one agent per device, heartbeat, hang detection, how an agent run ended.
 //! - `rows`: the event → row state machine.
 
+mod conditions;
 pub mod deploy;
 mod prepare;
 mod rows;
@@ -353,6 +354,7 @@ pub fn run_device(
                 quality: sweep.quality,
                 gate: ctx.gate,
                 require_battery_s: ctx.require_battery_s,
+                battery_waited_in_vain: run.battery_waited_in_vain,
                 lock_file: Some(lock.clone()),
                 heartbeat_file: Some(heartbeat_file.clone()),
                 heartbeat_timeout_s: Some(beat_timeout.as_secs_f64()),

@@ -9,7 +9,7 @@ use crate::store::{Store, Stored};
 use serde_json::{Value, json};
 use socbench_agent::plan::{Event, RepResult};
 use socbench_devices::DeviceInfo;
-use socbench_devices::conditions::{FreqConditions, ProcessConditions};
+use socbench_devices::conditions::ProcessConditions;
 use socbench_devices::info::SensorOrigin;
 use socbench_kernels::roofline::Roofline;
 use socbench_reports::derive;
@@ -17,14 +17,13 @@ use socbench_reports::row::{ResultRow, SampleRow, Status};
 use socbench_reports::schema::{CellKey, Metric};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::conditions::{self, CellConditions, pin_not_taken};
 use super::samples::Samples;
 
 struct CellCtx {
     cooldown_wait_s: f64,
     start_temp_c: Option<f64>,
-    freq: FreqConditions,
-    thermal_status: (Option<f64>, Option<f64>),
-    battery_pct: Option<f64>,
+    conditions: CellConditions,
 }
 
 /// Everything the event handler needs for one device's agent runs.
@@ -71,6 +70,8 @@ pub(super) struct AgentRun<'a> {
     pub pid: Option<u32>,
     /// How the agent process runs (from its hello), copied into every row.
     process: Option<ProcessConditions>,
+    /// A cell on this device waited for the battery in vain (kept across agent runs).
+    pub battery_waited_in_vain: bool,
     pub done: bool,
     pub interrupted: bool,
     pub ui: DeviceProgress,
@@ -131,6 +132,7 @@ impl<'a> AgentRun<'a> {
             longest_rep_s: 0.0,
             pid: None,
             process: None,
+            battery_waited_in_vain: false,
             done: false,
             interrupted: false,
             ui,
@@ -199,26 +201,17 @@ impl<'a> AgentRun<'a> {
             (true, false) => "real",
         }
         .into();
-        if let Some(ctx) = self.ctx.get(&cell.key) {
+        let ctx = self.ctx.get(&cell.key);
+        if let Some(ctx) = ctx {
             row.set(Metric::CooldownWaitS, Some(ctx.cooldown_wait_s));
             row.set(Metric::StartTempC, ctx.start_temp_c);
-            row.governor = ctx.freq.governor.clone();
-            row.freq_limits_mhz = ctx.freq.freq_limits_mhz.clone();
-            // A level 0–6 (anything else is not a status).
-            let level = |v: Option<f64>| {
-                v.filter(|v| (0.0..=6.0).contains(v) && v.fract() == 0.0)
-                    .map(|v| v as u8)
-            };
-            row.thermal_status_start = level(ctx.thermal_status.0);
-            row.thermal_status_end = level(ctx.thermal_status.1);
-            row.battery_pct_start = ctx.battery_pct;
         }
-        if let Some(p) = &self.process {
-            row.selinux = p.selinux.clone();
-            row.sched = p.sched.clone();
-            row.cpuset = p.cpuset.clone();
-            row.cpus_allowed = p.cpus_allowed.clone();
-        }
+        conditions::apply(
+            &mut row,
+            ctx.map(|c| &c.conditions),
+            self.process.as_ref(),
+            r,
+        );
         let Some(r) = r else { return row };
         let b = r.batch as f64;
         let prefill = b * r.prompt_tokens as f64 / r.ttft_s;
@@ -472,9 +465,11 @@ impl<'a> AgentRun<'a> {
                     CellCtx {
                         cooldown_wait_s,
                         start_temp_c,
-                        freq,
-                        thermal_status: (thermal_status, None),
-                        battery_pct,
+                        conditions: CellConditions {
+                            freq,
+                            thermal_status: (thermal_status, None),
+                            battery_pct,
+                        },
                     },
                 );
                 if let Some(c) = self.cells.get(&cell) {
@@ -499,6 +494,9 @@ impl<'a> AgentRun<'a> {
                 self.current = None;
             }
             Event::CellSkipped { cell, reason, .. } => {
+                // The agent's --require-battery refusals: later agent runs only check.
+                self.battery_waited_in_vain |=
+                    reason.starts_with("--require-battery: the device was on");
                 self.flush_pending(true);
                 if let Some(c) = self.cells.get(&cell).copied() {
                     self.mark(&[c], Status::Skipped, &reason);
@@ -517,7 +515,7 @@ impl<'a> AgentRun<'a> {
                 ..
             } => {
                 if let Some(ctx) = self.ctx.get_mut(&cell) {
-                    ctx.thermal_status.1 = thermal_status;
+                    ctx.conditions.thermal_status.1 = thermal_status;
                 }
                 self.flush_pending(true);
                 self.finished.insert(cell);
@@ -564,40 +562,5 @@ impl<'a> AgentRun<'a> {
         }
         self.samples.rows.push((t_s, values));
         self.flush_pending(false);
-    }
-}
-
-/// The row's note when threads ran outside the CPUs the cell asked for (a pin the device
-/// ignored or overrode); `None` when it took, was not asked for, or cannot be told.
-fn pin_not_taken(requested: Option<&[u32]>, ran_on: &[u32]) -> Option<String> {
-    let requested = requested?;
-    let outside: Vec<u32> = ran_on
-        .iter()
-        .copied()
-        .filter(|c| !requested.contains(c))
-        .collect();
-    let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-    (!outside.is_empty()).then(|| {
-        format!(
-            "affinity not honoured: asked for CPUs {}, threads ran on {}",
-            list(requested),
-            list(ran_on)
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::pin_not_taken;
-
-    #[test]
-    fn a_pin_is_flagged_only_when_threads_ran_outside_it() {
-        assert_eq!(pin_not_taken(None, &[0, 1]), None);
-        assert_eq!(pin_not_taken(Some(&[0, 1]), &[1]), None);
-        assert_eq!(pin_not_taken(Some(&[0]), &[]), None, "cannot tell");
-        assert_eq!(
-            pin_not_taken(Some(&[4, 5]), &[1, 5]).as_deref(),
-            Some("affinity not honoured: asked for CPUs 4,5, threads ran on 1,5")
-        );
     }
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 /// declared hung.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HangTimeout {
-    /// Exactly this long (`--hang-timeout`).
+    /// This long (`--hang-timeout`), plus the longest the agent may wait, silent by design, in
+    /// the cool-down gate and for the battery (`--require-battery`).
     Fixed(Duration),
     /// Five times the longest repetition seen on the device so far, plus the cool-down gate's
     /// longest wait, and never under [`AUTO_FLOOR`] (loading a model and scoring the quality
@@ -26,13 +27,14 @@ pub enum HangTimeout {
 pub const AUTO_FLOOR: Duration = Duration::from_secs(300);
 
 impl HangTimeout {
-    /// The silence limit now.
-    pub fn limit(self, longest_rep_s: f64, cooldown_max_wait_s: f64) -> Duration {
+    /// The silence limit now; `wait_s` is the longest the agent may wait before a cell
+    /// (cool-down gate and battery).
+    pub fn limit(self, longest_rep_s: f64, wait_s: f64) -> Duration {
+        let wait = Duration::from_secs_f64(wait_s.max(0.0));
         match self {
-            Self::Fixed(d) => d,
+            Self::Fixed(d) => d + wait,
             Self::Auto => {
-                AUTO_FLOOR.max(Duration::from_secs_f64(5.0 * longest_rep_s.max(0.0)))
-                    + Duration::from_secs_f64(cooldown_max_wait_s.max(0.0))
+                AUTO_FLOOR.max(Duration::from_secs_f64(5.0 * longest_rep_s.max(0.0))) + wait
             }
         }
     }
@@ -225,6 +227,8 @@ mod tests {
         assert_eq!(auto.limit(0.0, 0.0), AUTO_FLOOR);
         assert_eq!(auto.limit(100.0, 20.0), Duration::from_secs(520));
         let fixed = HangTimeout::Fixed(Duration::from_secs(3));
-        assert_eq!(fixed.limit(100.0, 20.0), Duration::from_secs(3));
+        // Waiting to cool down or for the battery is silent by design, under a fixed limit too.
+        assert_eq!(fixed.limit(100.0, 20.0), Duration::from_secs(23));
+        assert_eq!(fixed.limit(100.0, 0.0), Duration::from_secs(3));
     }
 }

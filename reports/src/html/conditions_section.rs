@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 pub(super) fn render(page: &mut Page, a: &Analysis) {
     // device → conditions → cell labels, in cell order.
     let mut groups: BTreeMap<&str, Vec<(&Conditions, Vec<String>)>> = BTreeMap::new();
-    for c in &a.cells {
+    for c in a.cells.iter().filter(|c| !c.conditions.is_empty()) {
         let device = groups.entry(c.key.device.as_str()).or_default();
         for cond in &c.conditions {
             match device.iter_mut().find(|(k, _)| *k == cond) {
