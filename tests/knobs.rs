@@ -165,3 +165,124 @@ fn score_text_gives_the_quality_texts_perplexity_beside_f32() {
     let rel = v["relative_to_f32"].as_f64().unwrap();
     assert!((rel - (p / base - 1.0)).abs() < 1e-12, "{v}");
 }
+
+#[test]
+fn pacing_idles_between_tokens_outside_the_step_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("paced");
+    let run = socbench()
+        .args([
+            "run",
+            "--device",
+            "local",
+            "--model",
+            "synthetic:tiny",
+            "--quant",
+            "f32",
+            "--threads",
+            "1",
+            "--prompt-tokens",
+            "8",
+            "--gen-tokens",
+            "9",
+            "--pacing-ms",
+            "0,25",
+            "--repetitions",
+            "2",
+            "--no-cooldown",
+            "--no-probe",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_success(&run);
+    let path = out.join("results.csv");
+    let rows = socbench_reports::row::parse_results(&path, &std::fs::read(&path).unwrap())
+        .unwrap()
+        .rows;
+    let paced: Vec<_> = rows.iter().filter(|(_, r)| r.pacing_ms == 25).collect();
+    assert_eq!((rows.len(), paced.len()), (4, 2), "{rows:?}");
+    // The gap is not in the step times: the tiny model's steps stay far below it.
+    for (_, r) in &rows {
+        assert_eq!(r.status, socbench_reports::row::Status::Ok, "{r:?}");
+        assert!(r.decode_ms_per_token.is_some_and(|ms| ms < 25.0), "{r:?}");
+    }
+    // It is in the run's wall time: 8 gaps after the 9 tokens but the last.
+    let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    let mut spans = std::collections::BTreeMap::<bool, Vec<f64>>::new();
+    for line in events.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["event"] == "rep" && v["repetition"].is_u64() {
+            let paced = v["cell"].as_str().unwrap().ends_with("|pace25");
+            let span = v["t_end_s"].as_f64().unwrap() - v["t_start_s"].as_f64().unwrap();
+            spans.entry(paced).or_default().push(span);
+        }
+    }
+    assert!(spans[&true].iter().all(|s| *s >= 8.0 * 0.025), "{spans:?}");
+    assert!(spans[&false].iter().all(|s| *s < 8.0 * 0.025), "{spans:?}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("id=\"pacing-vs-latency\"") && html.contains("pace=25ms"),
+        "the report charts the axis"
+    );
+}
+
+#[test]
+fn llama_cpp_paces_between_tokens_outside_the_step_timer_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("paced");
+    let run = socbench()
+        .args([
+            "run",
+            "--device",
+            "local",
+            "--model",
+            &model(),
+            "--runtime",
+            "llama.cpp",
+            "--quant",
+            "q4",
+            "--threads",
+            "1",
+            "--prompt-tokens",
+            "4",
+            "--gen-tokens",
+            "5",
+            "--pacing-ms",
+            "40",
+            "--repetitions",
+            "1",
+            "--warmup",
+            "0",
+            "--no-cooldown",
+            "--no-probe",
+            "--quality-gate",
+            "0",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_success(&run);
+    let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    let rep: serde_json::Value = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["event"] == "rep" && v["repetition"].is_u64())
+        .expect("one measured repetition");
+    let span = rep["t_end_s"].as_f64().unwrap() - rep["t_start_s"].as_f64().unwrap();
+    let steps: f64 = rep["decode_s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(serde_json::Value::as_f64)
+        .sum();
+    let ttft = rep["ttft_s"].as_f64().unwrap();
+    assert_eq!(rep["decode_s"].as_array().unwrap().len(), 4, "{rep}");
+    // Four gaps of 40 ms between the five tokens, none of them inside a step's time.
+    assert!(
+        span >= ttft + steps + 4.0 * 0.040,
+        "{span} vs {ttft} + {steps}: {rep}"
+    );
+}

@@ -73,10 +73,11 @@ fn burn_f32_and_llama_cpp_f16_agree_on_the_reference_prompts() {
             kv_window: None,
             sampling: Sampling::Greedy,
             stop_at: None,
+            pacing: std::time::Duration::ZERO,
         };
         let b = generate(&burn.rt, &burn.loaded.model, &prompt, &opts).unwrap();
         let mut ctx = llama.context(1, prompt.len() + N, 2).unwrap();
-        let l = ctx.generate(&prompt, N).unwrap();
+        let l = ctx.generate(&prompt, N, std::time::Duration::ZERO).unwrap();
         assert_eq!(l.gen_ids[0].len(), N);
         assert_eq!(l.decode.len(), N - 1, "one timing per decode step");
         assert_eq!(

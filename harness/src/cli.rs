@@ -373,6 +373,9 @@ pub struct RunArgs {
     /// Affinities (comma list of all, big, little, mid; CPU lists use `+`: `0+1`, or `0-3`).
     #[arg(long)]
     pub affinity: Option<String>,
+    /// Token pacing: idle gaps after every generated token, ms (comma list; 0: none).
+    #[arg(long = "pacing-ms")]
+    pub pacing_ms: Option<String>,
     /// Measured repetitions per cell.
     #[arg(long)]
     pub repetitions: Option<usize>,

@@ -37,6 +37,7 @@ struct SweepFile {
     prompt_tokens: Option<Spanned<Vec<toml::Value>>>,
     gen_tokens: Option<Spanned<Vec<toml::Value>>>,
     affinity: Option<Spanned<Vec<toml::Value>>>,
+    pacing_ms: Option<Spanned<Vec<toml::Value>>>,
     repetitions: Option<Spanned<i64>>,
     warmup: Option<Spanned<i64>>,
     sample_hz: Option<Spanned<f64>>,
@@ -109,6 +110,10 @@ pub struct Sweep {
     pub gen_tokens: Vec<usize>,
     /// Axes.
     pub affinity: Vec<Affinity>,
+    /// Axis: idle gap after every generated token, ms (0: none). Absent from manifests
+    /// written before the axis: none.
+    #[serde(default = "default_pacing")]
+    pub pacing_ms: Vec<u32>,
     /// Measured runs per cell.
     pub repetitions: usize,
     /// Unmeasured runs per cell.
@@ -143,6 +148,10 @@ fn default_runtime() -> Vec<RuntimeKind> {
 
 fn default_probe() -> bool {
     true
+}
+
+fn default_pacing() -> Vec<u32> {
+    vec![0]
 }
 
 /// Parsers shared by the file and the flags. Each returns what would be valid on error.
@@ -192,6 +201,19 @@ pub mod axis {
     /// A positive integer.
     pub fn count(s: &str) -> Result<usize, String> {
         positive(s, "count")
+    }
+    /// Milliseconds of pacing: 0 (none) to 10 000.
+    pub fn pacing_ms(s: &str) -> Result<u32, String> {
+        s.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|ms| *ms <= 10_000)
+            .ok_or_else(|| {
+                format!(
+                    "`{s}` is not a valid pacing (valid: whole milliseconds from 0, no pacing, \
+                     to 10000)"
+                )
+            })
     }
     /// A number or `full`.
     pub fn kv_window(s: &str) -> Result<Option<usize>, String> {
@@ -417,6 +439,14 @@ impl Sweep {
                 vec![Affinity::All],
                 axis::affinity,
             )?,
+            pacing_ms: parse_axis(
+                file,
+                text,
+                "pacing_ms",
+                f.pacing_ms,
+                default_pacing(),
+                axis::pacing_ms,
+            )?,
             repetitions: pos("repetitions", f.repetitions, 3, 1)?,
             warmup: pos("warmup", f.warmup, 1, 0)?,
             sample_hz,
@@ -473,6 +503,7 @@ impl Sweep {
             * self.prompt_tokens.len()
             * self.gen_tokens.len()
             * self.affinity.len()
+            * self.pacing_ms.len()
     }
 }
 
@@ -505,6 +536,9 @@ pub struct PlannedCell {
     pub affinity: String,
     /// CPUs pinned (resolved), `None` for all.
     pub cpus: Option<Vec<u32>>,
+    /// Idle gap after every generated token, ms.
+    #[serde(default)]
+    pub pacing_ms: u32,
 }
 
 impl PlannedCell {
@@ -582,7 +616,11 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                     for &batch in &sweep.batch {
                         for &kv_window in &sweep.kv_window {
                             for &prompt_tokens in &sweep.prompt_tokens {
-                                for &gen_tokens in &sweep.gen_tokens {
+                                for (&gen_tokens, &pacing_ms) in sweep
+                                    .gen_tokens
+                                    .iter()
+                                    .flat_map(|g| sweep.pacing_ms.iter().map(move |p| (g, p)))
+                                {
                                     // Burn keys are as before the runtime axis (stored
                                     // results stay resumable); llama.cpp's name it.
                                     let engine = match runtime {
@@ -594,8 +632,15 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                                             format!("llama.cpp-{}", backend.name())
                                         }
                                     };
+                                    // An unpaced cell keeps the key it had before the
+                                    // pacing axis.
+                                    let pace = if pacing_ms > 0 {
+                                        format!("|pace{pacing_ms}")
+                                    } else {
+                                        String::new()
+                                    };
                                     let key = format!(
-                                        "{}|{engine}|{}|t{threads}|b{batch}|kv{}|p{prompt_tokens}|g{gen_tokens}|a{aff}",
+                                        "{}|{engine}|{}|t{threads}|b{batch}|kv{}|p{prompt_tokens}|g{gen_tokens}|a{aff}{pace}",
                                         info.serial,
                                         quant.name(),
                                         kv_window.map_or("full".into(), |w| w.to_string()),
@@ -613,6 +658,7 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                                         gen_tokens,
                                         affinity: aff.to_string(),
                                         cpus: cpus.clone(),
+                                        pacing_ms,
                                     });
                                 }
                             }
@@ -658,6 +704,16 @@ mod tests {
         assert!(format!("{e:#}").contains("cannot run on backend `ndarray`"));
         let e = Sweep::parse("s.toml", "affinity = [\"huge\"]").unwrap_err();
         assert!(format!("{e:#}").contains("valid: `all`, `big`"));
+        for bad in ["-1", "20000", "\"slow\"", "2.5"] {
+            let e = Sweep::parse("s.toml", &format!("seed = 1\npacing_ms = [0, {bad}]\n"));
+            let m = format!("{:#}", e.unwrap_err());
+            assert!(
+                m.contains("s.toml:2") && m.contains("pacing_ms") && m.contains("to 10000"),
+                "{m}"
+            );
+        }
+        let s = Sweep::parse("s.toml", "pacing_ms = [0, 50]").unwrap();
+        assert_eq!(s.pacing_ms, vec![0, 50]);
         for bad in ["0.5", "-1", "\"off\"", "nan"] {
             let e = Sweep::parse("s.toml", &format!("seed = 1\nquality_gate = {bad}\n"));
             let m = format!("{:#}", e.unwrap_err());

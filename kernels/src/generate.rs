@@ -42,6 +42,9 @@ pub struct GenerateOptions {
     pub sampling: Sampling,
     /// Stop a sequence at the end-of-sequence token (the benchmark keeps going).
     pub stop_at: Option<u32>,
+    /// An idle gap after every token but the last (token pacing, as apps that stream text at
+    /// reading speed do): outside every step's timer, inside the run's wall time.
+    pub pacing: Duration,
 }
 
 /// The result of a generation, with its timings.
@@ -181,6 +184,9 @@ pub fn generate(
                 ttft = start.elapsed();
             } else {
                 decode.push(elapsed);
+            }
+            if !opts.pacing.is_zero() && step + 1 < opts.max_new_tokens {
+                std::thread::sleep(opts.pacing);
             }
             for (i, &t) in next.iter().enumerate() {
                 if !done[i] {
@@ -409,6 +415,7 @@ mod tests {
             for (batch, window, held) in [(2, None, 5 + 3), (1, Some(4), 4), (1, Some(64), 8)] {
                 let opts = GenerateOptions {
                     max_new_tokens: 4,
+                    pacing: Duration::ZERO,
                     batch,
                     kv_window: window,
                     sampling: Sampling::Greedy,

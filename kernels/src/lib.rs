@@ -26,6 +26,7 @@
 //!     kv_window: None,
 //!     sampling: Sampling::Greedy,
 //!     stop_at: None,
+//!     pacing: std::time::Duration::ZERO,
 //! };
 //! let out = generate(&rt, &loaded.model, &prompt, &opts)?;
 //! assert_eq!(out.gen_ids[0].len(), 4);

@@ -236,11 +236,13 @@ fn token(id: u32) -> LlamaToken {
 impl LlamaCppContext<'_> {
     /// One greedy run: `prompt` prefilled for each sequence, then `gen_tokens` tokens each.
     /// The time to the first token runs from the start of prefill to the first tokens' argmax
-    /// on the host; each further step is timed on its own.
+    /// on the host; each further step is timed on its own. `pacing` is an idle gap after every
+    /// token but the last, outside the steps' timers.
     pub fn generate(
         &mut self,
         prompt: &[u32],
         gen_tokens: usize,
+        pacing: Duration,
     ) -> Result<Generation, KernelError> {
         if prompt.is_empty() {
             return Err(err("generate", "the prompt is empty"));
@@ -275,6 +277,9 @@ impl LlamaCppContext<'_> {
         let mut decode: Vec<Duration> = Vec::with_capacity(gen_tokens.saturating_sub(1));
         let mut step = LlamaBatch::new(n_seq, n_seq as i32);
         for k in 1..gen_tokens {
+            if !pacing.is_zero() {
+                std::thread::sleep(pacing);
+            }
             let t0 = Instant::now();
             step.clear();
             let pos = (prompt.len() + k - 1) as i32;

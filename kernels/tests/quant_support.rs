@@ -32,6 +32,7 @@ fn opts(n: usize) -> GenerateOptions {
         kv_window: None,
         sampling: Sampling::Greedy,
         stop_at: None,
+        pacing: std::time::Duration::ZERO,
     }
 }
 

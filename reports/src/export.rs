@@ -59,6 +59,7 @@ fn key_fields(c: &CellSummary) -> [String; CELL_COLUMNS.len()] {
         k.prompt_tokens.to_string(),
         k.gen_tokens.to_string(),
         k.affinity.clone(),
+        k.pacing_ms.to_string(),
     ]
 }
 

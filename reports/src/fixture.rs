@@ -105,6 +105,7 @@ impl Row {
             prompt_tokens: self.prompt,
             gen_tokens: GEN,
             affinity: "all".into(),
+            pacing_ms: 0,
         };
         let status = Status::ALL
             .into_iter()
@@ -488,6 +489,7 @@ pub fn cell_key(device: &str, model: &str, quant: &str) -> CellKey {
         prompt_tokens: 1,
         gen_tokens: 1,
         affinity: "all".into(),
+        pacing_ms: 0,
     }
 }
 
@@ -516,6 +518,7 @@ pub fn write_runtime_pair(dir: &Path) -> std::io::Result<()> {
                 prompt_tokens: 16,
                 gen_tokens: GEN,
                 affinity: "all".into(),
+                pacing_ms: 0,
             };
             let run_id = format!("{MODEL}@0|local|{engine}|q8|t1|b1|kvfull|p16|g{GEN}|aall#{rep}");
             let mut row = ResultRow::new(run_id, &key, rep, Status::Ok);

@@ -95,6 +95,7 @@ enum Axis {
     Prompt,
     Batch,
     KvWindow,
+    Pacing,
 }
 
 impl Axis {
@@ -105,6 +106,7 @@ impl Axis {
             Axis::Batch => k.batch,
             // The full window holds the whole context.
             Axis::KvWindow => k.kv_window.unwrap_or(k.prompt_tokens + k.gen_tokens),
+            Axis::Pacing => k.pacing_ms,
         })
     }
 
@@ -116,6 +118,7 @@ impl Axis {
             Axis::Prompt => s.prompt_tokens = 0,
             Axis::Batch => s.batch = 0,
             Axis::KvWindow => s.kv_window = Some(0),
+            Axis::Pacing => s.pacing_ms = u32::MAX,
         }
         s
     }
@@ -124,7 +127,7 @@ impl Axis {
 /// Legend text: the device and whatever else varies between the series.
 fn legends(keys: &[CellKey]) -> Vec<String> {
     type Field = (&'static str, fn(&CellKey) -> String);
-    let fields: [Field; 11] = [
+    let fields: [Field; 12] = [
         ("", |k| k.device.clone()),
         ("", |k| k.model.clone()),
         ("", |k| k.runtime.clone()),
@@ -136,6 +139,7 @@ fn legends(keys: &[CellKey]) -> Vec<String> {
         ("p", |k| k.prompt_tokens.to_string()),
         ("g", |k| k.gen_tokens.to_string()),
         ("a=", |k| k.affinity.clone()),
+        ("pace=", |k| format!("{}ms", k.pacing_ms)),
     ];
     let varying: Vec<usize> = (0..fields.len())
         .filter(|&i| {
@@ -303,6 +307,41 @@ fn sweep_charts(page: &mut Page, a: &Analysis) {
                     "not drawn: no configuration was measured at two or more values of {x_label}"
                 ),
             ),
+        }
+    }
+    // Token pacing: drawn only when a sweep paced at two or more values (most do not).
+    let pacing: [(&str, &str, Metric, f64, &str); 3] = [
+        (
+            "pacing-vs-latency",
+            "Token pacing vs per-token latency",
+            Metric::DecodeMsPerToken,
+            1.0,
+            "ms",
+        ),
+        (
+            "pacing-vs-energy",
+            "Token pacing vs energy per token",
+            Metric::EnergyPerTokenJ,
+            1e3,
+            "mJ",
+        ),
+        (
+            "pacing-vs-temperature",
+            "Token pacing vs peak temperature",
+            Metric::MaxTempC,
+            1.0,
+            "°C",
+        ),
+    ];
+    for (id, title, m, scale, unit) in pacing {
+        let x_label = "pacing (idle ms after every token)";
+        if let Ok((chart, total)) = axis_chart(a, Axis::Pacing, m, scale, unit, x_label) {
+            let caption = format!(
+                "Per-token latency is the decode step alone (the gap is outside its timer); \
+                 energy per token spans the whole run, idle gaps included. {CI_CAPTION}{}",
+                omitted(total)
+            );
+            page.figure(id, title, charts::xy_chart(&chart), &xml(&caption));
         }
     }
     quality_vs_speed(page, a);

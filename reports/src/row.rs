@@ -16,7 +16,7 @@ use std::path::Path;
 /// The version this build writes into every row: `major.minor`. A reader refuses rows of a
 /// newer major version (their columns may mean something else); minor versions only add
 /// columns, which older readers ignore.
-pub const SCHEMA_VERSION: &str = "3.1";
+pub const SCHEMA_VERSION: &str = "3.2";
 /// The newest major version this build reads.
 pub const SCHEMA_MAJOR: u32 = 3;
 
@@ -62,7 +62,7 @@ impl fmt::Display for Status {
 
 /// Columns of `results.csv`, in the order [`ResultRow`] writes them (a unit test holds the two
 /// together).
-pub const RESULT_COLUMNS: [&str; 59] = [
+pub const RESULT_COLUMNS: [&str; 60] = [
     "run_id",
     "session",
     "model",
@@ -77,6 +77,7 @@ pub const RESULT_COLUMNS: [&str; 59] = [
     "prompt_tokens",
     "gen_tokens",
     "affinity",
+    "pacing_ms",
     "repetition",
     "status",
     "ttft_s",
@@ -164,6 +165,9 @@ pub struct ResultRow {
     pub gen_tokens: u32,
     /// CPU affinity (`all`, a cluster name, or a CPU list).
     pub affinity: String,
+    /// Idle gap after every generated token, ms (schema 3.2; 0 in older files).
+    #[serde(default)]
+    pub pacing_ms: u32,
     /// Repetition index within the cell.
     pub repetition: u32,
     /// Outcome.
@@ -335,6 +339,7 @@ impl ResultRow {
             prompt_tokens: key.prompt_tokens,
             gen_tokens: key.gen_tokens,
             affinity: key.affinity.clone(),
+            pacing_ms: key.pacing_ms,
             repetition,
             status,
             ttft_s: None,
@@ -397,6 +402,7 @@ impl ResultRow {
             prompt_tokens: self.prompt_tokens,
             gen_tokens: self.gen_tokens,
             affinity: self.affinity.clone(),
+            pacing_ms: self.pacing_ms,
         }
     }
 
@@ -557,8 +563,8 @@ pub fn parse_results(path: &Path, bytes: &[u8]) -> Result<ResultsFile, SchemaErr
         .chain(&CELL_COLUMNS)
         .chain(&["repetition", "status"])
         .copied()
-        // Added in 2.1: older files are all `burn`.
-        .filter(|c| *c != "runtime")
+        // Added in 2.1 (older files are all `burn`) and 3.2 (unpaced).
+        .filter(|c| !matches!(*c, "runtime" | "pacing_ms"))
         .filter(|c| !header.iter().any(|h| h == c))
         .collect();
     if !missing.is_empty() {
@@ -812,6 +818,7 @@ mod tests {
             prompt_tokens: 32,
             gen_tokens: 16,
             affinity: "all".into(),
+            pacing_ms: 0,
         }
     }
 

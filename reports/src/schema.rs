@@ -21,7 +21,7 @@ pub use crate::row::{RESULT_COLUMNS, ResultRow, SAMPLE_COLUMNS, SampleRow, Statu
 
 /// Columns that identify a cell, besides the model (all required in a results file, with
 /// `run_id`, `repetition` and `status`).
-pub const CELL_COLUMNS: [&str; 10] = [
+pub const CELL_COLUMNS: [&str; 11] = [
     "device",
     "runtime",
     "backend",
@@ -32,6 +32,7 @@ pub const CELL_COLUMNS: [&str; 10] = [
     "prompt_tokens",
     "gen_tokens",
     "affinity",
+    "pacing_ms",
 ];
 
 /// Quotes a CSV field when needed (RFC 4180).
@@ -396,6 +397,8 @@ pub struct CellKey {
     pub gen_tokens: u32,
     /// CPU affinity (`all`, a cluster name, or a CPU list).
     pub affinity: String,
+    /// Idle gap after every generated token, ms (token pacing; 0: none, schema 3.2).
+    pub pacing_ms: u32,
 }
 
 impl CellKey {
@@ -405,7 +408,7 @@ impl CellKey {
     }
 
     /// `flex q8 t2 b1 kv=full p32 g16 a=all` (without the device); a runtime other than
-    /// Burn leads (`llama.cpp cpu q8 t2 …`).
+    /// Burn leads (`llama.cpp cpu q8 t2 …`); a paced cell ends in ` pace=50ms`.
     pub fn describe(&self) -> String {
         let runtime = if self.runtime.is_empty() || self.runtime == "burn" {
             String::new()
@@ -422,7 +425,17 @@ impl CellKey {
             self.prompt_tokens,
             self.gen_tokens,
             self.affinity
-        )
+        ) + &self.pacing_label()
+    }
+
+    /// ` pace=50ms` for a paced cell, empty otherwise (labels of unpaced cells read as before
+    /// the axis).
+    pub fn pacing_label(&self) -> String {
+        if self.pacing_ms > 0 {
+            format!(" pace={}ms", self.pacing_ms)
+        } else {
+            String::new()
+        }
     }
 
     /// The key without the device, for matching cells across devices.

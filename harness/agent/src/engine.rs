@@ -6,6 +6,7 @@ use crate::plan::{Cell, Plan};
 use socbench_kernels::generate::{GenerateOptions, Generation, Perplexity, Sampling, generate};
 use socbench_kernels::runtime::RuntimeKind;
 use socbench_kernels::session::ModelSession;
+use std::time::Duration;
 
 /// One measured run of a cell: the prompt in, the timed generation out.
 pub type CellRun<'e> = Box<dyn FnMut(&[u32]) -> Result<Generation, String> + 'e>;
@@ -137,6 +138,7 @@ impl Engine {
                     kv_window: cell.kv_window,
                     sampling: Sampling::Greedy,
                     stop_at: None,
+                    pacing: Duration::from_millis(u64::from(cell.pacing_ms)),
                 };
                 Ok(Box::new(move |prompt: &[u32]| {
                     generate(&s.rt, &s.loaded.model, prompt, &opts).map_err(|e| e.to_string())
@@ -148,8 +150,10 @@ impl Engine {
                     .context(cell.batch, cell.prompt_tokens + cell.gen_tokens, *threads)
                     .map_err(|e| e.to_string())?;
                 let gen_tokens = cell.gen_tokens;
+                let pacing = Duration::from_millis(u64::from(cell.pacing_ms));
                 Ok(Box::new(move |prompt: &[u32]| {
-                    ctx.generate(prompt, gen_tokens).map_err(|e| e.to_string())
+                    ctx.generate(prompt, gen_tokens, pacing)
+                        .map_err(|e| e.to_string())
                 }))
             }
         }

@@ -32,6 +32,9 @@ pub struct Cell {
     pub prompt_tokens: usize,
     /// Tokens generated.
     pub gen_tokens: usize,
+    /// Idle gap after every generated token but the last, ms (token pacing; 0 = none).
+    #[serde(default)]
+    pub pacing_ms: u32,
     /// Measured repetitions.
     pub repetitions: usize,
     /// Repetitions already stored (resume): not run again.

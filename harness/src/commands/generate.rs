@@ -44,6 +44,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         } else {
             None
         },
+        pacing: std::time::Duration::ZERO,
     };
     let (out, threads_observed) =
         observe_threads(|| generate(&session.rt, &session.loaded.model, &prompt, &opts));

@@ -45,7 +45,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("--runtime llama.cpp: {e}"))?;
     let mut ctx = model.context(m.batch, prompt.len() + args.tokens, threads)?;
-    let out = ctx.generate(&prompt, args.tokens)?;
+    let out = ctx.generate(&prompt, args.tokens, std::time::Duration::ZERO)?;
     let text = model.detokenize(&out.gen_ids[0]);
     let format =
         socbench_kernels::runtime::LlamaFormat::for_level(m.quant).map_err(anyhow::Error::msg)?;

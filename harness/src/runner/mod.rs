@@ -127,7 +127,7 @@ pub fn run_id(model_id: &str, cell: &PlannedCell, rep: usize) -> String {
     format!("{model_id}|{}#{rep}", cell.key)
 }
 
-/// `flex f32 t2 b1 kv=full p32 g16 a=all`.
+/// `flex f32 t2 b1 kv=full p32 g16 a=all` (` pace=50ms` at the end of a paced cell).
 pub fn describe(c: &PlannedCell) -> String {
     let runtime = match c.runtime {
         RuntimeKind::Burn => String::new(),
@@ -143,7 +143,11 @@ pub fn describe(c: &PlannedCell) -> String {
         c.prompt_tokens,
         c.gen_tokens,
         c.affinity
-    )
+    ) + &if c.pacing_ms > 0 {
+        format!(" pace={}ms", c.pacing_ms)
+    } else {
+        String::new()
+    }
 }
 
 /// The host-side directory of a device's plans (and, for the local host, its agent files and
@@ -368,6 +372,7 @@ pub fn run_device(
                             kv_window: c.kv_window,
                             prompt_tokens: c.prompt_tokens,
                             gen_tokens: c.gen_tokens,
+                            pacing_ms: c.pacing_ms,
                             repetitions: sweep.repetitions,
                             skip_reps: (0..sweep.repetitions)
                                 .filter(|r| !missing.contains(r))

@@ -179,6 +179,7 @@ impl<'a> AgentRun<'a> {
             prompt_tokens: cell.prompt_tokens as u32,
             gen_tokens: cell.gen_tokens as u32,
             affinity: cell.affinity.clone(),
+            pacing_ms: cell.pacing_ms,
         };
         let mut row = ResultRow::new(run_id(&self.model_id, cell, rep), &key, rep as u32, status);
         row.session = self.store.session().to_owned();
