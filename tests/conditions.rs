@@ -5,6 +5,7 @@
 //! threads elsewhere (`virtual-device --ignore-affinity`) gets the row's note and the report's
 //! warning. A locked-down phone (`virtual-device --profile locked`: sysfs battery and
 //! thermal nodes denied) is read through `dumpsys`, and the samples and report say so.
+//! Fixed-performance mode holds the virtual phone's clocks for its cells and is restored.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -360,5 +361,61 @@ fn a_locked_phone_is_read_through_its_services_and_the_report_says_so() {
         "thermal_skin_c",
     ] {
         assert!(html.contains(s), "the report names the sources: {s}");
+    }
+}
+
+#[test]
+fn fixed_performance_mode_holds_the_clocks_for_its_cells_and_is_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = AdbServer::start();
+    let state = dir.path().join("phone");
+    let phone = VirtualPhone::start(&state, &[]);
+    server.connect(&phone.serial);
+    let out = dir.path().join("perf");
+    let mut args = run_args(&phone, &server, &out);
+    args.extend(["--perf-mode".into(), "default,fixed".into()]);
+    assert_success(&socbench().args(&args).output().unwrap());
+    let r = rows(&out);
+    assert_eq!(r.len(), 4, "{r:?}");
+    for row in &r {
+        assert_eq!(row.status, Status::Ok, "{row:?}");
+        // The virtual phone holds both clusters at 70 % of their top in the mode.
+        let limits = match row.perf_mode.as_str() {
+            "fixed" => "300-1260/300-1960",
+            _ => "300-1800/300-2800",
+        };
+        assert_eq!(row.freq_limits_mhz, limits, "{row:?}");
+    }
+    assert_eq!(r.iter().filter(|x| x.perf_mode == "fixed").count(), 2);
+    assert_eq!(
+        std::fs::read_to_string(state.join("perf_mode"))
+            .unwrap()
+            .trim(),
+        "default",
+        "restored after the cell"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("id=\"perf-mode-vs-decode\""), "charted");
+
+    // This host has no such mode: the cell is skipped with the reason, the rest measured.
+    let local = dir.path().join("local");
+    let mut args = local_args(&local);
+    args.extend([
+        "--device".into(),
+        "local".into(),
+        "--perf-mode".into(),
+        "fixed,default".into(),
+    ]);
+    let _ = socbench().args(&args).output().unwrap();
+    let r = rows(&local);
+    assert_eq!(r.len(), 4, "{r:?}");
+    for row in &r {
+        match row.perf_mode.as_str() {
+            "fixed" => {
+                assert_eq!(row.status, Status::Skipped, "{row:?}");
+                assert!(row.note.contains("cmd power"), "{}", row.note);
+            }
+            _ => assert_eq!(row.status, Status::Ok, "{row:?}"),
+        }
     }
 }

@@ -376,6 +376,10 @@ pub struct RunArgs {
     /// Token pacing: idle gaps after every generated token, ms (comma list; 0: none).
     #[arg(long = "pacing-ms")]
     pub pacing_ms: Option<String>,
+    /// Performance modes (comma list of `default`, `fixed`: Android 11+'s fixed-performance
+    /// mode on during the cell).
+    #[arg(long = "perf-mode")]
+    pub perf_mode: Option<String>,
     /// Measured repetitions per cell.
     #[arg(long)]
     pub repetitions: Option<usize>,

@@ -38,6 +38,7 @@ struct SweepFile {
     gen_tokens: Option<Spanned<Vec<toml::Value>>>,
     affinity: Option<Spanned<Vec<toml::Value>>>,
     pacing_ms: Option<Spanned<Vec<toml::Value>>>,
+    perf_mode: Option<Spanned<Vec<toml::Value>>>,
     repetitions: Option<Spanned<i64>>,
     warmup: Option<Spanned<i64>>,
     sample_hz: Option<Spanned<f64>>,
@@ -47,6 +48,26 @@ struct SweepFile {
     quality: Option<bool>,
     quality_gate: Option<Spanned<toml::Value>>,
     cooldown: Option<CooldownFile>,
+}
+
+/// Android's fixed-performance mode for a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PerfMode {
+    /// The device as it is.
+    Default,
+    /// `cmd power set-fixed-performance-mode-enabled true` during the cell (Android 11+).
+    Fixed,
+}
+
+impl PerfMode {
+    /// `default` or `fixed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Fixed => "fixed",
+        }
+    }
 }
 
 /// A thread count: a number or all cores.
@@ -114,6 +135,9 @@ pub struct Sweep {
     /// written before the axis: none.
     #[serde(default = "default_pacing")]
     pub pacing_ms: Vec<u32>,
+    /// Axis: Android's fixed-performance mode off (`default`) or on (`fixed`) during the cell.
+    #[serde(default = "default_perf_mode")]
+    pub perf_mode: Vec<PerfMode>,
     /// Measured runs per cell.
     pub repetitions: usize,
     /// Unmeasured runs per cell.
@@ -152,6 +176,10 @@ fn default_probe() -> bool {
 
 fn default_pacing() -> Vec<u32> {
     vec![0]
+}
+
+fn default_perf_mode() -> Vec<PerfMode> {
+    vec![PerfMode::Default]
 }
 
 /// Parsers shared by the file and the flags. Each returns what would be valid on error.
@@ -201,6 +229,17 @@ pub mod axis {
     /// A positive integer.
     pub fn count(s: &str) -> Result<usize, String> {
         positive(s, "count")
+    }
+    /// `default` or `fixed`.
+    pub fn perf_mode(s: &str) -> Result<PerfMode, String> {
+        match s.trim() {
+            "default" => Ok(PerfMode::Default),
+            "fixed" => Ok(PerfMode::Fixed),
+            _ => Err(format!(
+                "`{s}` is not a valid performance mode (valid: `default`, `fixed`: Android's \
+                 fixed-performance mode during the cell)"
+            )),
+        }
     }
     /// Milliseconds of pacing: 0 (none) to 10 000.
     pub fn pacing_ms(s: &str) -> Result<u32, String> {
@@ -447,6 +486,14 @@ impl Sweep {
                 default_pacing(),
                 axis::pacing_ms,
             )?,
+            perf_mode: parse_axis(
+                file,
+                text,
+                "perf_mode",
+                f.perf_mode,
+                default_perf_mode(),
+                axis::perf_mode,
+            )?,
             repetitions: pos("repetitions", f.repetitions, 3, 1)?,
             warmup: pos("warmup", f.warmup, 1, 0)?,
             sample_hz,
@@ -504,6 +551,7 @@ impl Sweep {
             * self.gen_tokens.len()
             * self.affinity.len()
             * self.pacing_ms.len()
+            * self.perf_mode.len()
     }
 }
 
@@ -539,6 +587,13 @@ pub struct PlannedCell {
     /// Idle gap after every generated token, ms.
     #[serde(default)]
     pub pacing_ms: u32,
+    /// Android's fixed-performance mode during the cell.
+    #[serde(default = "perf_default")]
+    pub perf_mode: PerfMode,
+}
+
+fn perf_default() -> PerfMode {
+    PerfMode::Default
 }
 
 impl PlannedCell {
@@ -616,10 +671,12 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                     for &batch in &sweep.batch {
                         for &kv_window in &sweep.kv_window {
                             for &prompt_tokens in &sweep.prompt_tokens {
-                                for (&gen_tokens, &pacing_ms) in sweep
-                                    .gen_tokens
-                                    .iter()
-                                    .flat_map(|g| sweep.pacing_ms.iter().map(move |p| (g, p)))
+                                for (&gen_tokens, &pacing_ms, &perf_mode) in
+                                    sweep.gen_tokens.iter().flat_map(|g| {
+                                        sweep.pacing_ms.iter().flat_map(move |p| {
+                                            sweep.perf_mode.iter().map(move |m| (g, p, m))
+                                        })
+                                    })
                                 {
                                     // Burn keys are as before the runtime axis (stored
                                     // results stay resumable); llama.cpp's name it.
@@ -634,11 +691,14 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                                     };
                                     // An unpaced cell keeps the key it had before the
                                     // pacing axis.
-                                    let pace = if pacing_ms > 0 {
+                                    let mut pace = if pacing_ms > 0 {
                                         format!("|pace{pacing_ms}")
                                     } else {
                                         String::new()
                                     };
+                                    if perf_mode == PerfMode::Fixed {
+                                        pace.push_str("|perf-fixed");
+                                    }
                                     let key = format!(
                                         "{}|{engine}|{}|t{threads}|b{batch}|kv{}|p{prompt_tokens}|g{gen_tokens}|a{aff}{pace}",
                                         info.serial,
@@ -659,6 +719,7 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                                         affinity: aff.to_string(),
                                         cpus: cpus.clone(),
                                         pacing_ms,
+                                        perf_mode,
                                     });
                                 }
                             }
@@ -714,6 +775,12 @@ mod tests {
         }
         let s = Sweep::parse("s.toml", "pacing_ms = [0, 50]").unwrap();
         assert_eq!(s.pacing_ms, vec![0, 50]);
+        let e = Sweep::parse("s.toml", "seed = 1\nperf_mode = [\"turbo\"]\n").unwrap_err();
+        let m = format!("{e:#}");
+        assert!(
+            m.contains("s.toml:2") && m.contains("perf_mode") && m.contains("`fixed`"),
+            "{m}"
+        );
         for bad in ["0.5", "-1", "\"off\"", "nan"] {
             let e = Sweep::parse("s.toml", &format!("seed = 1\nquality_gate = {bad}\n"));
             let m = format!("{:#}", e.unwrap_err());

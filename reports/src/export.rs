@@ -60,6 +60,7 @@ fn key_fields(c: &CellSummary) -> [String; CELL_COLUMNS.len()] {
         k.gen_tokens.to_string(),
         k.affinity.clone(),
         k.pacing_ms.to_string(),
+        k.perf_mode.clone(),
     ]
 }
 

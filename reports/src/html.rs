@@ -96,6 +96,7 @@ enum Axis {
     Batch,
     KvWindow,
     Pacing,
+    PerfMode,
 }
 
 impl Axis {
@@ -107,7 +108,17 @@ impl Axis {
             // The full window holds the whole context.
             Axis::KvWindow => k.kv_window.unwrap_or(k.prompt_tokens + k.gen_tokens),
             Axis::Pacing => k.pacing_ms,
+            Axis::PerfMode => u32::from(k.perf_mode == "fixed"),
         })
+    }
+
+    /// How a value is written on the chart's x axis.
+    fn category(self, x: f64) -> String {
+        match self {
+            Axis::PerfMode if x == 0.0 => "default".into(),
+            Axis::PerfMode => "fixed".into(),
+            _ => format!("{x}"),
+        }
     }
 
     /// The key with this axis blanked: cells that differ only along it form one series.
@@ -119,6 +130,7 @@ impl Axis {
             Axis::Batch => s.batch = 0,
             Axis::KvWindow => s.kv_window = Some(0),
             Axis::Pacing => s.pacing_ms = u32::MAX,
+            Axis::PerfMode => s.perf_mode = String::new(),
         }
         s
     }
@@ -127,7 +139,7 @@ impl Axis {
 /// Legend text: the device and whatever else varies between the series.
 fn legends(keys: &[CellKey]) -> Vec<String> {
     type Field = (&'static str, fn(&CellKey) -> String);
-    let fields: [Field; 12] = [
+    let fields: [Field; 13] = [
         ("", |k| k.device.clone()),
         ("", |k| k.model.clone()),
         ("", |k| k.runtime.clone()),
@@ -140,6 +152,7 @@ fn legends(keys: &[CellKey]) -> Vec<String> {
         ("g", |k| k.gen_tokens.to_string()),
         ("a=", |k| k.affinity.clone()),
         ("pace=", |k| format!("{}ms", k.pacing_ms)),
+        ("perf=", |k| k.perf_mode.clone()),
     ];
     let varying: Vec<usize> = (0..fields.len())
         .filter(|&i| {
@@ -227,7 +240,7 @@ fn axis_chart(
             series,
             join: true,
             y_from_zero: true,
-            categories: Some(xs.iter().map(|x| format!("{x}")).collect()),
+            categories: Some(xs.iter().map(|x| axis.category(*x)).collect()),
         },
         total,
     ))
@@ -339,6 +352,34 @@ fn sweep_charts(page: &mut Page, a: &Analysis) {
             let caption = format!(
                 "Per-token latency is the decode step alone (the gap is outside its timer); \
                  energy per token spans the whole run, idle gaps included. {CI_CAPTION}{}",
+                omitted(total)
+            );
+            page.figure(id, title, charts::xy_chart(&chart), &xml(&caption));
+        }
+    }
+    // Fixed-performance mode: drawn only when a sweep ran both modes.
+    let perf: [(&str, &str, Metric, f64, &str); 2] = [
+        (
+            "perf-mode-vs-decode",
+            "Fixed-performance mode vs decode throughput",
+            Metric::DecodeTokPerS,
+            1.0,
+            "tok/s",
+        ),
+        (
+            "perf-mode-vs-temperature",
+            "Fixed-performance mode vs peak temperature",
+            Metric::MaxTempC,
+            1.0,
+            "°C",
+        ),
+    ];
+    for (id, title, m, scale, unit) in perf {
+        let x_label = "performance mode (Android's fixed-performance mode)";
+        if let Ok((chart, total)) = axis_chart(a, Axis::PerfMode, m, scale, unit, x_label) {
+            let caption = format!(
+                "Fixed: the power HAL holds the clocks at a level the device can sustain; \
+                 default: the device as it is. {CI_CAPTION}{}",
                 omitted(total)
             );
             page.figure(id, title, charts::xy_chart(&chart), &xml(&caption));

@@ -20,6 +20,10 @@ pub const SCHEMA_VERSION: &str = "3.2";
 /// The newest major version this build reads.
 pub const SCHEMA_MAJOR: u32 = 3;
 
+fn default_perf_mode() -> String {
+    "default".into()
+}
+
 /// The outcome of one repetition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -62,7 +66,7 @@ impl fmt::Display for Status {
 
 /// Columns of `results.csv`, in the order [`ResultRow`] writes them (a unit test holds the two
 /// together).
-pub const RESULT_COLUMNS: [&str; 60] = [
+pub const RESULT_COLUMNS: [&str; 61] = [
     "run_id",
     "session",
     "model",
@@ -78,6 +82,7 @@ pub const RESULT_COLUMNS: [&str; 60] = [
     "gen_tokens",
     "affinity",
     "pacing_ms",
+    "perf_mode",
     "repetition",
     "status",
     "ttft_s",
@@ -168,6 +173,10 @@ pub struct ResultRow {
     /// Idle gap after every generated token, ms (schema 3.2; 0 in older files).
     #[serde(default)]
     pub pacing_ms: u32,
+    /// `default`, or `fixed` (Android's fixed-performance mode on; schema 3.2, `default` in
+    /// older files).
+    #[serde(default = "default_perf_mode")]
+    pub perf_mode: String,
     /// Repetition index within the cell.
     pub repetition: u32,
     /// Outcome.
@@ -340,6 +349,7 @@ impl ResultRow {
             gen_tokens: key.gen_tokens,
             affinity: key.affinity.clone(),
             pacing_ms: key.pacing_ms,
+            perf_mode: key.perf_mode.clone(),
             repetition,
             status,
             ttft_s: None,
@@ -403,6 +413,7 @@ impl ResultRow {
             gen_tokens: self.gen_tokens,
             affinity: self.affinity.clone(),
             pacing_ms: self.pacing_ms,
+            perf_mode: self.perf_mode.clone(),
         }
     }
 
@@ -563,8 +574,8 @@ pub fn parse_results(path: &Path, bytes: &[u8]) -> Result<ResultsFile, SchemaErr
         .chain(&CELL_COLUMNS)
         .chain(&["repetition", "status"])
         .copied()
-        // Added in 2.1 (older files are all `burn`) and 3.2 (unpaced).
-        .filter(|c| !matches!(*c, "runtime" | "pacing_ms"))
+        // Added in 2.1 (older files are all `burn`) and 3.2 (unpaced, default mode).
+        .filter(|c| !matches!(*c, "runtime" | "pacing_ms" | "perf_mode"))
         .filter(|c| !header.iter().any(|h| h == c))
         .collect();
     if !missing.is_empty() {
@@ -819,6 +830,7 @@ mod tests {
             gen_tokens: 16,
             affinity: "all".into(),
             pacing_ms: 0,
+            perf_mode: "default".into(),
         }
     }
 

@@ -21,7 +21,7 @@ pub use crate::row::{RESULT_COLUMNS, ResultRow, SAMPLE_COLUMNS, SampleRow, Statu
 
 /// Columns that identify a cell, besides the model (all required in a results file, with
 /// `run_id`, `repetition` and `status`).
-pub const CELL_COLUMNS: [&str; 11] = [
+pub const CELL_COLUMNS: [&str; 12] = [
     "device",
     "runtime",
     "backend",
@@ -33,6 +33,7 @@ pub const CELL_COLUMNS: [&str; 11] = [
     "gen_tokens",
     "affinity",
     "pacing_ms",
+    "perf_mode",
 ];
 
 /// Quotes a CSV field when needed (RFC 4180).
@@ -399,6 +400,8 @@ pub struct CellKey {
     pub affinity: String,
     /// Idle gap after every generated token, ms (token pacing; 0: none, schema 3.2).
     pub pacing_ms: u32,
+    /// `default`, or `fixed`: Android's fixed-performance mode was on (schema 3.2).
+    pub perf_mode: String,
 }
 
 impl CellKey {
@@ -428,14 +431,18 @@ impl CellKey {
         ) + &self.pacing_label()
     }
 
-    /// ` pace=50ms` for a paced cell, empty otherwise (labels of unpaced cells read as before
-    /// the axis).
+    /// ` pace=50ms` for a paced cell, ` perf=fixed` in fixed-performance mode, empty otherwise
+    /// (labels of other cells read as before those axes).
     pub fn pacing_label(&self) -> String {
-        if self.pacing_ms > 0 {
+        let mut s = if self.pacing_ms > 0 {
             format!(" pace={}ms", self.pacing_ms)
         } else {
             String::new()
+        };
+        if self.perf_mode == "fixed" {
+            s.push_str(" perf=fixed");
         }
+        s
     }
 
     /// The key without the device, for matching cells across devices.

@@ -6,6 +6,8 @@
 //! - power: `P = idle_w + per_core_w · busy_cores · (f / f_max)²` (dynamic power falls with
 //!   frequency when throttled);
 //! - SoC temperature: first order, `dT/dt = (ambient + r_th · P − T) / tau`;
+//! - fixed-performance mode (`cmd power set-fixed-performance-mode-enabled true` writes
+//!   [`PERF_FILE`]): every cluster at `fixed_ratio · f_max`, no throttling;
 //! - cpufreq: the big cluster drops to `throttle_ratio · f_max` above `trip_c` and recovers
 //!   below `trip_c − hysteresis_c` (`scaling_max_freq` capped there, as a thermal daemon
 //!   does, and `scaling_cur_freq` with it);
@@ -55,12 +57,19 @@ pub struct SimParams {
     /// Current a USB port supplies (A): it carries the load, and charges the battery with
     /// what is left.
     pub usb_supply_a: f64,
+    /// Clock of every cluster in fixed-performance mode, as a fraction of its maximum (set
+    /// with `cmd power set-fixed-performance-mode-enabled true`; the [`PERF_FILE`] says).
+    pub fixed_ratio: f64,
 }
 
 /// The file in the virtual device's state directory (outside its sandbox) that says what
 /// powers it: `usb` or `battery`. Written at start; rewrite it to plug or unplug the cable
 /// while the device runs.
 pub const POWER_FILE: &str = "power";
+
+/// The file in the virtual device's state directory that its `cmd power
+/// set-fixed-performance-mode-enabled` writes: `fixed` while the mode is on.
+pub const PERF_FILE: &str = "perf_mode";
 
 /// The directory in the virtual device's state directory that holds what its `dumpsys`
 /// prints: one file per service (`battery`, `thermalservice`), rewritten every tick.
@@ -85,6 +94,7 @@ impl Default for SimParams {
             battery_uah: 4_000_000.0,
             usb_powered: false,
             usb_supply_a: 1.5,
+            fixed_ratio: 0.7,
         }
     }
 }
@@ -211,6 +221,19 @@ pub fn init_tree(
     let ds = root.join("system/bin/dumpsys");
     std::fs::write(&ds, script)?;
     std::fs::set_permissions(&ds, std::fs::Permissions::from_mode(0o755))?;
+    // cmd: the power service's fixed-performance mode (Android 11+), into the state directory.
+    let perf = services.parent().unwrap_or(services).join(PERF_FILE);
+    let perf = crate::shell::quote(&perf.display().to_string());
+    let script = format!(
+        "#!/bin/sh\n# socbench virtual device: Android's cmd (power: fixed-performance mode)\n\
+         if [ \"$1\" = power ] && [ \"$2\" = set-fixed-performance-mode-enabled ]; then\n\
+         case \"$3\" in true) echo fixed > {perf};; false) echo default > {perf};;\n\
+         *) echo \"Error: expected true or false\"; exit 255;; esac\nexit 0\nfi\n\
+         echo \"Can't find service: $1\"\nexit 255\n"
+    );
+    let cmd = root.join("system/bin/cmd");
+    std::fs::write(&cmd, script)?;
+    std::fs::set_permissions(&cmd, std::fs::Permissions::from_mode(0o755))?;
     let idle = p.ambient_c + p.r_th * p.idle_w;
     let state = ServiceState {
         usb: p.usb_powered,
@@ -299,6 +322,9 @@ pub fn run(
     let services = power_file
         .parent()
         .map_or_else(|| root.join(SERVICES_DIR), |d| d.join(SERVICES_DIR));
+    let perf_file = power_file
+        .parent()
+        .map_or_else(|| root.join(PERF_FILE), |d| d.join(PERF_FILE));
     let cl = clusters(ncpu);
     // Start at the idle equilibrium, so temperature only moves with load.
     let mut temp = p.ambient_c + p.r_th * p.idle_w;
@@ -318,7 +344,15 @@ pub fn run(
             .sum();
         last_ticks = ticks;
         let busy_cores = (busy_ticks as f64 / CLK_TCK / dt).clamp(0.0, f64::from(ncpu));
-        let f_ratio = if throttled { p.throttle_ratio } else { 1.0 };
+        // Fixed-performance mode holds every cluster at a lower clock it can sustain.
+        let fixed = std::fs::read_to_string(&perf_file).is_ok_and(|s| s.trim() == "fixed");
+        let f_ratio = if fixed {
+            p.fixed_ratio
+        } else if throttled {
+            p.throttle_ratio
+        } else {
+            1.0
+        };
         let power = p.idle_w + p.per_core_w * busy_cores * f_ratio * f_ratio;
         temp += (p.ambient_c + p.r_th * power - temp) * (dt / p.tau_s).min(1.0);
         if temp >= p.trip_c {
@@ -370,17 +404,22 @@ pub fn run(
         }
         .write(&services);
         for c in &cl {
-            let khz = if throttled && c.throttles {
-                (c.max_khz as f64 * p.throttle_ratio) as u64
+            let khz = if fixed {
+                (c.max_khz as f64 * p.fixed_ratio).round() as u64
+            } else if throttled && c.throttles {
+                (c.max_khz as f64 * p.throttle_ratio).round() as u64
             } else {
                 c.max_khz
             };
             for cpu in &c.cpus {
                 let dir = root.join(format!("sys/devices/system/cpu/cpu{cpu}/cpufreq"));
                 put(&dir.join("scaling_cur_freq"), khz);
-                // The way phones throttle: a thermal daemon caps the policy's maximum.
-                if c.throttles {
+                // The way phones throttle: a thermal daemon (or the power HAL's fixed mode)
+                // caps the policy's maximum.
+                if c.throttles || fixed {
                     put(&dir.join("scaling_max_freq"), khz);
+                } else {
+                    put(&dir.join("scaling_max_freq"), c.max_khz);
                 }
             }
         }

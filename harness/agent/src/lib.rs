@@ -17,6 +17,7 @@
 
 pub mod cpus;
 pub mod engine;
+pub mod perf;
 pub mod plan;
 pub mod power;
 pub mod supervise;
@@ -569,6 +570,26 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
                 }
             }
         }
+    };
+    // Fixed-performance mode for this cell only: off again when the guard drops, however the
+    // cell ends. Before the cool-down gate, so the clocks have settled when it opens.
+    let _fixed = if cell.fixed_performance {
+        match perf::FixedPerformance::enable() {
+            Ok(guard) => {
+                std::thread::sleep(Duration::from_millis(250));
+                Some(guard)
+            }
+            Err(reason) => {
+                emitter.emit(&Event::CellSkipped {
+                    t_s: t(),
+                    cell: cell.id.clone(),
+                    reason,
+                });
+                return true;
+            }
+        }
+    } else {
+        None
     };
     // Cool-down gate.
     let gate_start = Instant::now();

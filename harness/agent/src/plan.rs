@@ -35,6 +35,9 @@ pub struct Cell {
     /// Idle gap after every generated token but the last, ms (token pacing; 0 = none).
     #[serde(default)]
     pub pacing_ms: u32,
+    /// Run with Android's fixed-performance mode on (`perf_mode = "fixed"`).
+    #[serde(default)]
+    pub fixed_performance: bool,
     /// Measured repetitions.
     pub repetitions: usize,
     /// Repetitions already stored (resume): not run again.

@@ -83,6 +83,9 @@ fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
     if let Some(v) = list("pacing-ms", &a.pacing_ms, axis::pacing_ms)? {
         sweep.pacing_ms = v;
     }
+    if let Some(v) = list("perf-mode", &a.perf_mode, axis::perf_mode)? {
+        sweep.perf_mode = v;
+    }
     if let Some(r) = a.repetitions {
         if r == 0 {
             bail!("--repetitions must be at least 1");
@@ -232,6 +235,7 @@ fn setting_flags(a: &RunArgs) -> Vec<&'static str> {
         (a.batch.is_some(), "--batch"),
         (a.kv_window.is_some(), "--kv-window"),
         (a.pacing_ms.is_some(), "--pacing-ms"),
+        (a.perf_mode.is_some(), "--perf-mode"),
         (a.prompt_tokens.is_some(), "--prompt-tokens"),
         (a.gen_tokens.is_some(), "--gen-tokens"),
         (a.affinity.is_some(), "--affinity"),

@@ -18,7 +18,7 @@ pub mod supervise;
 
 use crate::progress::Progress;
 use crate::store::{Store, Stored};
-use crate::sweep::{PlannedCell, Sweep};
+use crate::sweep::{PerfMode, PlannedCell, Sweep};
 use anyhow::Result;
 use deploy::REMOTE_DIR;
 use rows::AgentRun;
@@ -147,6 +147,10 @@ pub fn describe(c: &PlannedCell) -> String {
         format!(" pace={}ms", c.pacing_ms)
     } else {
         String::new()
+    } + if c.perf_mode == PerfMode::Fixed {
+        " perf=fixed"
+    } else {
+        ""
     }
 }
 
@@ -373,6 +377,7 @@ pub fn run_device(
                             prompt_tokens: c.prompt_tokens,
                             gen_tokens: c.gen_tokens,
                             pacing_ms: c.pacing_ms,
+                            fixed_performance: c.perf_mode == PerfMode::Fixed,
                             repetitions: sweep.repetitions,
                             skip_reps: (0..sweep.repetitions)
                                 .filter(|r| !missing.contains(r))
@@ -442,6 +447,20 @@ pub fn run_device(
             };
             run.flush_pending(true);
             let _ = store.flush();
+            // The agent restores the performance mode after each fixed cell; an agent that was
+            // killed (hung, Ctrl-C twice) could not, so the host does it once more. Not on the
+            // local host (no such mode) or a device that went away.
+            if !is_local
+                && vcells.iter().any(|c| c.perf_mode == PerfMode::Fixed)
+                && !matches!(end, AgentEnd::Device(_))
+            {
+                let mut argv: Vec<&str> = socbench_agent::perf::COMMAND.to_vec();
+                argv.push("false");
+                if let Err(e) = dev.run(&argv, Duration::from_secs(10)) {
+                    run.ui
+                        .log(&format!("restoring the default performance mode: {e}"));
+                }
+            }
             completed.extend(run.finished.iter().cloned());
             let interrupted = run.interrupted || ctx.interrupted.load(Ordering::Relaxed);
             vcells.retain(|c| !run.finished.contains(&c.key));

@@ -180,6 +180,7 @@ impl<'a> AgentRun<'a> {
             gen_tokens: cell.gen_tokens as u32,
             affinity: cell.affinity.clone(),
             pacing_ms: cell.pacing_ms,
+            perf_mode: cell.perf_mode.name().into(),
         };
         let mut row = ResultRow::new(run_id(&self.model_id, cell, rep), &key, rep as u32, status);
         row.session = self.store.session().to_owned();
