@@ -373,7 +373,13 @@ fn fixed_performance_mode_holds_the_clocks_for_its_cells_and_is_restored() {
     server.connect(&phone.serial);
     let out = dir.path().join("perf");
     let mut args = run_args(&phone, &server, &out);
-    args.extend(["--perf-mode".into(), "default,fixed".into()]);
+    // Paced, so each repetition spans several sensor samples (throttling can be judged).
+    args.extend([
+        "--perf-mode".into(),
+        "default,fixed".into(),
+        "--pacing-ms".into(),
+        "20".into(),
+    ]);
     assert_success(&socbench().args(&args).output().unwrap());
     let r = rows(&out);
     assert_eq!(r.len(), 4, "{r:?}");
@@ -385,6 +391,13 @@ fn fixed_performance_mode_holds_the_clocks_for_its_cells_and_is_restored() {
             _ => "300-1800/300-2800",
         };
         assert_eq!(row.freq_limits_mhz, limits, "{row:?}");
+        // Deliberate caps are not throttling; the default cells are judged (and cool).
+        let judged = if row.perf_mode == "fixed" {
+            None
+        } else {
+            Some(false)
+        };
+        assert_eq!(row.throttled, judged, "{row:?}");
     }
     assert_eq!(r.iter().filter(|x| x.perf_mode == "fixed").count(), 2);
     assert_eq!(
@@ -406,7 +419,7 @@ fn fixed_performance_mode_holds_the_clocks_for_its_cells_and_is_restored() {
         "--perf-mode".into(),
         "fixed,default".into(),
     ]);
-    let _ = socbench().args(&args).output().unwrap();
+    assert_success(&socbench().args(&args).output().unwrap());
     let r = rows(&local);
     assert_eq!(r.len(), 4, "{r:?}");
     for row in &r {

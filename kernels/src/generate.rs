@@ -185,9 +185,6 @@ pub fn generate(
             } else {
                 decode.push(elapsed);
             }
-            if !opts.pacing.is_zero() && step + 1 < opts.max_new_tokens {
-                std::thread::sleep(opts.pacing);
-            }
             for (i, &t) in next.iter().enumerate() {
                 if !done[i] {
                     gen_ids[i].push(t);
@@ -196,6 +193,9 @@ pub fn generate(
             }
             if done.iter().all(|&d| d) {
                 break;
+            }
+            if !opts.pacing.is_zero() && step + 1 < opts.max_new_tokens {
+                std::thread::sleep(opts.pacing);
             }
             input = next.into_iter().map(|t| vec![t]).collect();
         }

@@ -354,7 +354,9 @@ fn summarize_cell(
         }
     }
     let session_spread = spread(&ok, &sessions);
-    let time_to_throttle_s = dev.top_freq_mhz.and_then(|top| {
+    // Fixed-performance mode caps the clocks on purpose: that is not throttling.
+    let judged = key.perf_mode != "fixed";
+    let time_to_throttle_s = dev.top_freq_mhz.filter(|_| judged).and_then(|top| {
         recs.first()
             .and_then(|r| time_to_throttle(set, cell_text(r), &key.device, top))
     });

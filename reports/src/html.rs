@@ -129,8 +129,9 @@ impl Axis {
             Axis::Prompt => s.prompt_tokens = 0,
             Axis::Batch => s.batch = 0,
             Axis::KvWindow => s.kv_window = Some(0),
-            Axis::Pacing => s.pacing_ms = u32::MAX,
-            Axis::PerfMode => s.perf_mode = String::new(),
+            // 0, which labels leave out (a lone series is named by its key).
+            Axis::Pacing => s.pacing_ms = 0,
+            Axis::PerfMode => s.perf_mode = "default".into(),
         }
         s
     }

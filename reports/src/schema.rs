@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 pub use crate::row::{RESULT_COLUMNS, ResultRow, SAMPLE_COLUMNS, SampleRow, Status};
 
-/// Columns that identify a cell, besides the model (all required in a results file, with
-/// `run_id`, `repetition` and `status`).
+/// Columns that identify a cell, besides the model (required in a results file, with `run_id`,
+/// `repetition` and `status`; except those added later: `runtime`, `pacing_ms`, `perf_mode`).
 pub const CELL_COLUMNS: [&str; 12] = [
     "device",
     "runtime",

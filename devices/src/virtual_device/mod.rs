@@ -143,6 +143,8 @@ impl VirtualDevice {
             ("ro.build.version.release".to_owned(), "14".to_owned()),
             ("ro.socbench.virtual".to_owned(), "1".to_owned()),
         ];
+        // A restarted phone comes up in its default performance mode.
+        std::fs::write(cfg.state_dir.join(sim::PERF_FILE), "default\n")?;
         let services = cfg.state_dir.join(sim::SERVICES_DIR);
         sim::init_tree(&root, &services, ncpu, &cfg.sim, &props)?;
         // SELinux: a locked-down phone enforces; the open profile plays a permissive

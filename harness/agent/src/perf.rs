@@ -1,9 +1,15 @@
 //! Fixed-performance mode (`perf_mode = "fixed"`): Android 11+'s power HAL mode that holds the
 //! clocks at a sustainable level (`cmd power set-fixed-performance-mode-enabled true`), on for
-//! one cell and restored when it ends, whatever way it ends (the guard's drop; the host also
-//! restores it after an agent run that had such cells, for an agent that was killed).
+//! one cell and restored when it ends: the guard's drop, or [`restore_if_on`] when the agent
+//! exits because its controller is gone. A killed agent cannot; the host restores the mode
+//! before and after every agent run of a sweep that has fixed cells.
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether this process switched the mode on and has not switched it off: what
+/// [`restore_if_on`] undoes on the way out of a `process::exit`, which runs no destructor.
+static ON: AtomicBool = AtomicBool::new(false);
 
 /// The command line that switches the mode.
 pub const COMMAND: [&str; 3] = ["cmd", "power", "set-fixed-performance-mode-enabled"];
@@ -62,18 +68,29 @@ pub struct FixedPerformance(());
 impl FixedPerformance {
     /// Switches the mode on.
     pub fn enable() -> Result<Self, String> {
-        set(true).map(|()| Self(()))
+        set(true)?;
+        ON.store(true, Ordering::SeqCst);
+        Ok(Self(()))
     }
 }
 
 impl Drop for FixedPerformance {
     fn drop(&mut self) {
+        ON.store(false, Ordering::SeqCst);
         match set(false) {
             // The clocks take a moment to follow; the next cell should not start under the
             // mode's caps.
             Ok(()) => std::thread::sleep(std::time::Duration::from_millis(250)),
             Err(e) => eprintln!("socbench-agent: restoring the default performance mode: {e}"),
         }
+    }
+}
+
+/// Switches the mode off if this process left it on: for exits that skip the guard's drop
+/// (the agent's `exit_now` when its controller is gone).
+pub fn restore_if_on() {
+    if ON.swap(false, Ordering::SeqCst) {
+        let _ = set(false);
     }
 }
 

@@ -30,6 +30,7 @@ pub const EXIT_CONTROLLER_GONE: u8 = 3;
 pub fn exit_now(code: u8, why: &str) -> ! {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "socbench-agent: {why}; exiting");
+    crate::perf::restore_if_on();
     release();
     std::process::exit(i32::from(code));
 }

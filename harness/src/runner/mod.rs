@@ -127,7 +127,8 @@ pub fn run_id(model_id: &str, cell: &PlannedCell, rep: usize) -> String {
     format!("{model_id}|{}#{rep}", cell.key)
 }
 
-/// `flex f32 t2 b1 kv=full p32 g16 a=all` (` pace=50ms` at the end of a paced cell).
+/// `flex f32 t2 b1 kv=full p32 g16 a=all` (` pace=50ms`, ` perf=fixed` at the end of a paced
+/// or fixed-performance cell).
 pub fn describe(c: &PlannedCell) -> String {
     let runtime = match c.runtime {
         RuntimeKind::Burn => String::new(),
@@ -151,6 +152,15 @@ pub fn describe(c: &PlannedCell) -> String {
         " perf=fixed"
     } else {
         ""
+    }
+}
+
+/// Switches Android's fixed-performance mode off on `dev` (best effort: logged, not fatal).
+fn restore_perf_mode(dev: &mut dyn Device, ui: &crate::progress::DeviceProgress) {
+    let mut argv: Vec<&str> = socbench_agent::perf::COMMAND.to_vec();
+    argv.push("false");
+    if let Err(e) = dev.run(&argv, Duration::from_secs(10)) {
+        ui.log(&format!("restoring the default performance mode: {e}"));
     }
 }
 
@@ -302,6 +312,7 @@ pub fn run_device(
         }
     }
     let (beat_every, beat_timeout) = supervise::heartbeat_timing(is_local);
+    let fixed_sweep = sweep.perf_mode.contains(&PerfMode::Fixed);
     // The agent is silent while it waits for the device to cool or to leave its charger.
     let cooldown_wait =
         cooldown.as_ref().map_or(0.0, |c| c.max_wait_s) + ctx.require_battery_s.unwrap_or(0.0);
@@ -418,6 +429,11 @@ pub fn run_device(
             if ctx.interrupted.load(Ordering::Relaxed) {
                 return finish(run, outcome, Some("interrupted".into()));
             }
+            // Default cells must not run under a fixed-performance mode left on by an agent
+            // that was killed (here, or in an earlier session of a resumed sweep).
+            if fixed_sweep && !is_local {
+                restore_perf_mode(&mut *dev, &run.ui);
+            }
             let end = match staged {
                 Err(e) => AgentEnd::Device(e),
                 Ok(()) => {
@@ -427,7 +443,15 @@ pub fn run_device(
                         plan_remote.clone()
                     };
                     let _beat = Heartbeat::start(target, heartbeat_file, beat_every);
-                    let first_limit = ctx.hang_timeout.limit(run.longest_rep_s, cooldown_wait);
+                    // A paced repetition is silent for its gaps too.
+                    let paced_s = vcells
+                        .iter()
+                        .map(|c| {
+                            f64::from(c.pacing_ms) / 1e3 * c.gen_tokens.saturating_sub(1) as f64
+                        })
+                        .fold(0.0, f64::max);
+                    let silent_s = cooldown_wait + paced_s;
+                    let first_limit = ctx.hang_timeout.limit(run.longest_rep_s, silent_s);
                     supervise::run_plan(
                         &mut dev,
                         &agent,
@@ -438,7 +462,7 @@ pub fn run_device(
                             run.on_line(l);
                             supervise::Liveness {
                                 last_progress: run.last_progress,
-                                limit: ctx.hang_timeout.limit(run.longest_rep_s, cooldown_wait),
+                                limit: ctx.hang_timeout.limit(run.longest_rep_s, silent_s),
                                 pid: run.pid,
                             }
                         },
@@ -448,18 +472,10 @@ pub fn run_device(
             run.flush_pending(true);
             let _ = store.flush();
             // The agent restores the performance mode after each fixed cell; an agent that was
-            // killed (hung, Ctrl-C twice) could not, so the host does it once more. Not on the
-            // local host (no such mode) or a device that went away.
-            if !is_local
-                && vcells.iter().any(|c| c.perf_mode == PerfMode::Fixed)
-                && !matches!(end, AgentEnd::Device(_))
-            {
-                let mut argv: Vec<&str> = socbench_agent::perf::COMMAND.to_vec();
-                argv.push("false");
-                if let Err(e) = dev.run(&argv, Duration::from_secs(10)) {
-                    run.ui
-                        .log(&format!("restoring the default performance mode: {e}"));
-                }
+            // killed (hung) could not, so the host does it once more (and before the next
+            // agent run, below, for a device that came back).
+            if fixed_sweep && !is_local && !matches!(end, AgentEnd::Device(_)) {
+                restore_perf_mode(&mut *dev, &run.ui);
             }
             completed.extend(run.finished.iter().cloned());
             let interrupted = run.interrupted || ctx.interrupted.load(Ordering::Relaxed);

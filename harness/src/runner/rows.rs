@@ -293,7 +293,14 @@ impl<'a> AgentRun<'a> {
             Metric::MaxTempC,
             derive::window_max(thermal.iter().map(Vec::as_slice), r.t_start_s, r.t_end_s),
         );
-        let top_mhz = self.info.clusters.iter().filter_map(|c| c.max_khz).max();
+        // Fixed-performance mode caps the clocks on purpose: throttling is not judged there.
+        let top_mhz = self
+            .info
+            .clusters
+            .iter()
+            .filter_map(|c| c.max_khz)
+            .max()
+            .filter(|_| cell.perf_mode != crate::sweep::PerfMode::Fixed);
         row.throttled = top_mhz.and_then(|top| {
             derive::throttled(
                 &self.samples.fastest_core(),
