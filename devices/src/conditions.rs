@@ -1,5 +1,5 @@
 //! The conditions a figure was measured under, read by the agent on the target: the CPU
-//! frequency governor and limits per cluster (read at every cell: thermal daemons move
+//! frequency governor and limits per cluster (read after every repetition: thermal daemons move
 //! `scaling_max_freq`), and the agent process's own SELinux mode, scheduling policy, cpuset and
 //! allowed CPUs (read once, before any pin). Each is a short text, empty where the device does
 //! not tell; the result rows carry them (see `socbench_reports::row::ResultRow`).

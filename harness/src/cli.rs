@@ -373,7 +373,8 @@ pub struct RunArgs {
     /// Affinities (comma list of all, big, little, mid; CPU lists use `+`: `0+1`, or `0-3`).
     #[arg(long)]
     pub affinity: Option<String>,
-    /// Token pacing: idle gaps after every generated token, ms (comma list; 0: none).
+    /// Token pacing: an idle gap after every generated token but the last, ms (comma list;
+    /// 0: none; at most 10000).
     #[arg(long = "pacing-ms")]
     pub pacing_ms: Option<String>,
     /// Performance modes (comma list of `default`, `fixed`: Android 11+'s fixed-performance
@@ -417,8 +418,9 @@ pub struct RunArgs {
     #[arg(long = "device-wait", default_value_t = 30.0)]
     pub device_wait: f64,
     /// Seconds an agent may show no progress (no event but sensor samples) before it is
-    /// declared hung, killed, and its cell marked failed, plus the longest waits before a cell
-    /// (cool-down gate, `--battery-wait`), which are silent by design. Default: five times the
+    /// declared hung, killed, and its cell marked failed, plus the silence allowed by design:
+    /// the longest waits before a cell (cool-down gate, `--battery-wait`) and a paced
+    /// repetition's gaps. Default: five times the
     /// longest repetition seen on the device (at least 300) plus those waits.
     #[arg(long = "hang-timeout", value_name = "SECONDS")]
     pub hang_timeout: Option<f64>,

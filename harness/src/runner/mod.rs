@@ -434,6 +434,13 @@ pub fn run_device(
             if fixed_sweep && !is_local {
                 restore_perf_mode(&mut *dev, &run.ui);
             }
+            // The agent is allowed to be silent for the waits before a cell and for a paced
+            // repetition's gaps.
+            let paced_s = vcells
+                .iter()
+                .map(|c| f64::from(c.pacing_ms) / 1e3 * c.gen_tokens.saturating_sub(1) as f64)
+                .fold(0.0, f64::max);
+            let silent_s = cooldown_wait + paced_s;
             let end = match staged {
                 Err(e) => AgentEnd::Device(e),
                 Ok(()) => {
@@ -443,14 +450,6 @@ pub fn run_device(
                         plan_remote.clone()
                     };
                     let _beat = Heartbeat::start(target, heartbeat_file, beat_every);
-                    // A paced repetition is silent for its gaps too.
-                    let paced_s = vcells
-                        .iter()
-                        .map(|c| {
-                            f64::from(c.pacing_ms) / 1e3 * c.gen_tokens.saturating_sub(1) as f64
-                        })
-                        .fold(0.0, f64::max);
-                    let silent_s = cooldown_wait + paced_s;
                     let first_limit = ctx.hang_timeout.limit(run.longest_rep_s, silent_s);
                     supervise::run_plan(
                         &mut dev,
@@ -503,7 +502,7 @@ pub fn run_device(
                      --hang-timeout sets it) and was killed",
                     silent.as_secs_f64(),
                     ctx.hang_timeout
-                        .limit(run.longest_rep_s, cooldown_wait)
+                        .limit(run.longest_rep_s, silent_s)
                         .as_secs_f64()
                 )),
                 AgentEnd::Device(_) => None,

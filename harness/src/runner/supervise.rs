@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 /// declared hung.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HangTimeout {
-    /// This long (`--hang-timeout`), plus the longest the agent may wait, silent by design, in
-    /// the cool-down gate and for the battery (`--require-battery`).
+    /// This long (`--hang-timeout`), plus the silence allowed by design: the longest waits in
+    /// the cool-down gate and for the battery (`--require-battery`), a paced repetition's gaps.
     Fixed(Duration),
     /// Five times the longest repetition seen on the device so far, plus the cool-down gate's
     /// longest wait, and never under [`AUTO_FLOOR`] (loading a model and scoring the quality

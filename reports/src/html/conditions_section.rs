@@ -32,7 +32,7 @@ pub(super) fn render(page: &mut Page, a: &Analysis) {
     page.body.push_str(
         "<p>What the measured repetitions ran under, read by the agent on the device: the CPU \
          frequency governor and <code>scaling_min_freq-scaling_max_freq</code> per cluster \
-         when each cell started (a maximum below the cluster's top is a cap), the SELinux \
+         after each repetition (a maximum below the cluster's top is a cap), the SELinux \
          mode, and the agent's scheduling policy, cpuset and allowed CPUs before any pin. \
          Empty where the device does not tell.</p>\n",
     );
