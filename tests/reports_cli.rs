@@ -4,60 +4,15 @@
 #![allow(clippy::unwrap_used)]
 mod common;
 
+use common::browser::headless;
 use common::{assert_success, socbench};
 use socbench_reports::fixture::{Fixture, PHONE};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn fixture(dir: &Path, name: &str, f: &Fixture) -> PathBuf {
     let d = dir.join(name);
     f.write(&d).unwrap();
     d
-}
-
-/// Chromium, as Debian installs it (`.ci/run` does); `SOCBENCH_CHROMIUM` overrides.
-fn chromium() -> String {
-    let bin = std::env::var("SOCBENCH_CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let found = Command::new(&bin).arg("--version").output();
-    assert!(
-        found.as_ref().is_ok_and(|o| o.status.success()),
-        "this test needs Chromium: `apt-get install -y chromium`, or set SOCBENCH_CHROMIUM ({found:?})"
-    );
-    bin
-}
-
-/// Runs headless Chromium on `page` with `extra` flags; returns (stdout, console lines).
-fn headless(page: &Path, extra: &[&str]) -> (String, Vec<String>) {
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Every console message (errors, CSP violations, logs) is printed as `…:CONSOLE…`.
-    let console = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| l.contains(":CONSOLE"))
-        .map(String::from)
-        .collect();
-    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
 }
 
 #[test]

@@ -381,6 +381,10 @@ pub struct RunArgs {
     /// mode on during the cell).
     #[arg(long = "perf-mode")]
     pub perf_mode: Option<String>,
+    /// Sustained sessions: each repetition generates back to back from the prompt for this
+    /// many seconds (comma list; 0: off; at most 86400).
+    #[arg(long = "duration-s")]
+    pub duration_s: Option<String>,
     /// Measured repetitions per cell.
     #[arg(long)]
     pub repetitions: Option<usize>,

@@ -39,6 +39,7 @@ struct SweepFile {
     affinity: Option<Spanned<Vec<toml::Value>>>,
     pacing_ms: Option<Spanned<Vec<toml::Value>>>,
     perf_mode: Option<Spanned<Vec<toml::Value>>>,
+    duration_s: Option<Spanned<Vec<toml::Value>>>,
     repetitions: Option<Spanned<i64>>,
     warmup: Option<Spanned<i64>>,
     sample_hz: Option<Spanned<f64>>,
@@ -138,6 +139,10 @@ pub struct Sweep {
     /// Axis: Android's fixed-performance mode off (`default`) or on (`fixed`) during the cell.
     #[serde(default = "default_perf_mode")]
     pub perf_mode: Vec<PerfMode>,
+    /// Axis: sustained sessions, s: each repetition generates back to back from the prompt
+    /// for this long (0: off, one generation per repetition).
+    #[serde(default = "default_duration")]
+    pub duration_s: Vec<u32>,
     /// Measured runs per cell.
     pub repetitions: usize,
     /// Unmeasured runs per cell.
@@ -175,6 +180,10 @@ fn default_probe() -> bool {
 }
 
 fn default_pacing() -> Vec<u32> {
+    vec![0]
+}
+
+fn default_duration() -> Vec<u32> {
     vec![0]
 }
 
@@ -240,6 +249,19 @@ pub mod axis {
                  fixed-performance mode during the cell)"
             )),
         }
+    }
+    /// Seconds of a sustained session: 0 (off) to 86 400.
+    pub fn duration_s(s: &str) -> Result<u32, String> {
+        s.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|d| *d <= 86_400)
+            .ok_or_else(|| {
+                format!(
+                    "`{s}` is not a valid session length (valid: whole seconds from 0, no \
+                     session, to 86400)"
+                )
+            })
     }
     /// Milliseconds of pacing: 0 (none) to 10 000.
     pub fn pacing_ms(s: &str) -> Result<u32, String> {
@@ -494,6 +516,14 @@ impl Sweep {
                 default_perf_mode(),
                 axis::perf_mode,
             )?,
+            duration_s: parse_axis(
+                file,
+                text,
+                "duration_s",
+                f.duration_s,
+                default_duration(),
+                axis::duration_s,
+            )?,
             repetitions: pos("repetitions", f.repetitions, 3, 1)?,
             warmup: pos("warmup", f.warmup, 1, 0)?,
             sample_hz,
@@ -552,6 +582,7 @@ impl Sweep {
             * self.affinity.len()
             * self.pacing_ms.len()
             * self.perf_mode.len()
+            * self.duration_s.len()
     }
 }
 
@@ -590,6 +621,9 @@ pub struct PlannedCell {
     /// Android's fixed-performance mode during the cell.
     #[serde(default = "perf_default")]
     pub perf_mode: PerfMode,
+    /// Sustained session length, s (0: one generation per repetition).
+    #[serde(default)]
+    pub duration_s: u32,
 }
 
 fn perf_default() -> PerfMode {
@@ -665,19 +699,24 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
             .flat_map(|&r| sweep.backend.iter().map(move |&b| (r, b)))
             .filter(|&(r, b)| r == RuntimeKind::Burn || !b.is_cpu() || Some(b) == first_cpu)
             .collect();
+        // The innermost axes, in key order.
+        let mut tails = Vec::new();
+        for &g in &sweep.gen_tokens {
+            for &p in &sweep.pacing_ms {
+                for &m in &sweep.perf_mode {
+                    for &d in &sweep.duration_s {
+                        tails.push((g, p, m, d));
+                    }
+                }
+            }
+        }
         for &(runtime, backend) in &pairs {
             for &quant in &sweep.quant {
                 for &threads in &thread_values {
                     for &batch in &sweep.batch {
                         for &kv_window in &sweep.kv_window {
                             for &prompt_tokens in &sweep.prompt_tokens {
-                                for (&gen_tokens, &pacing_ms, &perf_mode) in
-                                    sweep.gen_tokens.iter().flat_map(|g| {
-                                        sweep.pacing_ms.iter().flat_map(move |p| {
-                                            sweep.perf_mode.iter().map(move |m| (g, p, m))
-                                        })
-                                    })
-                                {
+                                for &(gen_tokens, pacing_ms, perf_mode, duration_s) in &tails {
                                     // Burn keys are as before the runtime axis (stored
                                     // results stay resumable); llama.cpp's name it.
                                     let engine = match runtime {
@@ -698,6 +737,9 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                                     };
                                     if perf_mode == PerfMode::Fixed {
                                         pace.push_str("|perf-fixed");
+                                    }
+                                    if duration_s > 0 {
+                                        pace.push_str(&format!("|dur{duration_s}"));
                                     }
                                     let key = format!(
                                         "{}|{engine}|{}|t{threads}|b{batch}|kv{}|p{prompt_tokens}|g{gen_tokens}|a{aff}{pace}",
@@ -720,6 +762,7 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                                         cpus: cpus.clone(),
                                         pacing_ms,
                                         perf_mode,
+                                        duration_s,
                                     });
                                 }
                             }
@@ -775,6 +818,16 @@ mod tests {
         }
         let s = Sweep::parse("s.toml", "pacing_ms = [0, 50]").unwrap();
         assert_eq!(s.pacing_ms, vec![0, 50]);
+        for bad in ["-5", "90000", "\"long\"", "1.5"] {
+            let e = Sweep::parse("s.toml", &format!("seed = 1\nduration_s = [{bad}]\n"));
+            let m = format!("{:#}", e.unwrap_err());
+            assert!(
+                m.contains("s.toml:2") && m.contains("duration_s") && m.contains("to 86400"),
+                "{m}"
+            );
+        }
+        let s = Sweep::parse("s.toml", "duration_s = [0, 60]").unwrap();
+        assert_eq!(s.duration_s, vec![0, 60]);
         let e = Sweep::parse("s.toml", "seed = 1\nperf_mode = [\"turbo\"]\n").unwrap_err();
         let m = format!("{e:#}");
         assert!(

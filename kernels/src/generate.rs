@@ -56,6 +56,9 @@ pub struct Generation {
     pub ttft: Duration,
     /// Time of each decode step after the first token (one entry per further token).
     pub decode: Vec<Duration>,
+    /// When each token (step of the batch) arrived on the host, from the start of prefill:
+    /// the first is `ttft`; with pacing, the gaps lie between them.
+    pub token_at: Vec<Duration>,
     /// Bytes of keys and values the KV cache held at the end of the run (computed from the
     /// cache's buffers; llama.cpp: the cache it allocated for the context).
     pub kv_cache_bytes: u64,
@@ -163,6 +166,7 @@ pub fn generate(
         let mut gen_ids: Vec<Vec<u32>> = vec![Vec::with_capacity(opts.max_new_tokens); b];
         let mut done = vec![false; b];
         let mut decode = Vec::with_capacity(opts.max_new_tokens);
+        let mut token_at = Vec::with_capacity(opts.max_new_tokens);
         let mut input: Vec<Vec<u32>> = vec![prompt.to_vec(); b];
 
         rt.sync()?;
@@ -180,6 +184,7 @@ pub fn generate(
                 .collect();
             rt.sync()?;
             let elapsed = step_start.elapsed();
+            token_at.push(start.elapsed());
             if step == 0 {
                 ttft = start.elapsed();
             } else {
@@ -203,6 +208,7 @@ pub fn generate(
             gen_ids,
             ttft,
             decode,
+            token_at,
             kv_cache_bytes: cache.held_bytes(),
         })
     })

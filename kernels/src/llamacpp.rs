@@ -275,6 +275,10 @@ impl LlamaCppContext<'_> {
         let ttft = start.elapsed();
         let mut gen_ids: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
         let mut decode: Vec<Duration> = Vec::with_capacity(gen_tokens.saturating_sub(1));
+        let mut token_at: Vec<Duration> = Vec::with_capacity(gen_tokens);
+        if gen_tokens > 0 {
+            token_at.push(ttft);
+        }
         let mut step = LlamaBatch::new(n_seq, n_seq as i32);
         for k in 1..gen_tokens {
             if !pacing.is_zero() {
@@ -292,6 +296,7 @@ impl LlamaCppContext<'_> {
                 *slot = argmax(self.ctx.get_logits_ith(s as i32));
             }
             decode.push(t0.elapsed());
+            token_at.push(start.elapsed());
             for (ids, &t) in gen_ids.iter_mut().zip(&next) {
                 ids.push(t);
             }
@@ -303,6 +308,7 @@ impl LlamaCppContext<'_> {
             gen_ids,
             ttft,
             decode,
+            token_at,
             kv_cache_bytes: self.kv_cache_bytes,
         })
     }

@@ -54,9 +54,11 @@ pub struct CellSummary {
     pub throttled_reps: (usize, usize),
     /// Repetitions that started on a charger, of those where it could be told.
     pub charging_reps: (usize, usize),
-    /// Seconds from the cell's start to the first throttled sample.
+    /// Seconds from the cell's start to the first throttled sample (a sustained session: from
+    /// the session's start, the median over its sessions).
     pub time_to_throttle_s: Option<f64>,
-    /// Decode throughput of the last repetition over the best one.
+    /// Decode throughput of the last repetition over the best one (a sustained session: its
+    /// last quarter over its best window, the median over its sessions).
     pub sustained_to_peak: Option<f64>,
     /// Sessions the repetitions came from.
     pub sessions: Vec<String>,
@@ -155,7 +157,17 @@ pub fn seed_of(key: &CellKey) -> u64 {
 
 /// The cell key text the runner uses in events (`run_id` without `#repetition`).
 pub fn cell_text(r: &Record) -> &str {
-    r.run_id.rsplit_once('#').map_or(&r.run_id, |(c, _)| c)
+    let cell = r
+        .run_id
+        .rsplit_once('#')
+        .map_or(r.run_id.as_str(), |(c, _)| c);
+    // `socbench run` writes `model id|cell key`; the agent's events name the cell key alone,
+    // which starts with the device's serial.
+    let device = format!("|{}|", r.key.device);
+    match cell.find(&device) {
+        Some(i) if !cell.starts_with(&device[1..]) => &cell[i + 1..],
+        _ => cell,
+    }
 }
 
 fn device_summary(set: &ResultSet, serial: &str) -> DeviceSummary {
@@ -340,13 +352,23 @@ fn summarize_cell(
         })
         .collect();
     by_rep.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    let sustained_to_peak = (by_rep.len() >= 2)
-        .then(|| {
-            let best = by_rep.iter().map(|x| x.2).fold(f64::MIN, f64::max);
-            by_rep.last().map(|l| l.2 / best)
-        })
-        .flatten()
-        .filter(|x| x.is_finite());
+    // A sustained session's figures are its own (the median over its sessions).
+    let session_median = |m: Metric| {
+        (key.duration_s > 0)
+            .then(|| metrics.get(&m).map(|s: &stats::Summary| s.median))
+            .flatten()
+    };
+    let sustained_to_peak = if key.duration_s > 0 {
+        session_median(Metric::SustainedRatio)
+    } else {
+        (by_rep.len() >= 2)
+            .then(|| {
+                let best = by_rep.iter().map(|x| x.2).fold(f64::MIN, f64::max);
+                by_rep.last().map(|l| l.2 / best)
+            })
+            .flatten()
+            .filter(|x| x.is_finite())
+    };
     let mut sessions: Vec<String> = Vec::new();
     for r in recs {
         if !sessions.contains(&r.session) {
@@ -356,10 +378,14 @@ fn summarize_cell(
     let session_spread = spread(&ok, &sessions);
     // Fixed-performance mode caps the clocks on purpose: that is not throttling.
     let judged = key.perf_mode != "fixed";
-    let time_to_throttle_s = dev.top_freq_mhz.filter(|_| judged).and_then(|top| {
-        recs.first()
-            .and_then(|r| time_to_throttle(set, cell_text(r), &key.device, top))
-    });
+    let time_to_throttle_s = if key.duration_s > 0 {
+        session_median(Metric::ThrottleAfterS).filter(|_| judged)
+    } else {
+        dev.top_freq_mhz.filter(|_| judged).and_then(|top| {
+            recs.first()
+                .and_then(|r| time_to_throttle(set, cell_text(r), &key.device, top))
+        })
+    };
     CellSummary {
         key: key.clone(),
         counts,
@@ -432,4 +458,23 @@ fn spread(ok: &[&Record], sessions: &[String]) -> Option<(usize, f64, f64)> {
     let between =
         (medians.iter().map(|x| (x - mm).powi(2)).sum::<f64>() / (medians.len() - 1) as f64).sqrt();
     (grand > 0.0).then(|| (per.len(), within / grand, between / grand))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::row::ResultRow;
+
+    #[test]
+    fn a_rows_cell_text_is_the_cell_key_its_events_name() {
+        let key = crate::fixture::cell_key("local", "m.gguf", "q8");
+        let events_cell = "local|flex|q8|t1|b1|kvfull|p16|g16|aall";
+        for run_id in [
+            format!("m.gguf@ab12|{events_cell}#3"),
+            format!("{events_cell}#0"),
+        ] {
+            let r = Record::from_row(ResultRow::new(run_id, &key, 0, Status::Ok), 0, 2, "s");
+            assert_eq!(cell_text(&r), events_cell);
+        }
+    }
 }

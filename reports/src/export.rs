@@ -61,6 +61,7 @@ fn key_fields(c: &CellSummary) -> [String; CELL_COLUMNS.len()] {
         k.affinity.clone(),
         k.pacing_ms.to_string(),
         k.perf_mode.clone(),
+        k.duration_s.to_string(),
     ]
 }
 

@@ -106,6 +106,7 @@ impl Row {
             gen_tokens: GEN,
             affinity: "all".into(),
             pacing_ms: 0,
+            duration_s: 0,
             perf_mode: "default".into(),
         };
         let status = Status::ALL
@@ -491,6 +492,7 @@ pub fn cell_key(device: &str, model: &str, quant: &str) -> CellKey {
         gen_tokens: 1,
         affinity: "all".into(),
         pacing_ms: 0,
+        duration_s: 0,
         perf_mode: "default".into(),
     }
 }
@@ -521,6 +523,7 @@ pub fn write_runtime_pair(dir: &Path) -> std::io::Result<()> {
                 gen_tokens: GEN,
                 affinity: "all".into(),
                 pacing_ms: 0,
+                duration_s: 0,
                 perf_mode: "default".into(),
             };
             let run_id = format!("{MODEL}@0|local|{engine}|q8|t1|b1|kvfull|p16|g{GEN}|aall#{rep}");

@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 mod conditions_section;
 mod latency_section;
 mod runtimes_section;
+mod sustained_section;
 
 /// The page's style sheet (also used by the comparison page).
 pub const CSS: &str = "
@@ -97,6 +98,7 @@ enum Axis {
     KvWindow,
     Pacing,
     PerfMode,
+    Duration,
 }
 
 impl Axis {
@@ -109,6 +111,7 @@ impl Axis {
             Axis::KvWindow => k.kv_window.unwrap_or(k.prompt_tokens + k.gen_tokens),
             Axis::Pacing => k.pacing_ms,
             Axis::PerfMode => u32::from(k.perf_mode == "fixed"),
+            Axis::Duration => k.duration_s,
         })
     }
 
@@ -132,6 +135,7 @@ impl Axis {
             // 0, which labels leave out (a lone series is named by its key).
             Axis::Pacing => s.pacing_ms = 0,
             Axis::PerfMode => s.perf_mode = "default".into(),
+            Axis::Duration => s.duration_s = 0,
         }
         s
     }
@@ -140,7 +144,7 @@ impl Axis {
 /// Legend text: the device and whatever else varies between the series.
 fn legends(keys: &[CellKey]) -> Vec<String> {
     type Field = (&'static str, fn(&CellKey) -> String);
-    let fields: [Field; 13] = [
+    let fields: [Field; 14] = [
         ("", |k| k.device.clone()),
         ("", |k| k.model.clone()),
         ("", |k| k.runtime.clone()),
@@ -154,6 +158,7 @@ fn legends(keys: &[CellKey]) -> Vec<String> {
         ("a=", |k| k.affinity.clone()),
         ("pace=", |k| format!("{}ms", k.pacing_ms)),
         ("perf=", |k| k.perf_mode.clone()),
+        ("session=", |k| format!("{}s", k.duration_s)),
     ];
     let varying: Vec<usize> = (0..fields.len())
         .filter(|&i| {
@@ -323,67 +328,90 @@ fn sweep_charts(page: &mut Page, a: &Analysis) {
             ),
         }
     }
-    // Token pacing: drawn only when a sweep paced at two or more values (most do not).
-    let pacing: [(&str, &str, Metric, f64, &str); 3] = [
+    // The tuning levers: each drawn only when a sweep ran two or more of its values (most do
+    // not).
+    type Spec = (&'static str, &'static str, Metric, f64, &'static str);
+    let levers: [(Axis, &str, &str, &[Spec]); 3] = [
         (
-            "pacing-vs-latency",
-            "Token pacing vs per-token latency",
-            Metric::DecodeMsPerToken,
-            1.0,
-            "ms",
+            Axis::Pacing,
+            "pacing (idle ms after every token)",
+            "Per-token latency is the decode step alone (the gap is outside its timer); energy \
+             per token spans the whole run, idle gaps included.",
+            &[
+                (
+                    "pacing-vs-latency",
+                    "Token pacing vs per-token latency",
+                    Metric::DecodeMsPerToken,
+                    1.0,
+                    "ms",
+                ),
+                (
+                    "pacing-vs-energy",
+                    "Token pacing vs energy per token",
+                    Metric::EnergyPerTokenJ,
+                    1e3,
+                    "mJ",
+                ),
+                (
+                    "pacing-vs-temperature",
+                    "Token pacing vs peak temperature",
+                    Metric::MaxTempC,
+                    1.0,
+                    "°C",
+                ),
+            ],
         ),
         (
-            "pacing-vs-energy",
-            "Token pacing vs energy per token",
-            Metric::EnergyPerTokenJ,
-            1e3,
-            "mJ",
+            Axis::PerfMode,
+            "performance mode (Android's fixed-performance mode)",
+            "Fixed: the power HAL holds the clocks at a level the device can sustain; default: \
+             the device as it is.",
+            &[
+                (
+                    "perf-mode-vs-decode",
+                    "Fixed-performance mode vs decode throughput",
+                    Metric::DecodeTokPerS,
+                    1.0,
+                    "tok/s",
+                ),
+                (
+                    "perf-mode-vs-temperature",
+                    "Fixed-performance mode vs peak temperature",
+                    Metric::MaxTempC,
+                    1.0,
+                    "°C",
+                ),
+            ],
         ),
         (
-            "pacing-vs-temperature",
-            "Token pacing vs peak temperature",
-            Metric::MaxTempC,
-            1.0,
-            "°C",
+            Axis::Duration,
+            "sustained session length (s; 0: one generation)",
+            "Decode throughput over the whole session (every generation's steps); the \
+             Sustained sessions section has its course over time.",
+            &[
+                (
+                    "duration-vs-decode",
+                    "Session length vs decode throughput",
+                    Metric::DecodeTokPerS,
+                    1.0,
+                    "tok/s",
+                ),
+                (
+                    "duration-vs-temperature",
+                    "Session length vs peak temperature",
+                    Metric::MaxTempC,
+                    1.0,
+                    "°C",
+                ),
+            ],
         ),
     ];
-    for (id, title, m, scale, unit) in pacing {
-        let x_label = "pacing (idle ms after every token)";
-        if let Ok((chart, total)) = axis_chart(a, Axis::Pacing, m, scale, unit, x_label) {
-            let caption = format!(
-                "Per-token latency is the decode step alone (the gap is outside its timer); \
-                 energy per token spans the whole run, idle gaps included. {CI_CAPTION}{}",
-                omitted(total)
-            );
-            page.figure(id, title, charts::xy_chart(&chart), &xml(&caption));
-        }
-    }
-    // Fixed-performance mode: drawn only when a sweep ran both modes.
-    let perf: [(&str, &str, Metric, f64, &str); 2] = [
-        (
-            "perf-mode-vs-decode",
-            "Fixed-performance mode vs decode throughput",
-            Metric::DecodeTokPerS,
-            1.0,
-            "tok/s",
-        ),
-        (
-            "perf-mode-vs-temperature",
-            "Fixed-performance mode vs peak temperature",
-            Metric::MaxTempC,
-            1.0,
-            "°C",
-        ),
-    ];
-    for (id, title, m, scale, unit) in perf {
-        let x_label = "performance mode (Android's fixed-performance mode)";
-        if let Ok((chart, total)) = axis_chart(a, Axis::PerfMode, m, scale, unit, x_label) {
-            let caption = format!(
-                "Fixed: the power HAL holds the clocks at a level the device can sustain; \
-                 default: the device as it is. {CI_CAPTION}{}",
-                omitted(total)
-            );
-            page.figure(id, title, charts::xy_chart(&chart), &xml(&caption));
+    for (axis, x_label, what, specs) in levers {
+        for &(id, title, m, scale, unit) in specs {
+            if let Ok((chart, total)) = axis_chart(a, axis, m, scale, unit, x_label) {
+                let caption = format!("{what} {CI_CAPTION}{}", omitted(total));
+                page.figure(id, title, charts::xy_chart(&chart), &xml(&caption));
+            }
         }
     }
     quality_vs_speed(page, a);
@@ -1007,7 +1035,7 @@ fn thermal_table(page: &mut Page, a: &Analysis) {
             frac(c.charging_reps),
         );
     }
-    page.body.push_str("</tbody></table>\n<p>Sustained / peak: decode throughput of the last repetition over the best one. Time to throttle: from the cell's start to the first sample with the fastest core below 90 % of its top frequency.</p>\n");
+    page.body.push_str("</tbody></table>\n<p>Sustained / peak: decode throughput of the last repetition over the best one. Time to throttle: from the cell's start to the first sample with the fastest core below 90 % of its top frequency. For a sustained session, both are the session's own (see Sustained sessions).</p>\n");
 }
 
 fn sessions_table(page: &mut Page, a: &Analysis) {
@@ -1219,7 +1247,15 @@ pub fn render(set: &ResultSet, a: &Analysis) -> String {
             String::new()
         }
     );
-    page.body.push_str("<nav><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#token-latency\">Per-token latency</a> · <a href=\"#runtimes\">Runtimes</a> · <a href=\"#timelines\">Timelines</a> · <a href=\"#roofline\">Roofline</a> · <a href=\"#thermal\">Thermal</a> · <a href=\"#conditions\">Conditions</a> · <a href=\"#sessions\">Sessions</a> · <a href=\"#failures\">Failures</a> · <a href=\"#provenance\">Provenance</a></nav>\n");
+    let sustained = if sustained_section::any(a) {
+        "<a href=\"#sustained\">Sustained</a> · "
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        page.body,
+        "<nav><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#token-latency\">Per-token latency</a> · <a href=\"#runtimes\">Runtimes</a> · <a href=\"#timelines\">Timelines</a> · <a href=\"#roofline\">Roofline</a> · <a href=\"#thermal\">Thermal</a> · {sustained}<a href=\"#conditions\">Conditions</a> · <a href=\"#sessions\">Sessions</a> · <a href=\"#failures\">Failures</a> · <a href=\"#provenance\">Provenance</a></nav>"
+    );
     page.body.push_str("<h2 id=\"summary\">Summary</h2>\n<p>Medians over the successful repetitions of each cell; below each, its 95 % bootstrap confidence interval. Outliers (modified Z-score above 3.5) are counted, never dropped.</p>\n");
     summary_tables(&mut page, a);
     page.body.push_str("<h2 id=\"charts\">Charts</h2>\n");
@@ -1239,6 +1275,11 @@ pub fn render(set: &ResultSet, a: &Analysis) -> String {
     page.body
         .push_str("<h2 id=\"thermal\">Energy and thermal behaviour</h2>\n");
     thermal_table(&mut page, a);
+    if sustained_section::any(a) {
+        page.body
+            .push_str("<h2 id=\"sustained\">Sustained sessions</h2>\n");
+        sustained_section::render(&mut page, set, a);
+    }
     page.body
         .push_str("<h2 id=\"conditions\">Run conditions</h2>\n");
     conditions_section::render(&mut page, a);

@@ -38,6 +38,7 @@ pub mod row;
 pub mod runtimes;
 pub mod schema;
 pub mod stats;
+pub mod sustained;
 
 pub use analysis::{Analysis, analyze};
 pub use schema::{ResultSet, SchemaError};

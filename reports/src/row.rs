@@ -16,7 +16,7 @@ use std::path::Path;
 /// The version this build writes into every row: `major.minor`. A reader refuses rows of a
 /// newer major version (their columns may mean something else); minor versions only add
 /// columns, which older readers ignore.
-pub const SCHEMA_VERSION: &str = "3.2";
+pub const SCHEMA_VERSION: &str = "3.3";
 /// The newest major version this build reads.
 pub const SCHEMA_MAJOR: u32 = 3;
 
@@ -66,7 +66,7 @@ impl fmt::Display for Status {
 
 /// Columns of `results.csv`, in the order [`ResultRow`] writes them (a unit test holds the two
 /// together).
-pub const RESULT_COLUMNS: [&str; 61] = [
+pub const RESULT_COLUMNS: [&str; 69] = [
     "run_id",
     "session",
     "model",
@@ -83,6 +83,7 @@ pub const RESULT_COLUMNS: [&str; 61] = [
     "affinity",
     "pacing_ms",
     "perf_mode",
+    "duration_s",
     "repetition",
     "status",
     "ttft_s",
@@ -126,6 +127,13 @@ pub const RESULT_COLUMNS: [&str; 61] = [
     "sched",
     "cpuset",
     "cpus_allowed",
+    "generations",
+    "window_peak_tok_s",
+    "sustained_tok_s",
+    "sustained_ratio",
+    "throttle_after_s",
+    "battery_drop_mah",
+    "battery_drop_pct",
     "note",
     "schema_version",
 ];
@@ -177,6 +185,9 @@ pub struct ResultRow {
     /// older files).
     #[serde(default = "default_perf_mode")]
     pub perf_mode: String,
+    /// Sustained session length, s (0: one generation per repetition; schema 3.3).
+    #[serde(default)]
+    pub duration_s: u32,
     /// Repetition index within the cell.
     pub repetition: u32,
     /// Outcome.
@@ -317,6 +328,29 @@ pub struct ResultRow {
     /// CPUs the agent was allowed before any pin (`0-7`).
     #[serde(default)]
     pub cpus_allowed: String,
+    /// Sustained session: generations run back to back (schema 3.3; empty otherwise, as are
+    /// the session columns after it).
+    #[serde(default)]
+    pub generations: Option<f64>,
+    /// Sustained session: the best 5-second window's throughput, tok/s.
+    #[serde(default)]
+    pub window_peak_tok_s: Option<f64>,
+    /// Sustained session: median throughput of the last quarter of its windows, tok/s.
+    #[serde(default)]
+    pub sustained_tok_s: Option<f64>,
+    /// Sustained session: `sustained_tok_s / window_peak_tok_s`.
+    #[serde(default)]
+    pub sustained_ratio: Option<f64>,
+    /// Sustained session: seconds from its start to the first sample with the fastest core
+    /// below 90 % of its top frequency (empty: it did not throttle, or no frequency sensor).
+    #[serde(default)]
+    pub throttle_after_s: Option<f64>,
+    /// Sustained session on battery: charge counter at its start less at its end, mAh.
+    #[serde(default)]
+    pub battery_drop_mah: Option<f64>,
+    /// Sustained session on battery: level at its start less at its end, percentage points.
+    #[serde(default)]
+    pub battery_drop_pct: Option<f64>,
     /// Why a repetition failed or was skipped (any text: commas, quotes, newlines).
     #[serde(default)]
     pub note: String,
@@ -350,6 +384,7 @@ impl ResultRow {
             affinity: key.affinity.clone(),
             pacing_ms: key.pacing_ms,
             perf_mode: key.perf_mode.clone(),
+            duration_s: key.duration_s,
             repetition,
             status,
             ttft_s: None,
@@ -393,6 +428,13 @@ impl ResultRow {
             sched: String::new(),
             cpuset: String::new(),
             cpus_allowed: String::new(),
+            generations: None,
+            window_peak_tok_s: None,
+            sustained_tok_s: None,
+            sustained_ratio: None,
+            throttle_after_s: None,
+            battery_drop_mah: None,
+            battery_drop_pct: None,
             note: String::new(),
             schema_version: SCHEMA_VERSION.to_owned(),
         }
@@ -414,6 +456,7 @@ impl ResultRow {
             affinity: self.affinity.clone(),
             pacing_ms: self.pacing_ms,
             perf_mode: self.perf_mode.clone(),
+            duration_s: self.duration_s,
         }
     }
 
@@ -462,6 +505,13 @@ metric_fields! {
     DecodeP90Ms => decode_p90_ms,
     DecodeP99Ms => decode_p99_ms,
     DecodeMaxMs => decode_max_ms,
+    Generations => generations,
+    WindowPeakTokPerS => window_peak_tok_s,
+    SustainedTokPerS => sustained_tok_s,
+    SustainedRatio => sustained_ratio,
+    ThrottleAfterS => throttle_after_s,
+    BatteryDropMah => battery_drop_mah,
+    BatteryDropPct => battery_drop_pct,
     PeakRssBytes => peak_rss_bytes,
     ModelBytes => model_bytes,
     LoadS => load_s,
@@ -574,8 +624,9 @@ pub fn parse_results(path: &Path, bytes: &[u8]) -> Result<ResultsFile, SchemaErr
         .chain(&CELL_COLUMNS)
         .chain(&["repetition", "status"])
         .copied()
-        // Added in 2.1 (older files are all `burn`) and 3.2 (unpaced, default mode).
-        .filter(|c| !matches!(*c, "runtime" | "pacing_ms" | "perf_mode"))
+        // Added in 2.1 (older files are all `burn`), 3.2 (unpaced, default mode) and 3.3 (no
+        // sustained session).
+        .filter(|c| !matches!(*c, "runtime" | "pacing_ms" | "perf_mode" | "duration_s"))
         .filter(|c| !header.iter().any(|h| h == c))
         .collect();
     if !missing.is_empty() {
@@ -830,6 +881,7 @@ mod tests {
             gen_tokens: 16,
             affinity: "all".into(),
             pacing_ms: 0,
+            duration_s: 0,
             perf_mode: "default".into(),
         }
     }

@@ -21,7 +21,7 @@ pub use crate::row::{RESULT_COLUMNS, ResultRow, SAMPLE_COLUMNS, SampleRow, Statu
 
 /// Columns that identify a cell, besides the model (required in a results file, with `run_id`,
 /// `repetition` and `status`; except those added later: `runtime`, `pacing_ms`, `perf_mode`).
-pub const CELL_COLUMNS: [&str; 12] = [
+pub const CELL_COLUMNS: [&str; 13] = [
     "device",
     "runtime",
     "backend",
@@ -34,6 +34,7 @@ pub const CELL_COLUMNS: [&str; 12] = [
     "affinity",
     "pacing_ms",
     "perf_mode",
+    "duration_s",
 ];
 
 /// Quotes a CSV field when needed (RFC 4180).
@@ -144,11 +145,25 @@ pub enum Metric {
     DecodeP99Ms,
     /// The longest decode step (the worst stall the user saw), milliseconds.
     DecodeMaxMs,
+    /// Sustained session: generations run back to back (schema 3.3).
+    Generations,
+    /// Sustained session: the best 5-second window's throughput, tok/s.
+    WindowPeakTokPerS,
+    /// Sustained session: median throughput of the last quarter of its windows, tok/s.
+    SustainedTokPerS,
+    /// Sustained session: sustained over peak throughput.
+    SustainedRatio,
+    /// Sustained session: seconds from its start to the first throttled sample.
+    ThrottleAfterS,
+    /// Sustained session: battery charge counter at its start less at its end, mAh.
+    BatteryDropMah,
+    /// Sustained session: battery level at its start less at its end, percentage points.
+    BatteryDropPct,
 }
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 27] = [
+    pub const ALL: [Metric; 34] = [
         Metric::ModelBytes,
         Metric::LoadS,
         Metric::WeightBytesResident,
@@ -176,6 +191,13 @@ impl Metric {
         Metric::StartTempC,
         Metric::MaxTempC,
         Metric::CooldownWaitS,
+        Metric::Generations,
+        Metric::WindowPeakTokPerS,
+        Metric::SustainedTokPerS,
+        Metric::SustainedRatio,
+        Metric::ThrottleAfterS,
+        Metric::BatteryDropMah,
+        Metric::BatteryDropPct,
     ];
 
     /// The column (or derived field) name.
@@ -208,6 +230,13 @@ impl Metric {
             Metric::DecodeP90Ms => "decode_p90_ms",
             Metric::DecodeP99Ms => "decode_p99_ms",
             Metric::DecodeMaxMs => "decode_max_ms",
+            Metric::Generations => "generations",
+            Metric::WindowPeakTokPerS => "window_peak_tok_s",
+            Metric::SustainedTokPerS => "sustained_tok_s",
+            Metric::SustainedRatio => "sustained_ratio",
+            Metric::ThrottleAfterS => "throttle_after_s",
+            Metric::BatteryDropMah => "battery_drop_mah",
+            Metric::BatteryDropPct => "battery_drop_pct",
         }
     }
 
@@ -241,6 +270,13 @@ impl Metric {
             Metric::DecodeP90Ms => "Step p90",
             Metric::DecodeP99Ms => "Step p99",
             Metric::DecodeMaxMs => "Longest step",
+            Metric::Generations => "Generations",
+            Metric::WindowPeakTokPerS => "Peak window tok/s",
+            Metric::SustainedTokPerS => "Sustained tok/s",
+            Metric::SustainedRatio => "Sustained / peak",
+            Metric::ThrottleAfterS => "Time to throttle",
+            Metric::BatteryDropMah => "Battery drop",
+            Metric::BatteryDropPct => "Battery drop, level",
         }
     }
 
@@ -250,7 +286,11 @@ impl Metric {
             Metric::PrefillTokPerS
             | Metric::DecodeTokPerS
             | Metric::DecodeBwFraction
-            | Metric::PrefillGemmFraction => Some(true),
+            | Metric::PrefillGemmFraction
+            | Metric::WindowPeakTokPerS
+            | Metric::SustainedTokPerS
+            | Metric::SustainedRatio
+            | Metric::ThrottleAfterS => Some(true),
             Metric::TtftS
             | Metric::DecodeMsPerToken
             | Metric::PeakRssBytes
@@ -271,8 +311,10 @@ impl Metric {
             | Metric::DecodeP50Ms
             | Metric::DecodeP90Ms
             | Metric::DecodeP99Ms
-            | Metric::DecodeMaxMs => Some(false),
-            Metric::StartTempC | Metric::CooldownWaitS => None,
+            | Metric::DecodeMaxMs
+            | Metric::BatteryDropMah
+            | Metric::BatteryDropPct => Some(false),
+            Metric::StartTempC | Metric::CooldownWaitS | Metric::Generations => None,
         }
     }
 
@@ -314,7 +356,15 @@ impl Metric {
                     format!("{} s", sig3(v))
                 }
             }
-            Metric::PrefillTokPerS | Metric::DecodeTokPerS => sig3(v),
+            Metric::PrefillTokPerS
+            | Metric::DecodeTokPerS
+            | Metric::WindowPeakTokPerS
+            | Metric::SustainedTokPerS
+            | Metric::Generations => sig3(v),
+            Metric::SustainedRatio => format!("{v:.2}"),
+            Metric::ThrottleAfterS => format!("{v:.1} s"),
+            Metric::BatteryDropMah => format!("{} mAh", sig3(v)),
+            Metric::BatteryDropPct => format!("{} %", sig3(v)),
             Metric::DecodeMsPerToken
             | Metric::DecodeP50Ms
             | Metric::DecodeP90Ms
@@ -402,6 +452,8 @@ pub struct CellKey {
     pub pacing_ms: u32,
     /// `default`, or `fixed`: Android's fixed-performance mode was on (schema 3.2).
     pub perf_mode: String,
+    /// Sustained session length, s (0: none; schema 3.3).
+    pub duration_s: u32,
 }
 
 impl CellKey {
@@ -431,8 +483,9 @@ impl CellKey {
         ) + &self.pacing_label()
     }
 
-    /// ` pace=50ms` for a paced cell, ` perf=fixed` in fixed-performance mode, empty otherwise
-    /// (labels of other cells read as before those axes).
+    /// ` pace=50ms` for a paced cell, ` perf=fixed` in fixed-performance mode, ` session=60s`
+    /// for a sustained session, empty otherwise (labels of other cells read as before those
+    /// axes).
     pub fn pacing_label(&self) -> String {
         let mut s = if self.pacing_ms > 0 {
             format!(" pace={}ms", self.pacing_ms)
@@ -441,6 +494,9 @@ impl CellKey {
         };
         if self.perf_mode == "fixed" {
             s.push_str(" perf=fixed");
+        }
+        if self.duration_s > 0 {
+            s.push_str(&format!(" session={}s", self.duration_s));
         }
         s
     }
@@ -469,7 +525,7 @@ pub struct Record {
     /// Outcome.
     pub status: Status,
     /// Values by [`Metric::index`]; `None` when not measured (a missing sensor, a failed run).
-    pub values: [Option<f64>; Metric::ALL.len()],
+    pub values: Vec<Option<f64>>,
     /// Whether the fastest core ran below 90 % of its top frequency during the repetition.
     pub throttled: Option<bool>,
     /// Whether the device was charging when the repetition started.
@@ -519,6 +575,27 @@ pub struct AgentRun {
     pub sources: BTreeMap<String, String>,
     /// Cells run: `(cell key text, start t_s, end t_s, failed)`.
     pub cells: Vec<(String, f64, Option<f64>, bool)>,
+    /// Sustained sessions measured (their token times), in event order.
+    pub sessions: Vec<crate::sustained::SessionRun>,
+}
+
+/// A `rep` event's sustained session, when it has one (`None` for other repetitions and
+/// for events that do not read as one).
+fn session_run(v: &Value) -> Option<crate::sustained::SessionRun> {
+    let s = v.get("session").filter(|s| s.is_object())?;
+    Some(crate::sustained::SessionRun {
+        cell: v["cell"].as_str()?.to_owned(),
+        repetition: u32::try_from(v["repetition"].as_u64()?).ok()?,
+        batch: usize::try_from(v["batch"].as_u64()?).ok()?,
+        t_start_s: v["t_start_s"].as_f64()?,
+        t_end_s: v["t_end_s"].as_f64()?,
+        generations: usize::try_from(s["generations"].as_u64()?).ok()?,
+        token_s: s["token_s"]
+            .as_array()?
+            .iter()
+            .map(Value::as_f64)
+            .collect::<Option<Vec<f64>>>()?,
+    })
 }
 
 /// One result directory's provenance.
@@ -667,6 +744,11 @@ impl ResultSet {
                             run.cells.push((cell.to_owned(), t, None, false));
                         }
                     }
+                    Some("rep") => {
+                        if let Some(s) = session_run(&v) {
+                            run.sessions.push(s);
+                        }
+                    }
                     Some(ev @ ("cell_end" | "cell_failed")) => {
                         if let (Some(cell), Some(t)) = (v["cell"].as_str(), t) {
                             match run.cells.iter_mut().rev().find(|c| c.0 == cell) {
@@ -796,7 +878,7 @@ pub fn model_name(path: &str) -> String {
 impl Record {
     /// The analysis view of a stored row.
     pub fn from_row(row: ResultRow, source: usize, line: usize, fallback_session: &str) -> Self {
-        let mut values = [None; Metric::ALL.len()];
+        let mut values = vec![None; Metric::ALL.len()];
         for m in Metric::ALL {
             values[m.index()] = row.metric(m);
         }

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod adb;
+pub mod browser;
 
 use assert_cmd::Command;
 use serde_json::Value;

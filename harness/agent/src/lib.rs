@@ -20,10 +20,11 @@ pub mod engine;
 pub mod perf;
 pub mod plan;
 pub mod power;
+pub mod session;
 pub mod supervise;
 
 use engine::Engine;
-use plan::{Cell, Event, Plan, RepResult};
+use plan::{Cell, Event, Plan, RepResult, SessionTrace};
 use socbench_devices::sensors::{Sample, Sampler, SensorSet};
 use socbench_kernels::backend::BackendKind;
 use socbench_kernels::gate::{self, QualityGate};
@@ -659,10 +660,21 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
         let peak_reset = reset_peak_rss();
         let tasks_before = cpus::snapshot();
         let t_start = t();
-        let out = run_once(&prompt);
+        // A sustained session's repetition generates back to back for its length; warm-up
+        // runs stay single generations.
+        let out = if cell.duration_s > 0 && !warmup {
+            let length = Duration::from_secs(u64::from(cell.duration_s));
+            match session::run(&mut run_once, &prompt, length, stop_requested) {
+                Ok(None) => return false,
+                Ok(Some(s)) => Ok((s.timings, Some(s.generations))),
+                Err(e) => Err(e),
+            }
+        } else {
+            run_once(&prompt).map(|g| (g, None))
+        };
         let t_end = t();
         match out {
-            Ok(g) => {
+            Ok((g, generations)) => {
                 let result = RepResult {
                     cell: cell.id.clone(),
                     repetition: rep,
@@ -680,6 +692,14 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
                     ran_on_cpus: cpus::ran_on(&tasks_before),
                     freq: socbench_devices::conditions::freq(&sysfs_root()),
                     thermal_status: read_named(set, "android_thermal_status"),
+                    session: generations.map(|generations| SessionTrace {
+                        generations,
+                        token_s: g
+                            .token_at
+                            .iter()
+                            .map(|d| t_start + d.as_secs_f64())
+                            .collect(),
+                    }),
                 };
                 emitter.emit(&Event::Rep(result));
             }

@@ -38,6 +38,10 @@ pub struct Cell {
     /// Run with Android's fixed-performance mode on (`perf_mode = "fixed"`).
     #[serde(default)]
     pub fixed_performance: bool,
+    /// Sustained session, s: each measured repetition generates back to back from the prompt
+    /// (KV cache reset, model kept) until this long has passed (0: one generation).
+    #[serde(default)]
+    pub duration_s: u32,
     /// Measured repetitions.
     pub repetitions: usize,
     /// Repetitions already stored (resume): not run again.
@@ -165,6 +169,19 @@ pub struct RepResult {
     /// Android's thermal status (0–6) right after the run.
     #[serde(default)]
     pub thermal_status: Option<f64>,
+    /// A sustained session's generations and token times (`None`: one generation).
+    #[serde(default)]
+    pub session: Option<SessionTrace>,
+}
+
+/// What a sustained session ran: its row's `ttft_s` is the first generation's, its `decode_s`
+/// every generation's steps in order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionTrace {
+    /// Generations run back to back, each from the prompt with the KV cache reset.
+    pub generations: usize,
+    /// When each token (one step of the batch) arrived, on the agent's clock (s).
+    pub token_s: Vec<f64>,
 }
 
 /// One line of the agent's output.

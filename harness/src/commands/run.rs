@@ -86,6 +86,9 @@ fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
     if let Some(v) = list("perf-mode", &a.perf_mode, axis::perf_mode)? {
         sweep.perf_mode = v;
     }
+    if let Some(v) = list("duration-s", &a.duration_s, axis::duration_s)? {
+        sweep.duration_s = v;
+    }
     if let Some(r) = a.repetitions {
         if r == 0 {
             bail!("--repetitions must be at least 1");
@@ -236,6 +239,7 @@ fn setting_flags(a: &RunArgs) -> Vec<&'static str> {
         (a.kv_window.is_some(), "--kv-window"),
         (a.pacing_ms.is_some(), "--pacing-ms"),
         (a.perf_mode.is_some(), "--perf-mode"),
+        (a.duration_s.is_some(), "--duration-s"),
         (a.prompt_tokens.is_some(), "--prompt-tokens"),
         (a.gen_tokens.is_some(), "--gen-tokens"),
         (a.affinity.is_some(), "--affinity"),
@@ -429,6 +433,15 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
             sweep.warmup,
             sweep.devices.join(", ")
         );
+        let session_s: u64 = sweep.duration_s.iter().map(|&d| u64::from(d)).sum();
+        if session_s > 0 {
+            // Every other axis multiplies the session lengths (its cells per length).
+            let per_length = (n / sweep.duration_s.len()) as u64;
+            eprintln!(
+                "sustained sessions alone: at least {:.0} min per device",
+                (session_s * per_length * sweep.repetitions as u64) as f64 / 60.0
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let model = match &sweep.model {

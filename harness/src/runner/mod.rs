@@ -15,6 +15,7 @@ mod prepare;
 mod rows;
 mod samples;
 pub mod supervise;
+mod sustained;
 
 use crate::progress::Progress;
 use crate::store::{Store, Stored};
@@ -127,8 +128,8 @@ pub fn run_id(model_id: &str, cell: &PlannedCell, rep: usize) -> String {
     format!("{model_id}|{}#{rep}", cell.key)
 }
 
-/// `flex f32 t2 b1 kv=full p32 g16 a=all` (` pace=50ms`, ` perf=fixed` at the end of a paced
-/// or fixed-performance cell).
+/// `flex f32 t2 b1 kv=full p32 g16 a=all` (` pace=50ms`, ` perf=fixed`, ` session=60s` at the
+/// end of a paced, fixed-performance or sustained-session cell).
 pub fn describe(c: &PlannedCell) -> String {
     let runtime = match c.runtime {
         RuntimeKind::Burn => String::new(),
@@ -152,6 +153,10 @@ pub fn describe(c: &PlannedCell) -> String {
         " perf=fixed"
     } else {
         ""
+    } + &if c.duration_s > 0 {
+        format!(" session={}s", c.duration_s)
+    } else {
+        String::new()
     }
 }
 
@@ -389,6 +394,7 @@ pub fn run_device(
                             gen_tokens: c.gen_tokens,
                             pacing_ms: c.pacing_ms,
                             fixed_performance: c.perf_mode == PerfMode::Fixed,
+                            duration_s: c.duration_s,
                             repetitions: sweep.repetitions,
                             skip_reps: (0..sweep.repetitions)
                                 .filter(|r| !missing.contains(r))
@@ -434,11 +440,14 @@ pub fn run_device(
             if fixed_sweep && !is_local {
                 restore_perf_mode(&mut *dev, &run.ui);
             }
-            // The agent is allowed to be silent for the waits before a cell and for a paced
-            // repetition's gaps.
+            // The agent is allowed to be silent for the waits before a cell, a paced
+            // repetition's gaps and a sustained session's length.
             let paced_s = vcells
                 .iter()
-                .map(|c| f64::from(c.pacing_ms) / 1e3 * c.gen_tokens.saturating_sub(1) as f64)
+                .map(|c| {
+                    f64::from(c.pacing_ms) / 1e3 * c.gen_tokens.saturating_sub(1) as f64
+                        + f64::from(c.duration_s)
+                })
                 .fold(0.0, f64::max);
             let silent_s = cooldown_wait + paced_s;
             let end = match staged {

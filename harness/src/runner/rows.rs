@@ -181,6 +181,7 @@ impl<'a> AgentRun<'a> {
             affinity: cell.affinity.clone(),
             pacing_ms: cell.pacing_ms,
             perf_mode: cell.perf_mode.name().into(),
+            duration_s: cell.duration_s,
         };
         let mut row = ResultRow::new(run_id(&self.model_id, cell, rep), &key, rep as u32, status);
         row.session = self.store.session().to_owned();
@@ -275,7 +276,12 @@ impl<'a> AgentRun<'a> {
             let dur = (r.t_end_s - r.t_start_s).max(1e-9);
             row.set(Metric::EnergyJ, Some(joules));
             row.set(Metric::AvgPowerW, Some(joules / dur));
-            let tokens = (cell.batch * cell.gen_tokens) as f64;
+            // A sustained session generated as many steps as it had time for.
+            let steps = r
+                .session
+                .as_ref()
+                .map_or(cell.gen_tokens, |s| s.token_s.len());
+            let tokens = (cell.batch * steps) as f64;
             row.set(Metric::EnergyPerTokenJ, Some(joules / tokens));
             row.energy_source = source;
             // The same integral split at the first token: prefill, then decode.
@@ -311,6 +317,10 @@ impl<'a> AgentRun<'a> {
         });
         if let Some(s) = self.samples.named(|m| m.name == "battery_charging").pop() {
             row.charging = derive::interp(&s, r.t_start_s).map(|v| v > 0.5);
+        }
+        if let Some(s) = &r.session {
+            let top = top_mhz.map(|t| t as f64 / 1000.0);
+            super::sustained::apply(&mut row, r, s, &self.samples, top, on_battery);
         }
         row
     }
