@@ -382,9 +382,13 @@ pub struct RunArgs {
     #[arg(long = "perf-mode")]
     pub perf_mode: Option<String>,
     /// Sustained sessions: each repetition generates back to back from the prompt for this
-    /// many seconds (comma list; 0: off; at most 86400).
+    /// many seconds (comma list; 0: off; at most 3600).
     #[arg(long = "duration-s")]
     pub duration_s: Option<String>,
+    /// Adaptive precision (comma list of `off` or `FROM>TO@CELSIUS`, e.g. `q8>q4@45`): hold
+    /// both levels loaded, run FROM until the hottest thermal zone reaches CELSIUS, then TO.
+    #[arg(long)]
+    pub adaptive: Option<String>,
     /// Measured repetitions per cell.
     #[arg(long)]
     pub repetitions: Option<usize>,
@@ -423,8 +427,9 @@ pub struct RunArgs {
     pub device_wait: f64,
     /// Seconds an agent may show no progress (no event but sensor samples) before it is
     /// declared hung, killed, and its cell marked failed, plus the silence allowed by design:
-    /// the longest waits before a cell (cool-down gate, `--battery-wait`) and a paced
-    /// repetition's gaps. Default: five times the
+    /// the longest waits before a cell (cool-down gate, `--battery-wait`) and, in the cell
+    /// running, a paced repetition's gaps and a sustained session's length. Default: five
+    /// times the
     /// longest repetition seen on the device (at least 300) plus those waits.
     #[arg(long = "hang-timeout", value_name = "SECONDS")]
     pub hang_timeout: Option<f64>,

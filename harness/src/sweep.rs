@@ -4,6 +4,7 @@
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
+pub use socbench_agent::adaptive::Adaptive;
 use socbench_devices::DeviceInfo;
 use socbench_devices::info::parse_cpu_list;
 use socbench_kernels::backend::BackendKind;
@@ -40,6 +41,7 @@ struct SweepFile {
     pacing_ms: Option<Spanned<Vec<toml::Value>>>,
     perf_mode: Option<Spanned<Vec<toml::Value>>>,
     duration_s: Option<Spanned<Vec<toml::Value>>>,
+    adaptive: Option<Spanned<Vec<toml::Value>>>,
     repetitions: Option<Spanned<i64>>,
     warmup: Option<Spanned<i64>>,
     sample_hz: Option<Spanned<f64>>,
@@ -143,6 +145,10 @@ pub struct Sweep {
     /// for this long (0: off, one generation per repetition).
     #[serde(default = "default_duration")]
     pub duration_s: Vec<u32>,
+    /// Axis: adaptive precision, `None` (`off`) or two levels and the hottest-zone temperature
+    /// between them. An adaptive cell's level comes from its value, not the `quant` axis.
+    #[serde(default = "default_adaptive")]
+    pub adaptive: Vec<Option<Adaptive>>,
     /// Measured runs per cell.
     pub repetitions: usize,
     /// Unmeasured runs per cell.
@@ -181,6 +187,10 @@ fn default_probe() -> bool {
 
 fn default_pacing() -> Vec<u32> {
     vec![0]
+}
+
+fn default_adaptive() -> Vec<Option<Adaptive>> {
+    vec![None]
 }
 
 fn default_duration() -> Vec<u32> {
@@ -250,16 +260,25 @@ pub mod axis {
             )),
         }
     }
-    /// Seconds of a sustained session: 0 (off) to 86 400.
+    /// `off`, or an adaptive mode such as `q8>q4@45`.
+    pub fn adaptive(s: &str) -> Result<Option<Adaptive>, String> {
+        if s.trim() == "off" {
+            return Ok(None);
+        }
+        s.parse().map(Some)
+    }
+    /// Seconds of a sustained session: 0 (off) to 3600. An hour at 100 tok/s is 360 000
+    /// token times and step times in one event line (about 13 MB): the bound keeps that line
+    /// small enough for a phone's memory beside the model.
     pub fn duration_s(s: &str) -> Result<u32, String> {
         s.trim()
             .parse::<u32>()
             .ok()
-            .filter(|d| *d <= 86_400)
+            .filter(|d| *d <= 3600)
             .ok_or_else(|| {
                 format!(
                     "`{s}` is not a valid session length (valid: whole seconds from 0, no \
-                     session, to 86400)"
+                     session, to 3600)"
                 )
             })
     }
@@ -524,6 +543,14 @@ impl Sweep {
                 default_duration(),
                 axis::duration_s,
             )?,
+            adaptive: parse_axis(
+                file,
+                text,
+                "adaptive",
+                f.adaptive,
+                default_adaptive(),
+                axis::adaptive,
+            )?,
             repetitions: pos("repetitions", f.repetitions, 3, 1)?,
             warmup: pos("warmup", f.warmup, 1, 0)?,
             sample_hz,
@@ -556,8 +583,10 @@ impl Sweep {
             // llama.cpp decides per cell (skipped with the reason).
             return Ok(());
         }
+        let adaptive_levels = self.adaptive.iter().flatten().flat_map(|a| [a.from, a.to]);
+        let levels: Vec<QuantLevel> = self.quant.iter().copied().chain(adaptive_levels).collect();
         for &b in &self.backend {
-            for &q in &self.quant {
+            for &q in &levels {
                 if let Err(reason) = q.support(b) {
                     bail!(
                         "{origin}: quant `{q}` cannot run on backend `{}`: {reason}; drop one of them from the sweep",
@@ -571,9 +600,15 @@ impl Sweep {
 
     /// Number of cells per device, before `cores`/clusters are resolved.
     pub fn cells_per_device(&self) -> usize {
+        // Off: every quant level; an adaptive mode: its own two levels, one cell.
+        let levels = self
+            .adaptive
+            .iter()
+            .map(|a| if a.is_some() { 1 } else { self.quant.len() })
+            .sum::<usize>();
         self.runtime.len()
             * self.backend.len()
-            * self.quant.len()
+            * levels
             * self.threads.len()
             * self.batch.len()
             * self.kv_window.len()
@@ -624,6 +659,9 @@ pub struct PlannedCell {
     /// Sustained session length, s (0: one generation per repetition).
     #[serde(default)]
     pub duration_s: u32,
+    /// Adaptive precision (its `from` level is `quant`).
+    #[serde(default)]
+    pub adaptive: Option<Adaptive>,
 }
 
 fn perf_default() -> PerfMode {
@@ -644,6 +682,11 @@ impl PlannedCell {
     pub fn unsupported(&self) -> Option<String> {
         match self.runtime {
             RuntimeKind::Burn => None,
+            RuntimeKind::LlamaCpp if self.adaptive.is_some() => Some(
+                "adaptive precision runs on the Burn runtime only (llama.cpp would need a \
+                 second model file loaded beside the first)"
+                    .into(),
+            ),
             RuntimeKind::LlamaCpp => llama_cpp_support(
                 self.backend.is_cpu(),
                 self.quant,
@@ -710,8 +753,17 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                 }
             }
         }
+        // An adaptive cell runs its own two levels: it is planned once, at its first level,
+        // not across the `quant` axis.
+        let mut levels: Vec<(QuantLevel, Option<Adaptive>)> = Vec::new();
+        for &a in &sweep.adaptive {
+            match a {
+                None => levels.extend(sweep.quant.iter().map(|&q| (q, None))),
+                Some(spec) => levels.push((spec.from, Some(spec))),
+            }
+        }
         for &(runtime, backend) in &pairs {
-            for &quant in &sweep.quant {
+            for &(quant, adaptive) in &levels {
                 for &threads in &thread_values {
                     for &batch in &sweep.batch {
                         for &kv_window in &sweep.kv_window {
@@ -741,6 +793,12 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                                     if duration_s > 0 {
                                         pace.push_str(&format!("|dur{duration_s}"));
                                     }
+                                    if let Some(a) = adaptive {
+                                        pace.push_str(&format!(
+                                            "|adapt-{}-{}-{}",
+                                            a.from, a.to, a.threshold_c
+                                        ));
+                                    }
                                     let key = format!(
                                         "{}|{engine}|{}|t{threads}|b{batch}|kv{}|p{prompt_tokens}|g{gen_tokens}|a{aff}{pace}",
                                         info.serial,
@@ -763,6 +821,7 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                                         pacing_ms,
                                         perf_mode,
                                         duration_s,
+                                        adaptive,
                                     });
                                 }
                             }
@@ -818,11 +877,11 @@ mod tests {
         }
         let s = Sweep::parse("s.toml", "pacing_ms = [0, 50]").unwrap();
         assert_eq!(s.pacing_ms, vec![0, 50]);
-        for bad in ["-5", "90000", "\"long\"", "1.5"] {
+        for bad in ["-5", "3601", "\"long\"", "1.5"] {
             let e = Sweep::parse("s.toml", &format!("seed = 1\nduration_s = [{bad}]\n"));
             let m = format!("{:#}", e.unwrap_err());
             assert!(
-                m.contains("s.toml:2") && m.contains("duration_s") && m.contains("to 86400"),
+                m.contains("s.toml:2") && m.contains("duration_s") && m.contains("to 3600"),
                 "{m}"
             );
         }
@@ -913,5 +972,45 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn an_adaptive_mode_is_planned_once_at_its_first_level_and_bad_ones_are_refused() {
+        let info = DeviceInfo::parse("p", socbench_devices::info::DeviceKind::Adb, None, "");
+        let s = Sweep::parse(
+            "s",
+            "runtime = [\"burn\", \"llama.cpp\"]\nquant = [\"f32\", \"q8\"]\nthreads = [1]\n\
+             prompt_tokens = [4]\ngen_tokens = [4]\nadaptive = [\"off\", \"q8>q4@45\"]\n",
+        )
+        .unwrap();
+        assert_eq!(s.cells_per_device(), 2 * (2 + 1));
+        let cells = plan_device(&s, &info).unwrap();
+        assert_eq!(cells.len(), s.cells_per_device());
+        let adaptive: Vec<&PlannedCell> = cells.iter().filter(|c| c.adaptive.is_some()).collect();
+        assert_eq!(adaptive.len(), 2, "once per runtime, not per quant level");
+        for c in &adaptive {
+            assert_eq!(c.quant, QuantLevel::Q8);
+            assert!(c.key.ends_with("|adapt-q8-q4-45"), "{}", c.key);
+        }
+        let llama = adaptive
+            .iter()
+            .find(|c| c.runtime == RuntimeKind::LlamaCpp)
+            .unwrap();
+        assert!(llama.unsupported().unwrap().contains("Burn runtime only"));
+        for bad in ["\"q8>q8@45\"", "\"q8>q4\"", "\"hot\"", "45"] {
+            let e = Sweep::parse("s.toml", &format!("seed = 1\nadaptive = [{bad}]\n"));
+            let m = format!("{:#}", e.unwrap_err());
+            assert!(
+                m.contains("s.toml:2") && m.contains("adaptive") && m.contains("q8>q4@45"),
+                "{m}"
+            );
+        }
+        // Its levels must run on the sweep's Burn backends too.
+        let e = Sweep::parse(
+            "s",
+            "backend = [\"ndarray\"]\nadaptive = [\"q8>q4-tensor@45\"]\n",
+        )
+        .and_then(|s| s.check_combinations("s").map(|()| s));
+        assert!(format!("{:#}", e.unwrap_err()).contains("q4-tensor"));
     }
 }

@@ -245,10 +245,11 @@ fn fastest_core(run: &crate::schema::AgentRun) -> Vec<(f64, f64)> {
     v
 }
 
-fn time_to_throttle(set: &ResultSet, cell: &str, device: &str, top: f64) -> Option<f64> {
+fn time_to_throttle(set: &ResultSet, r: &Record, top: f64) -> Option<f64> {
+    let cell = cell_text(r);
     set.agent_runs
         .iter()
-        .filter(|a| a.device == device)
+        .filter(|a| a.device == r.key.device && a.source == r.source)
         .filter_map(|a| {
             let (_, t0, t1, _) = a.cells.iter().find(|c| c.0 == cell)?;
             let t1 = t1.unwrap_or(f64::INFINITY);
@@ -381,10 +382,9 @@ fn summarize_cell(
     let time_to_throttle_s = if key.duration_s > 0 {
         session_median(Metric::ThrottleAfterS).filter(|_| judged)
     } else {
-        dev.top_freq_mhz.filter(|_| judged).and_then(|top| {
-            recs.first()
-                .and_then(|r| time_to_throttle(set, cell_text(r), &key.device, top))
-        })
+        dev.top_freq_mhz
+            .filter(|_| judged)
+            .and_then(|top| recs.first().and_then(|r| time_to_throttle(set, r, top)))
     };
     CellSummary {
         key: key.clone(),

@@ -191,6 +191,10 @@ pub struct Timeline {
     pub boundaries: Vec<f64>,
     /// Times at which the device was throttling.
     pub throttled: Vec<f64>,
+    /// Start the time axis at zero (a session's curves, against time since its start).
+    pub x_from_zero: bool,
+    /// Start the y axis at zero (throughput: a drop is not exaggerated).
+    pub y_from_zero: bool,
 }
 
 /// Draws `t` and returns the SVG text.
@@ -199,8 +203,14 @@ pub fn timeline(t: &Timeline) -> Result<String, String> {
     {
         let root = SVGBackend::with_string(&mut svg, (760, 260)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let (x0, x1) = range(t.series.iter().flat_map(|s| s.1.iter().map(|p| p.0)), false);
-        let (y0, y1) = range(t.series.iter().flat_map(|s| s.1.iter().map(|p| p.1)), false);
+        let (x0, x1) = range(
+            t.series.iter().flat_map(|s| s.1.iter().map(|p| p.0)),
+            t.x_from_zero,
+        );
+        let (y0, y1) = range(
+            t.series.iter().flat_map(|s| s.1.iter().map(|p| p.1)),
+            t.y_from_zero,
+        );
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
             .x_label_area_size(38)

@@ -62,6 +62,7 @@ fn key_fields(c: &CellSummary) -> [String; CELL_COLUMNS.len()] {
         k.pacing_ms.to_string(),
         k.perf_mode.clone(),
         k.duration_s.to_string(),
+        k.adaptive.clone(),
     ]
 }
 

@@ -107,6 +107,7 @@ impl Row {
             affinity: "all".into(),
             pacing_ms: 0,
             duration_s: 0,
+            adaptive: "off".into(),
             perf_mode: "default".into(),
         };
         let status = Status::ALL
@@ -493,6 +494,7 @@ pub fn cell_key(device: &str, model: &str, quant: &str) -> CellKey {
         affinity: "all".into(),
         pacing_ms: 0,
         duration_s: 0,
+        adaptive: "off".into(),
         perf_mode: "default".into(),
     }
 }
@@ -524,6 +526,7 @@ pub fn write_runtime_pair(dir: &Path) -> std::io::Result<()> {
                 affinity: "all".into(),
                 pacing_ms: 0,
                 duration_s: 0,
+                adaptive: "off".into(),
                 perf_mode: "default".into(),
             };
             let run_id = format!("{MODEL}@0|local|{engine}|q8|t1|b1|kvfull|p16|g{GEN}|aall#{rep}");

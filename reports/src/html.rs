@@ -12,6 +12,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+mod adaptive_section;
 mod conditions_section;
 mod latency_section;
 mod runtimes_section;
@@ -99,6 +100,7 @@ enum Axis {
     Pacing,
     PerfMode,
     Duration,
+    Adaptive,
 }
 
 impl Axis {
@@ -112,6 +114,14 @@ impl Axis {
             Axis::Pacing => k.pacing_ms,
             Axis::PerfMode => u32::from(k.perf_mode == "fixed"),
             Axis::Duration => k.duration_s,
+            // The threshold (0: off): modes differing only in their levels share a point.
+            Axis::Adaptive => {
+                return k
+                    .adaptive
+                    .rsplit_once('@')
+                    .and_then(|(_, t)| t.parse().ok())
+                    .unwrap_or(0.0);
+            }
         })
     }
 
@@ -120,6 +130,8 @@ impl Axis {
         match self {
             Axis::PerfMode if x == 0.0 => "default".into(),
             Axis::PerfMode => "fixed".into(),
+            Axis::Adaptive if x == 0.0 => "off".into(),
+            Axis::Adaptive => format!("{x} °C"),
             _ => format!("{x}"),
         }
     }
@@ -136,6 +148,7 @@ impl Axis {
             Axis::Pacing => s.pacing_ms = 0,
             Axis::PerfMode => s.perf_mode = "default".into(),
             Axis::Duration => s.duration_s = 0,
+            Axis::Adaptive => s.adaptive = "off".into(),
         }
         s
     }
@@ -144,7 +157,7 @@ impl Axis {
 /// Legend text: the device and whatever else varies between the series.
 fn legends(keys: &[CellKey]) -> Vec<String> {
     type Field = (&'static str, fn(&CellKey) -> String);
-    let fields: [Field; 14] = [
+    let fields: [Field; 15] = [
         ("", |k| k.device.clone()),
         ("", |k| k.model.clone()),
         ("", |k| k.runtime.clone()),
@@ -159,6 +172,7 @@ fn legends(keys: &[CellKey]) -> Vec<String> {
         ("pace=", |k| format!("{}ms", k.pacing_ms)),
         ("perf=", |k| k.perf_mode.clone()),
         ("session=", |k| format!("{}s", k.duration_s)),
+        ("adaptive=", |k| k.adaptive.clone()),
     ];
     let varying: Vec<usize> = (0..fields.len())
         .filter(|&i| {
@@ -331,7 +345,7 @@ fn sweep_charts(page: &mut Page, a: &Analysis) {
     // The tuning levers: each drawn only when a sweep ran two or more of its values (most do
     // not).
     type Spec = (&'static str, &'static str, Metric, f64, &'static str);
-    let levers: [(Axis, &str, &str, &[Spec]); 3] = [
+    let levers: [(Axis, &str, &str, &[Spec]); 4] = [
         (
             Axis::Pacing,
             "pacing (idle ms after every token)",
@@ -399,6 +413,28 @@ fn sweep_charts(page: &mut Page, a: &Analysis) {
                 (
                     "duration-vs-temperature",
                     "Session length vs peak temperature",
+                    Metric::MaxTempC,
+                    1.0,
+                    "°C",
+                ),
+            ],
+        ),
+        (
+            Axis::Adaptive,
+            "adaptive precision (threshold of the hottest zone; off: one level)",
+            "An adaptive cell starts on its mode's first level, which is its quant; its \
+             series is the one of that level held throughout.",
+            &[
+                (
+                    "adaptive-vs-decode",
+                    "Adaptive precision vs decode throughput",
+                    Metric::DecodeTokPerS,
+                    1.0,
+                    "tok/s",
+                ),
+                (
+                    "adaptive-vs-temperature",
+                    "Adaptive precision vs peak temperature",
                     Metric::MaxTempC,
                     1.0,
                     "°C",
@@ -614,6 +650,8 @@ fn timelines(page: &mut Page, set: &ResultSet, d: &DeviceSummary) {
             .into_iter()
             .map(|p| p.0)
             .collect(),
+            x_from_zero: false,
+            y_from_zero: false,
         };
         let id = format!("timeline-{group}-{}", slug(&d.serial));
         page.figure(
@@ -1247,11 +1285,13 @@ pub fn render(set: &ResultSet, a: &Analysis) -> String {
             String::new()
         }
     );
-    let sustained = if sustained_section::any(a) {
-        "<a href=\"#sustained\">Sustained</a> · "
-    } else {
-        ""
-    };
+    let mut sustained = String::new();
+    if sustained_section::any(a) {
+        sustained.push_str("<a href=\"#sustained\">Sustained</a> · ");
+    }
+    if adaptive_section::any(a) {
+        sustained.push_str("<a href=\"#adaptive\">Adaptive</a> · ");
+    }
     let _ = writeln!(
         page.body,
         "<nav><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#token-latency\">Per-token latency</a> · <a href=\"#runtimes\">Runtimes</a> · <a href=\"#timelines\">Timelines</a> · <a href=\"#roofline\">Roofline</a> · <a href=\"#thermal\">Thermal</a> · {sustained}<a href=\"#conditions\">Conditions</a> · <a href=\"#sessions\">Sessions</a> · <a href=\"#failures\">Failures</a> · <a href=\"#provenance\">Provenance</a></nav>"
@@ -1279,6 +1319,11 @@ pub fn render(set: &ResultSet, a: &Analysis) -> String {
         page.body
             .push_str("<h2 id=\"sustained\">Sustained sessions</h2>\n");
         sustained_section::render(&mut page, set, a);
+    }
+    if adaptive_section::any(a) {
+        page.body
+            .push_str("<h2 id=\"adaptive\">Adaptive precision</h2>\n");
+        adaptive_section::render(&mut page, set, a);
     }
     page.body
         .push_str("<h2 id=\"conditions\">Run conditions</h2>\n");

@@ -20,6 +20,10 @@ pub const SCHEMA_VERSION: &str = "3.3";
 /// The newest major version this build reads.
 pub const SCHEMA_MAJOR: u32 = 3;
 
+fn default_adaptive() -> String {
+    "off".into()
+}
+
 fn default_perf_mode() -> String {
     "default".into()
 }
@@ -66,7 +70,7 @@ impl fmt::Display for Status {
 
 /// Columns of `results.csv`, in the order [`ResultRow`] writes them (a unit test holds the two
 /// together).
-pub const RESULT_COLUMNS: [&str; 69] = [
+pub const RESULT_COLUMNS: [&str; 72] = [
     "run_id",
     "session",
     "model",
@@ -84,6 +88,7 @@ pub const RESULT_COLUMNS: [&str; 69] = [
     "pacing_ms",
     "perf_mode",
     "duration_s",
+    "adaptive",
     "repetition",
     "status",
     "ttft_s",
@@ -134,6 +139,8 @@ pub const RESULT_COLUMNS: [&str; 69] = [
     "throttle_after_s",
     "battery_drop_mah",
     "battery_drop_pct",
+    "switches",
+    "second_level_share",
     "note",
     "schema_version",
 ];
@@ -188,6 +195,9 @@ pub struct ResultRow {
     /// Sustained session length, s (0: one generation per repetition; schema 3.3).
     #[serde(default)]
     pub duration_s: u32,
+    /// `off`, or the adaptive precision mode (`q8>q4@45`; schema 3.3, `off` in older files).
+    #[serde(default = "default_adaptive")]
+    pub adaptive: String,
     /// Repetition index within the cell.
     pub repetition: u32,
     /// Outcome.
@@ -351,6 +361,12 @@ pub struct ResultRow {
     /// Sustained session on battery: level at its start less at its end, percentage points.
     #[serde(default)]
     pub battery_drop_pct: Option<f64>,
+    /// Adaptive precision: switches between its two levels during the repetition.
+    #[serde(default)]
+    pub switches: Option<f64>,
+    /// Adaptive precision: share of the tokens generated on the second level (0-1).
+    #[serde(default)]
+    pub second_level_share: Option<f64>,
     /// Why a repetition failed or was skipped (any text: commas, quotes, newlines).
     #[serde(default)]
     pub note: String,
@@ -385,6 +401,7 @@ impl ResultRow {
             pacing_ms: key.pacing_ms,
             perf_mode: key.perf_mode.clone(),
             duration_s: key.duration_s,
+            adaptive: key.adaptive.clone(),
             repetition,
             status,
             ttft_s: None,
@@ -435,6 +452,8 @@ impl ResultRow {
             throttle_after_s: None,
             battery_drop_mah: None,
             battery_drop_pct: None,
+            switches: None,
+            second_level_share: None,
             note: String::new(),
             schema_version: SCHEMA_VERSION.to_owned(),
         }
@@ -457,6 +476,7 @@ impl ResultRow {
             pacing_ms: self.pacing_ms,
             perf_mode: self.perf_mode.clone(),
             duration_s: self.duration_s,
+            adaptive: self.adaptive.clone(),
         }
     }
 
@@ -512,6 +532,8 @@ metric_fields! {
     ThrottleAfterS => throttle_after_s,
     BatteryDropMah => battery_drop_mah,
     BatteryDropPct => battery_drop_pct,
+    Switches => switches,
+    SecondLevelShare => second_level_share,
     PeakRssBytes => peak_rss_bytes,
     ModelBytes => model_bytes,
     LoadS => load_s,
@@ -626,7 +648,12 @@ pub fn parse_results(path: &Path, bytes: &[u8]) -> Result<ResultsFile, SchemaErr
         .copied()
         // Added in 2.1 (older files are all `burn`), 3.2 (unpaced, default mode) and 3.3 (no
         // sustained session).
-        .filter(|c| !matches!(*c, "runtime" | "pacing_ms" | "perf_mode" | "duration_s"))
+        .filter(|c| {
+            !matches!(
+                *c,
+                "runtime" | "pacing_ms" | "perf_mode" | "duration_s" | "adaptive"
+            )
+        })
         .filter(|c| !header.iter().any(|h| h == c))
         .collect();
     if !missing.is_empty() {
@@ -882,6 +909,7 @@ mod tests {
             affinity: "all".into(),
             pacing_ms: 0,
             duration_s: 0,
+            adaptive: "off".into(),
             perf_mode: "default".into(),
         }
     }

@@ -21,7 +21,7 @@ pub use crate::row::{RESULT_COLUMNS, ResultRow, SAMPLE_COLUMNS, SampleRow, Statu
 
 /// Columns that identify a cell, besides the model (required in a results file, with `run_id`,
 /// `repetition` and `status`; except those added later: `runtime`, `pacing_ms`, `perf_mode`).
-pub const CELL_COLUMNS: [&str; 13] = [
+pub const CELL_COLUMNS: [&str; 14] = [
     "device",
     "runtime",
     "backend",
@@ -35,6 +35,7 @@ pub const CELL_COLUMNS: [&str; 13] = [
     "pacing_ms",
     "perf_mode",
     "duration_s",
+    "adaptive",
 ];
 
 /// Quotes a CSV field when needed (RFC 4180).
@@ -159,11 +160,15 @@ pub enum Metric {
     BatteryDropMah,
     /// Sustained session: battery level at its start less at its end, percentage points.
     BatteryDropPct,
+    /// Adaptive precision: switches between its two levels during the repetition.
+    Switches,
+    /// Adaptive precision: share of the repetition's tokens generated on the second level.
+    SecondLevelShare,
 }
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 34] = [
+    pub const ALL: [Metric; 36] = [
         Metric::ModelBytes,
         Metric::LoadS,
         Metric::WeightBytesResident,
@@ -198,6 +203,8 @@ impl Metric {
         Metric::ThrottleAfterS,
         Metric::BatteryDropMah,
         Metric::BatteryDropPct,
+        Metric::Switches,
+        Metric::SecondLevelShare,
     ];
 
     /// The column (or derived field) name.
@@ -237,6 +244,8 @@ impl Metric {
             Metric::ThrottleAfterS => "throttle_after_s",
             Metric::BatteryDropMah => "battery_drop_mah",
             Metric::BatteryDropPct => "battery_drop_pct",
+            Metric::Switches => "switches",
+            Metric::SecondLevelShare => "second_level_share",
         }
     }
 
@@ -277,6 +286,8 @@ impl Metric {
             Metric::ThrottleAfterS => "Time to throttle",
             Metric::BatteryDropMah => "Battery drop",
             Metric::BatteryDropPct => "Battery drop, level",
+            Metric::Switches => "Level switches",
+            Metric::SecondLevelShare => "Tokens on the second level",
         }
     }
 
@@ -314,7 +325,11 @@ impl Metric {
             | Metric::DecodeMaxMs
             | Metric::BatteryDropMah
             | Metric::BatteryDropPct => Some(false),
-            Metric::StartTempC | Metric::CooldownWaitS | Metric::Generations => None,
+            Metric::StartTempC
+            | Metric::CooldownWaitS
+            | Metric::Generations
+            | Metric::Switches
+            | Metric::SecondLevelShare => None,
         }
     }
 
@@ -360,7 +375,9 @@ impl Metric {
             | Metric::DecodeTokPerS
             | Metric::WindowPeakTokPerS
             | Metric::SustainedTokPerS
-            | Metric::Generations => sig3(v),
+            | Metric::Generations
+            | Metric::Switches => sig3(v),
+            Metric::SecondLevelShare => format!("{} %", sig3(v * 100.0)),
             Metric::SustainedRatio => format!("{v:.2}"),
             Metric::ThrottleAfterS => format!("{v:.1} s"),
             Metric::BatteryDropMah => format!("{} mAh", sig3(v)),
@@ -454,6 +471,8 @@ pub struct CellKey {
     pub perf_mode: String,
     /// Sustained session length, s (0: none; schema 3.3).
     pub duration_s: u32,
+    /// `off`, or the adaptive precision mode, `q8>q4@45` (schema 3.3).
+    pub adaptive: String,
 }
 
 impl CellKey {
@@ -497,6 +516,9 @@ impl CellKey {
         }
         if self.duration_s > 0 {
             s.push_str(&format!(" session={}s", self.duration_s));
+        }
+        if !self.adaptive.is_empty() && self.adaptive != "off" {
+            s.push_str(&format!(" adaptive={}", self.adaptive));
         }
         s
     }
@@ -577,6 +599,10 @@ pub struct AgentRun {
     pub cells: Vec<(String, f64, Option<f64>, bool)>,
     /// Sustained sessions measured (their token times), in event order.
     pub sessions: Vec<crate::sustained::SessionRun>,
+    /// Adaptive repetitions' level switches, in event order.
+    pub switches: Vec<crate::sustained::RepSwitches>,
+    /// Index of the result directory (in [`ResultSet::sources`]) the agent run was read from.
+    pub source: usize,
 }
 
 /// A `rep` event's sustained session, when it has one (`None` for other repetitions and
@@ -595,6 +621,28 @@ fn session_run(v: &Value) -> Option<crate::sustained::SessionRun> {
             .iter()
             .map(Value::as_f64)
             .collect::<Option<Vec<f64>>>()?,
+    })
+}
+
+/// A `rep` event's adaptive switches, when it has any.
+fn rep_switches(v: &Value) -> Option<crate::sustained::RepSwitches> {
+    let switches = v["adaptive"]["switches"].as_array()?;
+    Some(crate::sustained::RepSwitches {
+        cell: v["cell"].as_str()?.to_owned(),
+        repetition: u32::try_from(v["repetition"].as_u64()?).ok()?,
+        t_start_s: v["t_start_s"].as_f64()?,
+        start: v["adaptive"]["start"].as_str()?.to_owned(),
+        switches: switches
+            .iter()
+            .map(|s| {
+                Some((
+                    s["t_s"].as_f64()?,
+                    s["from"].as_str()?.to_owned(),
+                    s["to"].as_str()?.to_owned(),
+                    s["temp_c"].as_f64()?,
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?,
     })
 }
 
@@ -707,6 +755,7 @@ impl ResultSet {
                     runs.push(AgentRun {
                         device: device.to_owned(),
                         id: id.to_owned(),
+                        source,
                         ..AgentRun::default()
                     });
                     runs.len() - 1
@@ -747,6 +796,9 @@ impl ResultSet {
                     Some("rep") => {
                         if let Some(s) = session_run(&v) {
                             run.sessions.push(s);
+                        }
+                        if let Some(s) = rep_switches(&v) {
+                            run.switches.push(s);
                         }
                     }
                     Some(ev @ ("cell_end" | "cell_failed")) => {

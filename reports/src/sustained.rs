@@ -36,6 +36,21 @@ pub struct SessionRun {
     pub token_s: Vec<f64>,
 }
 
+/// An adaptive repetition's level switches, as the agent reported them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepSwitches {
+    /// Cell key text.
+    pub cell: String,
+    /// Repetition.
+    pub repetition: u32,
+    /// Start of the repetition on the agent's clock, s.
+    pub t_start_s: f64,
+    /// The level it started on.
+    pub start: String,
+    /// `(t_s, from, to, hottest zone °C)` per switch, agent clock.
+    pub switches: Vec<(f64, String, String, f64)>,
+}
+
 /// Throughput per window: `(window end − t0, tok/s)` for each whole window of `window_s` in
 /// `[t0, t1]` (the whole span as one window when it is shorter than one).
 pub fn windows(token_s: &[f64], batch: usize, t0: f64, t1: f64, window_s: f64) -> Vec<(f64, f64)> {

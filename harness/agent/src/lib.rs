@@ -15,6 +15,7 @@
 //! timings and sensor samples, so the host can integrate power over each phase.
 #![warn(missing_docs)]
 
+pub mod adaptive;
 pub mod cpus;
 pub mod engine;
 pub mod perf;
@@ -28,6 +29,7 @@ use plan::{Cell, Event, Plan, RepResult, SessionTrace};
 use socbench_devices::sensors::{Sample, Sampler, SensorSet};
 use socbench_kernels::backend::BackendKind;
 use socbench_kernels::gate::{self, QualityGate};
+use socbench_kernels::quant::QuantLevel;
 use socbench_kernels::runtime::RuntimeKind;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -442,6 +444,15 @@ fn run_plan(path: &Path) -> Result<(), String> {
             Err(e) => eprintln!("socbench-agent: quality text not scored: {e}"),
         }
     }
+    // Adaptive cells hold a second variant loaded for the whole agent run.
+    let mut seconds: Vec<(QuantLevel, Result<Engine, String>)> = Vec::new();
+    for spec in plan.cells.iter().filter_map(|c| c.adaptive) {
+        if !seconds.iter().any(|(q, _)| *q == spec.to) {
+            let mut second = plan.clone();
+            second.quant = spec.to;
+            seconds.push((spec.to, Engine::open(&second)));
+        }
+    }
     let stop_requested = || {
         plan.stop_file
             .as_ref()
@@ -468,6 +479,7 @@ fn run_plan(path: &Path) -> Result<(), String> {
             t: &t,
             stop_requested: &stop_requested,
             battery_wait: &battery_wait,
+            seconds: &seconds,
         };
         if !run_cell(&env, cell) {
             emitter.emit(&Event::Interrupted { t_s: t() });
@@ -532,6 +544,8 @@ struct CellEnv<'a> {
     stop_requested: &'a dyn Fn() -> bool,
     /// `--require-battery`'s wait for the next cell (0 once a cell waited in vain).
     battery_wait: &'a std::cell::Cell<Option<f64>>,
+    /// The second variants adaptive cells switch to, loaded beside the plan's.
+    seconds: &'a [(QuantLevel, Result<Engine, String>)],
 }
 
 /// Runs one cell; `false` when the stop file ended it.
@@ -592,19 +606,7 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
     } else {
         None
     };
-    // Cool-down gate.
-    let gate_start = Instant::now();
-    let mut start_temp = max_temp(set);
-    if let (Some(cd), Some(_)) = (&plan.cooldown, start_temp) {
-        let limit = cd.baseline_c + cd.delta_c;
-        while start_temp.is_some_and(|tc| tc > limit)
-            && gate_start.elapsed() < Duration::from_secs_f64(cd.max_wait_s)
-        {
-            std::thread::sleep(Duration::from_millis(250));
-            start_temp = max_temp(set);
-        }
-    }
-    let cooldown_s = gate_start.elapsed().as_secs_f64();
+    let (cooldown_s, start_temp) = cool_down(plan, set);
     emitter.emit(&Event::CellStart {
         t_s: t(),
         cell: cell.id.clone(),
@@ -635,7 +637,7 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
     }
     let prepared =
         prompt_ids(engine, cell.prompt_tokens).and_then(|p| Ok((p, engine.cell_runner(cell)?)));
-    let (prompt, mut run_once) = match prepared {
+    let (prompt, run_once) = match prepared {
         Ok(p) => p,
         Err(reason) => {
             emitter.emit(&Event::CellFailed {
@@ -646,7 +648,20 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
             return true;
         }
     };
+    let (mut run_once, adapter) = match adaptive_runner(env, cell, run_once) {
+        Ok(r) => r,
+        Err((skipped, reason)) => {
+            let (t_s, cell) = (t(), cell.id.clone());
+            emitter.emit(&if skipped {
+                Event::CellSkipped { t_s, cell, reason }
+            } else {
+                Event::CellFailed { t_s, cell, reason }
+            });
+            return true;
+        }
+    };
     let total = plan.warmup + cell.repetitions;
+    let mut first_session = true;
     for i in 0..total {
         let warmup = i < plan.warmup;
         let rep = if warmup { None } else { Some(i - plan.warmup) };
@@ -656,9 +671,36 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
         if stop_requested() {
             return false;
         }
+        if let (Some(a), true) = (&adapter, warmup) {
+            // Both levels warm before any is measured.
+            a.force(Some(true));
+            if let Err(reason) = run_once(&prompt) {
+                emitter.emit(&Event::CellFailed {
+                    t_s: t(),
+                    cell: cell.id.clone(),
+                    reason,
+                });
+                return true;
+            }
+            a.force(Some(false));
+        }
         release_freed_memory();
         let peak_reset = reset_peak_rss();
         let tasks_before = cpus::snapshot();
+        if let (Some(a), false) = (&adapter, warmup) {
+            a.force(None);
+            a.begin();
+        }
+        // Every sustained session starts as cool as the cell's first: the gate again before
+        // each (the first already passed it).
+        let gate = (cell.duration_s > 0 && !warmup).then(|| {
+            if first_session {
+                first_session = false;
+                (cooldown_s, start_temp)
+            } else {
+                cool_down(plan, set)
+            }
+        });
         let t_start = t();
         // A sustained session's repetition generates back to back for its length; warm-up
         // runs stay single generations.
@@ -700,6 +742,9 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
                             .map(|d| t_start + d.as_secs_f64())
                             .collect(),
                     }),
+                    adaptive: adapter.as_ref().map(adaptive::Adapter::finish),
+                    cooldown_wait_s: gate.map(|g| g.0),
+                    start_temp_c: gate.and_then(|g| g.1),
                 };
                 emitter.emit(&Event::Rep(result));
             }
@@ -720,6 +765,66 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
         thermal_status: read_named(set, "android_thermal_status"),
     });
     true
+}
+
+/// For an adaptive cell, its run on both levels ([`adaptive::wrap`]) and the handle on it;
+/// otherwise `run_once` as it is. `Err((skipped, reason))` when the cell cannot adapt here.
+#[allow(clippy::type_complexity)]
+fn adaptive_runner<'e>(
+    env: &CellEnv<'e>,
+    cell: &Cell,
+    run_once: engine::CellRun<'e>,
+) -> Result<(engine::CellRun<'e>, Option<adaptive::Adapter>), (bool, String)> {
+    let Some(spec) = cell.adaptive else {
+        return Ok((run_once, None));
+    };
+    if spec.from != env.plan.quant {
+        return Err((
+            false,
+            format!(
+                "adaptive cell {spec} planned under a {} agent",
+                env.plan.quant
+            ),
+        ));
+    }
+    let second = match env.seconds.iter().find(|(q, _)| *q == spec.to) {
+        Some((_, Ok(engine))) => engine.cell_runner(cell).map_err(|e| (false, e))?,
+        Some((_, Err(e))) => return Err((false, format!("loading the {} variant: {e}", spec.to))),
+        None => return Err((false, format!("the {} variant was not loaded", spec.to))),
+    };
+    let set = env.set;
+    if max_temp(set).is_none() {
+        return Err((
+            true,
+            "adaptive precision needs a thermal zone to read, and this device has none".into(),
+        ));
+    }
+    let (run, adapter) = adaptive::wrap(
+        spec,
+        run_once,
+        second,
+        env.t,
+        Box::new(move || max_temp(set)),
+    );
+    Ok((run, Some(adapter)))
+}
+
+/// The cool-down gate (when the plan has one and the device a thermal zone): waits until the
+/// hottest zone is within the plan's delta of the idle baseline, or its longest wait has
+/// passed. Returns the seconds waited and the temperature it let the run start at.
+fn cool_down(plan: &Plan, set: &SensorSet) -> (f64, Option<f64>) {
+    let gate_start = Instant::now();
+    let mut start_temp = max_temp(set);
+    if let (Some(cd), Some(_)) = (&plan.cooldown, start_temp) {
+        let limit = cd.baseline_c + cd.delta_c;
+        while start_temp.is_some_and(|tc| tc > limit)
+            && gate_start.elapsed() < Duration::from_secs_f64(cd.max_wait_s)
+        {
+            std::thread::sleep(Duration::from_millis(250));
+            start_temp = max_temp(set);
+        }
+    }
+    (gate_start.elapsed().as_secs_f64(), start_temp)
 }
 
 /// One reading of the named sensor, where the device has it.

@@ -42,6 +42,10 @@ pub struct Cell {
     /// (KV cache reset, model kept) until this long has passed (0: one generation).
     #[serde(default)]
     pub duration_s: u32,
+    /// Adaptive precision: the plan's level first, the second once the hottest zone reaches
+    /// the threshold (`None`: one level).
+    #[serde(default)]
+    pub adaptive: Option<crate::adaptive::Adaptive>,
     /// Measured repetitions.
     pub repetitions: usize,
     /// Repetitions already stored (resume): not run again.
@@ -172,6 +176,16 @@ pub struct RepResult {
     /// A sustained session's generations and token times (`None`: one generation).
     #[serde(default)]
     pub session: Option<SessionTrace>,
+    /// An adaptive cell's level at the start and its switches (`None`: one level).
+    #[serde(default)]
+    pub adaptive: Option<crate::adaptive::AdaptiveTrace>,
+    /// A sustained session's own cool-down gate: seconds waited before it (`None`: the
+    /// cell's gate, in its `cell_start`, is the repetition's).
+    #[serde(default)]
+    pub cooldown_wait_s: Option<f64>,
+    /// The hottest zone when the session started, °C (see `cooldown_wait_s`).
+    #[serde(default)]
+    pub start_temp_c: Option<f64>,
 }
 
 /// What a sustained session ran: its row's `ttft_s` is the first generation's, its `decode_s`

@@ -89,6 +89,9 @@ fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
     if let Some(v) = list("duration-s", &a.duration_s, axis::duration_s)? {
         sweep.duration_s = v;
     }
+    if let Some(v) = list("adaptive", &a.adaptive, axis::adaptive)? {
+        sweep.adaptive = v;
+    }
     if let Some(r) = a.repetitions {
         if r == 0 {
             bail!("--repetitions must be at least 1");
@@ -240,6 +243,7 @@ fn setting_flags(a: &RunArgs) -> Vec<&'static str> {
         (a.pacing_ms.is_some(), "--pacing-ms"),
         (a.perf_mode.is_some(), "--perf-mode"),
         (a.duration_s.is_some(), "--duration-s"),
+        (a.adaptive.is_some(), "--adaptive"),
         (a.prompt_tokens.is_some(), "--prompt-tokens"),
         (a.gen_tokens.is_some(), "--gen-tokens"),
         (a.affinity.is_some(), "--affinity"),
@@ -551,7 +555,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
                 std::process::exit(130);
             }
             eprintln!(
-                "interrupt: finishing the current repetition, then stopping (Ctrl-C again to quit now)"
+                "interrupt: finishing the current repetition (a sustained session stops unkept at its next generation), then stopping (Ctrl-C again to quit now)"
             );
             for d in &dirs {
                 let _ = std::fs::write(d.join("STOP"), b"");

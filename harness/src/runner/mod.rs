@@ -9,6 +9,7 @@
 //! - [`supervise`]: one agent per device, heartbeat, hang detection, how an agent run ended.
 //! - `rows`: the event → row state machine.
 
+mod adaptive;
 mod conditions;
 pub mod deploy;
 mod prepare;
@@ -128,8 +129,9 @@ pub fn run_id(model_id: &str, cell: &PlannedCell, rep: usize) -> String {
     format!("{model_id}|{}#{rep}", cell.key)
 }
 
-/// `flex f32 t2 b1 kv=full p32 g16 a=all` (` pace=50ms`, ` perf=fixed`, ` session=60s` at the
-/// end of a paced, fixed-performance or sustained-session cell).
+/// `flex f32 t2 b1 kv=full p32 g16 a=all` (` pace=50ms`, ` perf=fixed`, ` session=60s`,
+/// ` adaptive=q8>q4@45` at the end of a paced, fixed-performance, sustained-session or adaptive
+/// cell).
 pub fn describe(c: &PlannedCell) -> String {
     let runtime = match c.runtime {
         RuntimeKind::Burn => String::new(),
@@ -157,7 +159,9 @@ pub fn describe(c: &PlannedCell) -> String {
         format!(" session={}s", c.duration_s)
     } else {
         String::new()
-    }
+    } + &c
+        .adaptive
+        .map_or(String::new(), |a| format!(" adaptive={a}"))
 }
 
 /// Switches Android's fixed-performance mode off on `dev` (best effort: logged, not fatal).
@@ -395,6 +399,7 @@ pub fn run_device(
                             pacing_ms: c.pacing_ms,
                             fixed_performance: c.perf_mode == PerfMode::Fixed,
                             duration_s: c.duration_s,
+                            adaptive: c.adaptive,
                             repetitions: sweep.repetitions,
                             skip_reps: (0..sweep.repetitions)
                                 .filter(|r| !missing.contains(r))
@@ -440,16 +445,28 @@ pub fn run_device(
             if fixed_sweep && !is_local {
                 restore_perf_mode(&mut *dev, &run.ui);
             }
-            // The agent is allowed to be silent for the waits before a cell, a paced
-            // repetition's gaps and a sustained session's length.
-            let paced_s = vcells
+            // The agent is allowed to be silent for the waits before a cell, and in the cell
+            // it is running for a paced repetition's gaps and a sustained session's length
+            // (before its first cell: the longest of them).
+            let quiet_in = |c: &PlannedCell| {
+                f64::from(c.pacing_ms) / 1e3 * c.gen_tokens.saturating_sub(1) as f64
+                    + f64::from(c.duration_s)
+            };
+            let longest_quiet = vcells.iter().map(|c| quiet_in(c)).fold(0.0, f64::max);
+            let silent_s = |run: &AgentRun| {
+                cooldown_wait
+                    + run
+                        .current
+                        .as_ref()
+                        .and_then(|k| run.cells.get(k))
+                        .map_or(longest_quiet, |c| quiet_in(c))
+            };
+            // An agent run ends after 24 h, plus the sessions it was given.
+            let sessions_s: f64 = vcells
                 .iter()
-                .map(|c| {
-                    f64::from(c.pacing_ms) / 1e3 * c.gen_tokens.saturating_sub(1) as f64
-                        + f64::from(c.duration_s)
-                })
-                .fold(0.0, f64::max);
-            let silent_s = cooldown_wait + paced_s;
+                .map(|c| f64::from(c.duration_s) * sweep.repetitions as f64)
+                .sum();
+            let cap = Duration::from_secs_f64(24.0 * 3600.0 + sessions_s);
             let end = match staged {
                 Err(e) => AgentEnd::Device(e),
                 Ok(()) => {
@@ -459,18 +476,18 @@ pub fn run_device(
                         plan_remote.clone()
                     };
                     let _beat = Heartbeat::start(target, heartbeat_file, beat_every);
-                    let first_limit = ctx.hang_timeout.limit(run.longest_rep_s, silent_s);
+                    let first_limit = ctx.hang_timeout.limit(run.longest_rep_s, silent_s(&run));
                     supervise::run_plan(
                         &mut dev,
                         &agent,
                         &plan_arg,
                         !is_local,
-                        first_limit,
+                        (first_limit, cap),
                         &mut |l| {
                             run.on_line(l);
                             supervise::Liveness {
                                 last_progress: run.last_progress,
-                                limit: ctx.hang_timeout.limit(run.longest_rep_s, silent_s),
+                                limit: ctx.hang_timeout.limit(run.longest_rep_s, silent_s(&run)),
                                 pid: run.pid,
                             }
                         },
@@ -511,7 +528,7 @@ pub fn run_device(
                      --hang-timeout sets it) and was killed",
                     silent.as_secs_f64(),
                     ctx.hang_timeout
-                        .limit(run.longest_rep_s, silent_s)
+                        .limit(run.longest_rep_s, silent_s(&run))
                         .as_secs_f64()
                 )),
                 AgentEnd::Device(_) => None,

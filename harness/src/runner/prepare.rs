@@ -174,7 +174,10 @@ pub(super) fn prepare<'c>(
         Some(reason) => {
             let (packed, rest): (Vec<&PlannedCell>, Vec<&PlannedCell>) =
                 pending_cells.into_iter().partition(|c| {
-                    c.runtime == RuntimeKind::Burn && packed_format(c.quant, c.backend).is_some()
+                    c.runtime == RuntimeKind::Burn
+                        && std::iter::once(c.quant)
+                            .chain(c.adaptive.map(|a| a.to))
+                            .any(|q| packed_format(q, c.backend).is_some())
                 });
             log(&format!("skipping {} packed cells: {reason}", packed.len()));
             run.mark(&packed, Status::Skipped, &reason);

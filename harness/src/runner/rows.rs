@@ -182,6 +182,9 @@ impl<'a> AgentRun<'a> {
             pacing_ms: cell.pacing_ms,
             perf_mode: cell.perf_mode.name().into(),
             duration_s: cell.duration_s,
+            adaptive: cell
+                .adaptive
+                .map_or_else(|| "off".to_owned(), |a| a.to_string()),
         };
         let mut row = ResultRow::new(run_id(&self.model_id, cell, rep), &key, rep as u32, status);
         row.session = self.store.session().to_owned();
@@ -216,6 +219,11 @@ impl<'a> AgentRun<'a> {
             r,
         );
         let Some(r) = r else { return row };
+        // A sustained session passed the cool-down gate on its own.
+        if let Some(wait) = r.cooldown_wait_s {
+            row.set(Metric::CooldownWaitS, Some(wait));
+            row.set(Metric::StartTempC, r.start_temp_c);
+        }
         let b = r.batch as f64;
         let prefill = b * r.prompt_tokens as f64 / r.ttft_s;
         row.set(Metric::TtftS, Some(r.ttft_s));
@@ -291,8 +299,11 @@ impl<'a> AgentRun<'a> {
                     .energy(a, b, simulated, on_battery)
                     .map(|e| e.0)
             };
-            row.set(Metric::PrefillEnergyJ, part(r.t_start_s, mid));
-            row.set(Metric::DecodeEnergyJ, part(mid, r.t_end_s));
+            // A sustained session prefills again each generation: no single split point.
+            if r.session.is_none() {
+                row.set(Metric::PrefillEnergyJ, part(r.t_start_s, mid));
+                row.set(Metric::DecodeEnergyJ, part(mid, r.t_end_s));
+            }
         }
         let thermal = self.samples.named(|m| m.name.starts_with("thermal_"));
         row.set(
@@ -321,6 +332,9 @@ impl<'a> AgentRun<'a> {
         if let Some(s) = &r.session {
             let top = top_mhz.map(|t| t as f64 / 1000.0);
             super::sustained::apply(&mut row, r, s, &self.samples, top, on_battery);
+        }
+        if let (Some(trace), Some(spec)) = (&r.adaptive, cell.adaptive) {
+            super::adaptive::apply(&mut row, r, trace, spec.to);
         }
         row
     }
@@ -498,7 +512,12 @@ impl<'a> AgentRun<'a> {
                 self.started_any = true;
             }
             Event::Rep(r) => {
-                self.longest_rep_s = self.longest_rep_s.max(r.t_end_s - r.t_start_s);
+                // A sustained session is silent by design for its length (allowed for its
+                // cell alone); what the limit learns from is one generation.
+                let generations = r.session.as_ref().map_or(1, |s| s.generations.max(1));
+                self.longest_rep_s = self
+                    .longest_rep_s
+                    .max((r.t_end_s - r.t_start_s) / generations as f64);
                 if r.repetition.is_some() {
                     self.pending.push(r);
                 }

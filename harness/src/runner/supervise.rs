@@ -173,7 +173,8 @@ pub struct Liveness {
 }
 
 /// Runs the agent's plan, feeding every line to `on_line`, and ends it when it stays silent
-/// past its limit (`first_limit` until it says anything, then what `on_line` answers). The
+/// past its limit (`first_limit` until it says anything, then what `on_line` answers) or
+/// runs longer than `cap` in all (`limits = (first_limit, cap)`). The
 /// local host kills a hung agent's whole process group; on a device (`remote`) the agent is
 /// killed by its pid (from its `hello`), as closing the stream may not end it.
 pub fn run_plan(
@@ -181,7 +182,7 @@ pub fn run_plan(
     agent: &AgentCmd,
     plan_arg: &str,
     remote: bool,
-    first_limit: Duration,
+    (first_limit, cap): (Duration, Duration),
     on_line: &mut dyn FnMut(&str) -> Liveness,
 ) -> AgentEnd {
     let argv = agent.with(&["run", plan_arg]);
@@ -192,7 +193,7 @@ pub fn run_plan(
         limit: first_limit,
         pid: None,
     };
-    let result = dev.run_watched(&argv, Duration::from_secs(24 * 3600), &mut |line| {
+    let result = dev.run_watched(&argv, cap, &mut |line| {
         if let Some(l) = line {
             live = on_line(l);
         }

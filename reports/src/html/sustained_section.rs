@@ -8,7 +8,7 @@ use super::{Page, slug};
 use crate::analysis::{Analysis, CellSummary, cell_text, is_cpu_freq};
 use crate::charts::{self, Timeline};
 use crate::escape::xml;
-use crate::schema::{AgentRun, Metric, ResultSet};
+use crate::schema::{AgentRun, Metric, ResultSet, Status};
 use crate::sustained::{self, SessionRun};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,21 +24,27 @@ pub(super) fn any(a: &Analysis) -> bool {
     a.cells.iter().any(|c| c.key.duration_s > 0)
 }
 
-/// The events' id of `c`'s cell, from one of its rows.
-fn cell_id<'s>(set: &'s ResultSet, c: &CellSummary) -> Option<&'s str> {
-    set.records.iter().find(|r| r.key == c.key).map(cell_text)
+/// Where `c`'s rows came from: `(result directory, the events' id of the cell)` per
+/// directory (a key names no model: events are only matched within the rows' directory).
+pub(super) fn cell_ids<'s>(set: &'s ResultSet, c: &CellSummary) -> Vec<(usize, &'s str)> {
+    let mut ids: Vec<(usize, &str)> = Vec::new();
+    for r in set.records.iter().filter(|r| r.key == c.key) {
+        let id = (r.source, cell_text(r));
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
 }
 
 /// The cell's sessions with the agent run each ran in.
 fn sessions_of<'s>(set: &'s ResultSet, c: &CellSummary) -> Vec<(&'s AgentRun, &'s SessionRun)> {
-    let Some(id) = cell_id(set, c) else {
-        return Vec::new();
-    };
+    let ids = cell_ids(set, c);
     set.agent_runs
         .iter()
         .filter(|r| r.device == c.key.device)
         .flat_map(|r| r.sessions.iter().map(move |s| (r, s)))
-        .filter(|(_, s)| s.cell == id)
+        .filter(|(r, s)| ids.contains(&(r.source, s.cell.as_str())))
         .collect()
 }
 
@@ -73,6 +79,20 @@ pub(super) fn render(page: &mut Page, set: &ResultSet, a: &Analysis) {
          has passed; it ends with the first generation that finishes past it. Throughput is \
          counted per 5-second window from the token times the agent recorded.</p>\n",
     );
+    let simulated: Vec<&str> = a
+        .devices
+        .iter()
+        .filter(|d| d.sensors == "simulated" && cells.iter().any(|c| c.key.device == d.serial))
+        .map(|d| d.serial.as_str())
+        .collect();
+    if !simulated.is_empty() {
+        let _ = writeln!(
+            page.body,
+            "<p class=\"note\">Simulated sensors on {}: temperatures, clocks, throttling and \
+             battery there are the virtual device's model outputs, not phone readings.</p>",
+            xml(&simulated.join(", "))
+        );
+    }
     page.body.push_str(
         "<table class=\"sustained\"><thead><tr><th>Device</th><th>Configuration</th>\
          <th>Sessions</th><th>Length</th><th>Generations</th><th>Peak window</th>\
@@ -87,7 +107,14 @@ pub(super) fn render(page: &mut Page, set: &ResultSet, a: &Analysis) {
             .iter()
             .map(|(_, s)| s.t_end_s - s.t_start_s)
             .collect();
-        let length = crate::stats::percentile(&lengths, 50.0);
+        // Measured from the sessions' events; without them, the planned length.
+        let length =
+            crate::stats::percentile(&lengths, 50.0).or_else(|| Some(f64::from(c.key.duration_s)));
+        let design_mah = set
+            .device_info(&c.key.device)
+            .and_then(|i| i["battery_design_uah"].as_f64())
+            .map(|uah| uah / 1000.0)
+            .filter(|m| *m > 0.0);
         let drop = match (f(Metric::BatteryDropMah), f(Metric::BatteryDropPct)) {
             (None, None) => "–".to_owned(),
             (mah, pct) => {
@@ -96,12 +123,15 @@ pub(super) fn render(page: &mut Page, set: &ResultSet, a: &Analysis) {
                 format!("{mah} ({pct})")
             }
         };
-        let per_30 = match (length, f(Metric::BatteryDropMah), f(Metric::BatteryDropPct)) {
-            (Some(len), mah, pct) if len > 0.0 && (mah.is_some() || pct.is_some()) => {
-                let scale = 1800.0 / len;
-                let mah = mah.map_or("–".into(), |v| Metric::BatteryDropMah.format(v * scale));
-                let pct = pct.map_or("–".into(), |v| Metric::BatteryDropPct.format(v * scale));
-                format!("{mah} ({pct})")
+        // The charge counter scaled, as a share of the design capacity (the level moves in
+        // whole percent: scaled up, one step would read as many).
+        let per_30 = match (length, f(Metric::BatteryDropMah)) {
+            (Some(len), Some(mah)) if len > 0.0 => {
+                let scaled = mah * 1800.0 / len;
+                let pct = design_mah.map_or(String::new(), |d| {
+                    format!(" ({})", Metric::BatteryDropPct.format(scaled / d * 100.0))
+                });
+                format!("{}{pct}", Metric::BatteryDropMah.format(scaled))
             }
             _ => "–".to_owned(),
         };
@@ -111,10 +141,7 @@ pub(super) fn render(page: &mut Page, set: &ResultSet, a: &Analysis) {
              <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             xml(&c.key.device),
             xml(&a.label(&c.key)),
-            c.counts
-                .get(&crate::schema::Status::Ok)
-                .copied()
-                .unwrap_or(0),
+            c.counts.get(&Status::Ok).copied().unwrap_or(0),
             length.map_or("–".into(), |l| format!("{l:.1} s")),
             xml(&show(Metric::Generations)),
             xml(&show(Metric::WindowPeakTokPerS)),
@@ -138,8 +165,8 @@ pub(super) fn render(page: &mut Page, set: &ResultSet, a: &Analysis) {
          top frequency (not judged in fixed-performance mode, whose caps are deliberate, nor \
          where the device's top frequency is unknown). Battery drop: \
          the charge counter (mAh) and the level (%) at the session's start less at its end, \
-         measured, on battery only; per 30 min: that drop scaled by the session's measured \
-         length. 30 min, from power: the session's average power for 30 minutes over the \
+         measured, on battery only; per 30 min: the charge counter's drop scaled by the \
+         session's measured length, and its share of the design capacity. 30 min, from power: the session's average power for 30 minutes over the \
          battery's design energy, an extrapolation.</p>\n",
     );
     for c in cells.iter().take(MAX_CHARTED) {
@@ -162,7 +189,11 @@ fn throttle_text(a: &Analysis, c: &CellSummary) -> String {
         .devices
         .iter()
         .any(|d| d.serial == c.key.device && d.top_freq_mhz.is_some());
+    let sessions = c.counts.get(&Status::Ok).copied().unwrap_or(0);
+    let throttled = c.metric(Metric::ThrottleAfterS).map_or(0, |s| s.n);
     match c.time_to_throttle_s {
+        // The median over the sessions that throttled; say how many did.
+        Some(t) if throttled < sessions => format!("{t:.1} s ({throttled} of {sessions})"),
         Some(t) => format!("{t:.1} s"),
         None if c.key.perf_mode == "fixed" || !known_top => "not judged".into(),
         None => "did not throttle".into(),
@@ -191,8 +222,17 @@ fn charts_of(page: &mut Page, set: &ResultSet, a: &Analysis, c: &CellSummary) {
     };
     let mut groups: [Vec<Named>; 3] = Default::default();
     let mut throttled = Vec::new();
+    // An adaptive cell's switches, marked on every curve.
+    let switched = super::adaptive_section::switches_of(set, c);
+    let mut switches = Vec::new();
     for (run, s) in &sessions {
         let name = format!("session {}", s.repetition + 1);
+        for r in switched
+            .iter()
+            .filter(|r| r.repetition == s.repetition && r.t_start_s == s.t_start_s)
+        {
+            switches.extend(r.switches.iter().map(|x| x.0 - s.t_start_s));
+        }
         let w = sustained::windows(
             &s.token_s,
             s.batch,
@@ -229,6 +269,11 @@ fn charts_of(page: &mut Page, set: &ResultSet, a: &Analysis, c: &CellSummary) {
     .zip(groups)
     {
         let full = format!("{title} over the sustained session of {label}");
+        let marks = if switches.is_empty() {
+            ""
+        } else {
+            " Grey lines: adaptive precision switches."
+        };
         if series.iter().all(|s| s.1.is_empty()) {
             page.na(&full, &format!("no {group} readings during the sessions"));
             continue;
@@ -239,8 +284,10 @@ fn charts_of(page: &mut Page, set: &ResultSet, a: &Analysis, c: &CellSummary) {
                 .into_iter()
                 .map(|(n, pts)| (n, charts::downsample(&pts, 1200)))
                 .collect(),
-            boundaries: Vec::new(),
+            boundaries: switches.clone(),
             throttled: throttled.clone(),
+            x_from_zero: true,
+            y_from_zero: group == "throughput",
         };
         page.figure(
             &format!("sustained-{group}-{id}"),
@@ -248,7 +295,7 @@ fn charts_of(page: &mut Page, set: &ResultSet, a: &Analysis, c: &CellSummary) {
             charts::timeline(&t),
             &xml(&format!(
                 "Time since each session's start; {what}, one line per session. Red ticks: \
-                 samples where the fastest core ran below 90 % of its top frequency.{sim}"
+                 samples where the fastest core ran below 90 % of its top frequency.{marks}{sim}"
             )),
         );
     }
