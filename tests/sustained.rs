@@ -97,6 +97,10 @@ fn one_minute_sessions_paced_fixed_and_adaptive_on_the_virtual_phone_are_measure
         assert_eq!(steps, generations * 32.0, "{row:?}");
         assert_eq!(row.prefill_energy_j, None, "no single prefill in a session");
         assert!(row.switches.is_some() && row.second_level_share.is_some());
+        assert_eq!(
+            row.weight_bytes_per_step, None,
+            "its tokens came from two levels"
+        );
     }
     let cell = |pace: u32, perf: &str| {
         r.iter()

@@ -4,6 +4,7 @@
 //! allowed CPUs (read once, before any pin). Each is a short text, empty where the device does
 //! not tell; the result rows carry them (see `socbench_reports::row::ResultRow`).
 
+use crate::sensors::read_trim;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -30,12 +31,6 @@ pub struct FreqConditions {
     /// A maximum under the cluster's `cpuinfo_max_freq` is a cap (thermal, power HAL, a
     /// performance mode).
     pub freq_limits_mhz: String,
-}
-
-fn read_trim(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_owned())
 }
 
 /// The name of a Linux scheduling policy number.
@@ -168,13 +163,8 @@ pub fn freq(sysfs: &Path) -> FreqConditions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sensors::tests::write;
     use std::fs;
-
-    fn write(root: &Path, rel: &str, text: &str) {
-        let p = root.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, text).unwrap();
-    }
 
     #[test]
     fn clusters_and_their_limits() {

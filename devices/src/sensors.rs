@@ -98,7 +98,8 @@ pub struct SensorSet {
     pub(crate) sources: Vec<Source>,
 }
 
-fn read_trim(path: &Path) -> Option<String> {
+/// A file's text without surrounding whitespace (`None` when it cannot be read).
+pub(crate) fn read_trim(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_owned())
@@ -660,11 +661,12 @@ impl Drop for Sampler {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::fs;
 
-    fn write(root: &Path, rel: &str, text: &str) {
+    /// Writes `text` to `root/rel`, creating its directories (a fake sysfs).
+    pub(crate) fn write(root: &Path, rel: &str, text: &str) {
         let p = root.join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, text).unwrap();

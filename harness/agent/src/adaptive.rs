@@ -156,13 +156,16 @@ impl Adapter {
         self.force.set(second);
     }
 
-    /// Marks the start of a measured repetition: it starts on the first level, as every
-    /// repetition of the cell does (each passed the cool-down gate; none inherits the last
-    /// one's heat decision).
-    pub fn begin(&self) {
+    /// Marks the start of a measured repetition. With `reset` (it passed the cool-down gate,
+    /// as every sustained session does) it starts on the first level; otherwise on the level
+    /// the last decision left.
+    pub fn begin(&self, reset: bool) {
         self.switches.borrow_mut().clear();
-        self.governor.borrow_mut().hot = false;
-        self.start.set(false);
+        let mut g = self.governor.borrow_mut();
+        if reset {
+            g.hot = false;
+        }
+        self.start.set(g.hot);
     }
 
     /// The repetition's trace since [`Adapter::begin`].
@@ -293,7 +296,7 @@ mod tests {
         adapter.force(Some(true));
         assert_eq!(run(&[1]).unwrap().gen_ids, vec![vec![4]], "warm-up forced");
         adapter.force(None);
-        adapter.begin();
+        adapter.begin(false);
         let ran: Vec<u32> = (0..4).map(|_| run(&[1]).unwrap().gen_ids[0][0]).collect();
         assert_eq!(ran, vec![8, 4, 4, 8]);
         let trace = adapter.finish();
@@ -304,8 +307,14 @@ mod tests {
         // A repetition that ends hot leaves the next one starting on the first level.
         temps.borrow_mut().extend([46.0, 44.0]);
         assert_eq!(run(&[1]).unwrap().gen_ids, vec![vec![4]]);
-        adapter.begin();
+        adapter.begin(true);
         assert_eq!(run(&[1]).unwrap().gen_ids, vec![vec![8]], "44 °C: below 45");
         assert_eq!(adapter.finish().start, QuantLevel::Q8);
+        // Without the gate the decision carries over (44 °C is inside the hysteresis).
+        temps.borrow_mut().extend([46.0, 44.0]);
+        assert_eq!(run(&[1]).unwrap().gen_ids, vec![vec![4]]);
+        adapter.begin(false);
+        assert_eq!(run(&[1]).unwrap().gen_ids, vec![vec![4]]);
+        assert_eq!(adapter.finish().start, QuantLevel::Q4);
     }
 }

@@ -444,13 +444,20 @@ fn run_plan(path: &Path) -> Result<(), String> {
             Err(e) => eprintln!("socbench-agent: quality text not scored: {e}"),
         }
     }
-    // Adaptive cells hold a second variant loaded for the whole agent run.
-    let mut seconds: Vec<(QuantLevel, Result<Engine, String>)> = Vec::new();
+    // Adaptive cells hold a second variant loaded for the whole agent run (the host gives
+    // them an agent run of their own), held to the same quality gate as the first.
+    let mut seconds: Vec<(QuantLevel, SecondLevel)> = Vec::new();
     for spec in plan.cells.iter().filter_map(|c| c.adaptive) {
         if !seconds.iter().any(|(q, _)| *q == spec.to) {
             let mut second = plan.clone();
             second.quant = spec.to;
-            seconds.push((spec.to, Engine::open(&second)));
+            let level = Engine::open(&second)
+                .map_err(|e| (false, format!("loading the {} level: {e}", spec.to)))
+                .and_then(|e| match &plan.gate {
+                    Some(g) => second_gate(&e, g, spec.to).map(|()| e),
+                    None => Ok(e),
+                });
+            seconds.push((spec.to, level));
         }
     }
     let stop_requested = || {
@@ -545,7 +552,7 @@ struct CellEnv<'a> {
     /// `--require-battery`'s wait for the next cell (0 once a cell waited in vain).
     battery_wait: &'a std::cell::Cell<Option<f64>>,
     /// The second variants adaptive cells switch to, loaded beside the plan's.
-    seconds: &'a [(QuantLevel, Result<Engine, String>)],
+    seconds: &'a [(QuantLevel, SecondLevel)],
 }
 
 /// Runs one cell; `false` when the stop file ended it.
@@ -563,7 +570,17 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
         None => 0.0,
         Some(max) => {
             match power::wait_for_battery(set, max, Duration::from_millis(250), stop_requested) {
-                power::BatteryWait::Ready(s) => s,
+                power::BatteryWait::Ready(s) => {
+                    if s > 0.0 {
+                        // Just unplugged: let the sampler see the battery on both sides of the
+                        // first repetition's start (a row's power source is read from the
+                        // samples around it).
+                        std::thread::sleep(Duration::from_secs_f64(
+                            (2.0 / plan.sample_hz).min(1.0),
+                        ));
+                    }
+                    s
+                }
                 power::BatteryWait::Interrupted => return false,
                 power::BatteryWait::Refused(mut reason) => {
                     if max == 0.0
@@ -606,7 +623,7 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
     } else {
         None
     };
-    let (cooldown_s, start_temp) = cool_down(plan, set);
+    let (cooldown_s, start_temp) = cool_down(plan, set, stop_requested);
     emitter.emit(&Event::CellStart {
         t_s: t(),
         cell: cell.id.clone(),
@@ -661,7 +678,6 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
         }
     };
     let total = plan.warmup + cell.repetitions;
-    let mut first_session = true;
     for i in 0..total {
         let warmup = i < plan.warmup;
         let rep = if warmup { None } else { Some(i - plan.warmup) };
@@ -689,18 +705,13 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
         let tasks_before = cpus::snapshot();
         if let (Some(a), false) = (&adapter, warmup) {
             a.force(None);
-            a.begin();
+            // A session passed the cool-down gate: it starts on the first level. A plain
+            // repetition goes on from where the last one left the decision.
+            a.begin(cell.duration_s > 0);
         }
-        // Every sustained session starts as cool as the cell's first: the gate again before
-        // each (the first already passed it).
-        let gate = (cell.duration_s > 0 && !warmup).then(|| {
-            if first_session {
-                first_session = false;
-                (cooldown_s, start_temp)
-            } else {
-                cool_down(plan, set)
-            }
-        });
+        // Every sustained session starts as cool as the cell did: the gate again before each
+        // (after the warm-up, too).
+        let gate = (cell.duration_s > 0 && !warmup).then(|| cool_down(plan, set, stop_requested));
         let t_start = t();
         // A sustained session's repetition generates back to back for its length; warm-up
         // runs stay single generations.
@@ -767,6 +778,28 @@ fn run_cell(env: &CellEnv, cell: &Cell) -> bool {
     true
 }
 
+/// An adaptive cell's second level: loaded, or why its cells are skipped (`true`) or failed.
+type SecondLevel = Result<Engine, (bool, String)>;
+
+/// The quality gate on an adaptive cell's second level: `Err((skipped, reason))` when it is
+/// refused (or cannot be scored).
+fn second_gate(
+    engine: &Engine,
+    gate: &QualityGate,
+    level: QuantLevel,
+) -> Result<(), (bool, String)> {
+    let scored = engine
+        .tokenize(socbench_kernels::generate::QUALITY_TEXT)
+        .and_then(|ids| engine.perplexity(gate::gate_ids(&ids), gate::GATE_TOKENS))
+        .map_err(|e| (false, format!("quality gate, second level {level}: {e}")))?;
+    gate.check(scored.perplexity).map(|_| ()).map_err(|reason| {
+        (
+            true,
+            format!("quality gate, second level {level}: {reason}"),
+        )
+    })
+}
+
 /// For an adaptive cell, its run on both levels ([`adaptive::wrap`]) and the handle on it;
 /// otherwise `run_once` as it is. `Err((skipped, reason))` when the cell cannot adapt here.
 #[allow(clippy::type_complexity)]
@@ -789,8 +822,8 @@ fn adaptive_runner<'e>(
     }
     let second = match env.seconds.iter().find(|(q, _)| *q == spec.to) {
         Some((_, Ok(engine))) => engine.cell_runner(cell).map_err(|e| (false, e))?,
-        Some((_, Err(e))) => return Err((false, format!("loading the {} variant: {e}", spec.to))),
-        None => return Err((false, format!("the {} variant was not loaded", spec.to))),
+        Some((_, Err(why))) => return Err(why.clone()),
+        None => return Err((false, format!("the {} level was not loaded", spec.to))),
     };
     let set = env.set;
     if max_temp(set).is_none() {
@@ -811,14 +844,16 @@ fn adaptive_runner<'e>(
 
 /// The cool-down gate (when the plan has one and the device a thermal zone): waits until the
 /// hottest zone is within the plan's delta of the idle baseline, or its longest wait has
-/// passed. Returns the seconds waited and the temperature it let the run start at.
-fn cool_down(plan: &Plan, set: &SensorSet) -> (f64, Option<f64>) {
+/// passed, or a stop is asked for (the caller then stops at its next check). Returns the
+/// seconds waited and the temperature it let the run start at.
+fn cool_down(plan: &Plan, set: &SensorSet, stop: &dyn Fn() -> bool) -> (f64, Option<f64>) {
     let gate_start = Instant::now();
     let mut start_temp = max_temp(set);
     if let (Some(cd), Some(_)) = (&plan.cooldown, start_temp) {
         let limit = cd.baseline_c + cd.delta_c;
         while start_temp.is_some_and(|tc| tc > limit)
             && gate_start.elapsed() < Duration::from_secs_f64(cd.max_wait_s)
+            && !stop()
         {
             std::thread::sleep(Duration::from_millis(250));
             start_temp = max_temp(set);

@@ -307,13 +307,16 @@ pub fn run_device(
     // Model variants in plan order; cells shuffled within each.
     let mut variants: Vec<(String, Vec<&PlannedCell>)> = Vec::new();
     for c in &pending_cells {
+        // An adaptive cell's agent holds its second level too: it runs apart from the plain
+        // cells of its first level (their memory is theirs alone).
         let key = format!(
-            "{}|{}|{}|{}|{:?}",
+            "{}|{}|{}|{}|{:?}|{:?}",
             c.runtime.name(),
             c.backend.name(),
             c.quant.name(),
             c.threads,
-            c.cpus
+            c.cpus,
+            c.adaptive.map(|a| a.to)
         );
         match variants.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(c),

@@ -335,6 +335,16 @@ impl<'a> AgentRun<'a> {
         }
         if let (Some(trace), Some(spec)) = (&r.adaptive, cell.adaptive) {
             super::adaptive::apply(&mut row, r, trace, spec.to);
+            // The loaded variant's figures are the first level's; the tokens were both levels'.
+            for m in [
+                Metric::Perplexity,
+                Metric::WeightBytesPerStep,
+                Metric::WeightBytesResident,
+                Metric::DecodeBwFraction,
+                Metric::PrefillGemmFraction,
+            ] {
+                row.set(m, None);
+            }
         }
         row
     }
@@ -407,6 +417,22 @@ impl<'a> AgentRun<'a> {
                 continue;
             };
             let Some(rep) = r.repetition else { continue };
+            // An agent that does not know a lever (an older build) runs the cell without it:
+            // that is not this cell's measurement.
+            let ignored = if cell.duration_s > 0 && r.session.is_none() {
+                Some("sustained session")
+            } else if cell.adaptive.is_some() && r.adaptive.is_none() {
+                Some("adaptive precision")
+            } else {
+                None
+            };
+            if let Some(lever) = ignored {
+                let note = format!(
+                    "the agent ran this cell without its {lever} (an agent built before it?)"
+                );
+                self.write(cell, rep, Status::Failed, None, &note);
+                continue;
+            }
             self.write(cell, rep, Status::Ok, Some(&r), "");
             let decode = if r.decode_s.is_empty() {
                 "n/a".to_owned()

@@ -41,7 +41,8 @@ pub(super) fn render(page: &mut Page, set: &ResultSet, a: &Analysis) {
         "<p>An adaptive cell holds both levels of its mode (<code>FROM&gt;TO@°C</code>) loaded \
          and, before every generation, reads the hottest thermal zone: at or above the \
          threshold it runs TO, and it goes back to FROM once the zone is 2 °C below. Its \
-         quant column is FROM; its peak RAM holds both variants.</p>\n",
+         quant column is FROM; its peak RAM holds both variants; its perplexity and weight \
+         traffic are left out (its tokens came from both levels).</p>\n",
     );
     page.body.push_str(
         "<table class=\"adaptive\"><thead><tr><th>Device</th><th>Configuration</th>\
