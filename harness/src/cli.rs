@@ -389,6 +389,18 @@ pub struct RunArgs {
     /// both levels loaded, run FROM until the hottest thermal zone reaches CELSIUS, then TO.
     #[arg(long)]
     pub adaptive: Option<String>,
+    /// LoRA adapters on the attention projections (comma list of `none`, `unmerged`: the
+    /// low-rank products added every step, `merged`: folded into the weights before
+    /// quantization).
+    #[arg(long = "lora-mode")]
+    pub lora_mode: Option<String>,
+    /// LoRA ranks (comma list, 1 to 256; with `--lora`, the file's rank).
+    #[arg(long = "lora-rank")]
+    pub lora_rank: Option<String>,
+    /// A PEFT adapter (`adapter_model.safetensors`; `lora_alpha` and `r` from the
+    /// `adapter_config.json` beside it) instead of seeded synthetic adapters.
+    #[arg(long = "lora", value_name = "FILE")]
+    pub lora_file: Option<std::path::PathBuf>,
     /// Measured repetitions per cell.
     #[arg(long)]
     pub repetitions: Option<usize>,

@@ -8,6 +8,7 @@ pub use socbench_agent::adaptive::Adaptive;
 use socbench_devices::DeviceInfo;
 use socbench_devices::info::parse_cpu_list;
 use socbench_kernels::backend::BackendKind;
+pub use socbench_kernels::lora::LoraMode;
 use socbench_kernels::quant::QuantLevel;
 use socbench_kernels::runtime::{LLAMA_CPP_BACKEND, RuntimeKind, llama_cpp_support};
 use std::path::Path;
@@ -42,6 +43,9 @@ struct SweepFile {
     perf_mode: Option<Spanned<Vec<toml::Value>>>,
     duration_s: Option<Spanned<Vec<toml::Value>>>,
     adaptive: Option<Spanned<Vec<toml::Value>>>,
+    lora: Option<Spanned<Vec<toml::Value>>>,
+    lora_rank: Option<Spanned<Vec<toml::Value>>>,
+    lora_file: Option<Spanned<String>>,
     repetitions: Option<Spanned<i64>>,
     warmup: Option<Spanned<i64>>,
     sample_hz: Option<Spanned<f64>>,
@@ -149,6 +153,20 @@ pub struct Sweep {
     /// between them. An adaptive cell's level comes from its value, not the `quant` axis.
     #[serde(default = "default_adaptive")]
     pub adaptive: Vec<Option<Adaptive>>,
+    /// Axis: LoRA adapters on the attention projections, `None` (`none`), unmerged or merged.
+    #[serde(default = "default_lora")]
+    pub lora: Vec<Option<LoraMode>>,
+    /// Axis: the adapters' rank (cells with `lora = none` have none).
+    #[serde(default = "default_lora_rank")]
+    pub lora_rank: Vec<usize>,
+    /// Whether `lora_rank` was written (file or flag), not defaulted: with an adapter file,
+    /// a written rank must be the file's.
+    #[serde(skip)]
+    pub lora_rank_given: bool,
+    /// A PEFT safetensors adapter (`--lora FILE`); `None`: seeded synthetic adapters. Its
+    /// rank is the file's (the `lora_rank` axis is set from it).
+    #[serde(default)]
+    pub lora_file: Option<String>,
     /// Measured runs per cell.
     pub repetitions: usize,
     /// Unmeasured runs per cell.
@@ -191,6 +209,14 @@ fn default_pacing() -> Vec<u32> {
 
 fn default_adaptive() -> Vec<Option<Adaptive>> {
     vec![None]
+}
+
+fn default_lora() -> Vec<Option<LoraMode>> {
+    vec![None]
+}
+
+fn default_lora_rank() -> Vec<usize> {
+    vec![8]
 }
 
 fn default_duration() -> Vec<u32> {
@@ -259,6 +285,26 @@ pub mod axis {
                  fixed-performance mode during the cell)"
             )),
         }
+    }
+    /// `none`, `unmerged` or `merged`.
+    pub fn lora(s: &str) -> Result<Option<LoraMode>, String> {
+        match s.trim() {
+            "none" => Ok(None),
+            other => other.parse().map(Some),
+        }
+    }
+    /// A LoRA rank, 1 to [`socbench_kernels::lora::MAX_RANK`].
+    pub fn lora_rank(s: &str) -> Result<usize, String> {
+        s.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|r| (1..=socbench_kernels::lora::MAX_RANK).contains(r))
+            .ok_or_else(|| {
+                format!(
+                    "`{s}` is not a valid LoRA rank (valid: 1 to {})",
+                    socbench_kernels::lora::MAX_RANK
+                )
+            })
     }
     /// `off`, or an adaptive mode such as `q8>q4@45`.
     pub fn adaptive(s: &str) -> Result<Option<Adaptive>, String> {
@@ -451,6 +497,7 @@ impl Sweep {
             }
             None => Some((2.0, 120.0)),
         };
+        let lora_rank_given = f.lora_rank.is_some();
         let sweep = Self {
             model: f.model.map(Spanned::into_inner),
             devices,
@@ -551,6 +598,17 @@ impl Sweep {
                 default_adaptive(),
                 axis::adaptive,
             )?,
+            lora: parse_axis(file, text, "lora", f.lora, default_lora(), axis::lora)?,
+            lora_rank: parse_axis(
+                file,
+                text,
+                "lora_rank",
+                f.lora_rank,
+                default_lora_rank(),
+                axis::lora_rank,
+            )?,
+            lora_rank_given,
+            lora_file: f.lora_file.map(Spanned::into_inner),
             repetitions: pos("repetitions", f.repetitions, 3, 1)?,
             warmup: pos("warmup", f.warmup, 1, 0)?,
             sample_hz,
@@ -606,7 +664,8 @@ impl Sweep {
             .iter()
             .map(|a| if a.is_some() { 1 } else { self.quant.len() })
             .sum::<usize>();
-        self.runtime.len()
+        self.lora_choices().len()
+            * self.runtime.len()
             * self.backend.len()
             * levels
             * self.threads.len()
@@ -619,6 +678,35 @@ impl Sweep {
             * self.perf_mode.len()
             * self.duration_s.len()
     }
+}
+
+impl Sweep {
+    /// The LoRA variants: `None` once for `lora = none`, every rank for each mode.
+    pub fn lora_choices(&self) -> Vec<Option<LoraChoice>> {
+        let mut out = Vec::new();
+        for &mode in &self.lora {
+            match mode {
+                None => out.push(None),
+                Some(mode) => out.extend(
+                    self.lora_rank
+                        .iter()
+                        .map(|&rank| Some(LoraChoice { mode, rank })),
+                ),
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|c| seen.insert(*c));
+        out
+    }
+}
+
+/// A cell's LoRA adapters: how they run and their rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LoraChoice {
+    /// Unmerged or merged.
+    pub mode: LoraMode,
+    /// Rank.
+    pub rank: usize,
 }
 
 /// One cell resolved for a device.
@@ -662,6 +750,9 @@ pub struct PlannedCell {
     /// Adaptive precision (its `from` level is `quant`).
     #[serde(default)]
     pub adaptive: Option<Adaptive>,
+    /// LoRA adapters (`None`: the base model).
+    #[serde(default)]
+    pub lora: Option<LoraChoice>,
 }
 
 fn perf_default() -> PerfMode {
@@ -682,6 +773,11 @@ impl PlannedCell {
     pub fn unsupported(&self) -> Option<String> {
         match self.runtime {
             RuntimeKind::Burn => None,
+            RuntimeKind::LlamaCpp if self.lora.is_some() => Some(
+                "LoRA adapters run on the Burn runtime only (llama.cpp loads adapters from \
+                 GGUF adapter files, not socbench's)"
+                    .into(),
+            ),
             RuntimeKind::LlamaCpp if self.adaptive.is_some() => Some(
                 "adaptive precision runs on the Burn runtime only (llama.cpp would need a \
                  second model file loaded beside the first)"
@@ -762,8 +858,24 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                 Some(spec) => levels.push((spec.from, Some(spec))),
             }
         }
+        let loras = sweep.lora_choices();
+        // A file's adapters are named in the key: their rows are not the synthetic ones'.
+        let lora_source = sweep.lora_file.as_deref().map_or(String::new(), |f| {
+            let stem = Path::new(f)
+                .file_stem()
+                .map_or("file".into(), |s| s.to_string_lossy().into_owned());
+            let clean: String = stem
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            format!("-{clean}")
+        });
+        let combos: Vec<(QuantLevel, Option<Adaptive>, Option<LoraChoice>)> = levels
+            .iter()
+            .flat_map(|&(q, a)| loras.iter().map(move |&l| (q, a, l)))
+            .collect();
         for &(runtime, backend) in &pairs {
-            for &(quant, adaptive) in &levels {
+            for &(quant, adaptive, lora) in &combos {
                 for &threads in &thread_values {
                     for &batch in &sweep.batch {
                         for &kv_window in &sweep.kv_window {
@@ -799,6 +911,12 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                                             a.from, a.to, a.threshold_c
                                         ));
                                     }
+                                    if let Some(l) = lora {
+                                        pace.push_str(&format!(
+                                            "|lora-{}-r{}{lora_source}",
+                                            l.mode, l.rank
+                                        ));
+                                    }
                                     let key = format!(
                                         "{}|{engine}|{}|t{threads}|b{batch}|kv{}|p{prompt_tokens}|g{gen_tokens}|a{aff}{pace}",
                                         info.serial,
@@ -822,6 +940,7 @@ pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>>
                                         perf_mode,
                                         duration_s,
                                         adaptive,
+                                        lora,
                                     });
                                 }
                             }
@@ -972,6 +1091,58 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn lora_modes_are_planned_per_rank_once_for_none_and_bad_values_are_refused() {
+        let info = DeviceInfo::parse("p", socbench_devices::info::DeviceKind::Adb, None, "");
+        let mut s = Sweep::parse(
+            "s",
+            "runtime = [\"burn\", \"llama.cpp\"]\nquant = [\"q8\"]\nthreads = [1]\n\
+             prompt_tokens = [4]\ngen_tokens = [4]\nlora = [\"none\", \"unmerged\", \"merged\"]\n\
+             lora_rank = [8, 16]\n",
+        )
+        .unwrap();
+        let cells = plan_device(&s, &info).unwrap();
+        assert_eq!(cells.len(), 2 * (1 + 2 * 2));
+        assert_eq!(cells.len(), s.cells_per_device());
+        let burn: Vec<&str> = cells
+            .iter()
+            .filter(|c| c.runtime == RuntimeKind::Burn)
+            .map(|c| c.key.as_str())
+            .collect();
+        assert_eq!(
+            burn,
+            [
+                "p|flex|q8|t1|b1|kvfull|p4|g4|aall",
+                "p|flex|q8|t1|b1|kvfull|p4|g4|aall|lora-unmerged-r8",
+                "p|flex|q8|t1|b1|kvfull|p4|g4|aall|lora-unmerged-r16",
+                "p|flex|q8|t1|b1|kvfull|p4|g4|aall|lora-merged-r8",
+                "p|flex|q8|t1|b1|kvfull|p4|g4|aall|lora-merged-r16",
+            ]
+        );
+        let llama: Vec<&PlannedCell> = cells
+            .iter()
+            .filter(|c| c.runtime == RuntimeKind::LlamaCpp)
+            .collect();
+        assert!(llama[0].unsupported().is_none());
+        assert!(llama[1].unsupported().unwrap().contains("LoRA"));
+        // An adapter file is named in the key: its rows are not the synthetic ones'.
+        s.lora_file = Some("/x/my adapter.safetensors".into());
+        let cells = plan_device(&s, &info).unwrap();
+        assert!(
+            cells[1].key.ends_with("|lora-unmerged-r8-my_adapter"),
+            "{}",
+            cells[1].key
+        );
+        for (bad, valid) in [
+            ("lora = [\"fused\"]", "none, unmerged, merged"),
+            ("lora_rank = [0]", "1 to 256"),
+        ] {
+            let e = Sweep::parse("s.toml", &format!("seed = 1\n{bad}\n")).unwrap_err();
+            let m = format!("{e:#}");
+            assert!(m.contains("s.toml:2") && m.contains(valid), "{m}");
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod gguf;
 #[cfg(feature = "llama-cpp")]
 pub mod llamacpp;
 pub mod load;
+pub mod lora;
 mod mapped;
 pub mod model;
 pub mod qmatmul;

@@ -4,7 +4,8 @@ use crate::KernelError;
 use crate::backend::BackendKind;
 use crate::dequant::{dequantize, quantize_q4_1, quantize_q8_0};
 use crate::gguf::{GgufError, GgufFile, GgufWriter, TensorInfo};
-use crate::model::{Attention, Block, Llama, LlamaConfig, Mlp, Proj, Rope};
+use crate::lora::{LoraAdapters, LoraMode, LoraPair};
+use crate::model::{Attention, Block, Llama, LlamaConfig, LoraDelta, Mlp, Proj, Rope};
 use crate::qmatmul::{BLOCK, PackedWeight};
 use crate::quant::{self, QuantLevel};
 use crate::tokenizer::{Tokenizer, synthetic_vocab};
@@ -15,6 +16,7 @@ use rayon::prelude::*;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Where the model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +116,19 @@ impl ModelSpec {
         level: QuantLevel,
         backend: BackendKind,
     ) -> Result<LoadedModel, KernelError> {
+        self.load_with_lora(file, device, level, backend, None)
+    }
+
+    /// [`ModelSpec::load_as`] with LoRA adapters on the attention projections: merged into
+    /// each f32 weight before it is converted to `level`, or held beside it (unmerged).
+    pub fn load_with_lora(
+        &self,
+        file: &GgufFile,
+        device: &Device,
+        level: QuantLevel,
+        backend: BackendKind,
+        lora: Option<(&LoraAdapters, LoraMode)>,
+    ) -> Result<LoadedModel, KernelError> {
         let with_path = |e: KernelError| match (self, e) {
             (Self::File(path), KernelError::Gguf(source)) => KernelError::ModelFile {
                 path: path.clone(),
@@ -128,10 +143,21 @@ impl ModelSpec {
             },
             Self::SyntheticTiny => KernelError::Invalid(e.to_string()),
         })?;
+        if let Some((adapters, _)) = lora
+            && adapters.layers.len() != config.n_layers
+        {
+            return Err(KernelError::Invalid(format!(
+                "LoRA adapters ({}) for {} layers, the model has {}",
+                adapters.source,
+                adapters.layers.len(),
+                config.n_layers
+            )));
+        }
         let target = Target {
             level,
             backend,
             device,
+            lora,
         };
         // The tokenizer (a BPE vocabulary and its merges, tens of milliseconds to build) is
         // built on a second thread while the weights convert: loading is ready that much sooner
@@ -159,6 +185,8 @@ struct Target<'d> {
     level: QuantLevel,
     backend: BackendKind,
     device: &'d Device,
+    /// Adapters on the attention projections, and how they run.
+    lora: Option<(&'d LoraAdapters, LoraMode)>,
 }
 
 /// The directory entry of `name`, checked against the shape the model expects (`expected`
@@ -279,6 +307,52 @@ fn linear(
     Ok(proj)
 }
 
+/// The projection stored as `name` with a LoRA adapter: merged (the f32 weight plus `A B`,
+/// then converted to `level`; a file's quantized blocks are decoded first, so a merged q4 or
+/// q8 weight is quantized again from the sum) or unmerged (converted as without it, the
+/// adapter beside it).
+fn adapted_linear(
+    file: &GgufFile,
+    name: &str,
+    dims: [usize; 2],
+    target: &Target<'_>,
+    (pair, mode): (&Arc<LoraPair>, LoraMode),
+) -> Result<Proj, KernelError> {
+    let (level, device) = (target.level, target.device);
+    if mode == LoraMode::Unmerged {
+        let mut proj = linear(file, name, dims, level, target)?;
+        let dtype = if level == QuantLevel::F16 {
+            burn::tensor::DType::F16
+        } else {
+            burn::tensor::DType::F32
+        };
+        proj.lora = Some(LoraDelta::new(Arc::clone(pair), &proj, dtype, device));
+        return Ok(proj);
+    }
+    let [d_in, d_out] = dims;
+    let info = checked(file, name, &dims)?;
+    file.populate(info);
+    let mut w = transposed(info, file.tensor_bytes(info)?, d_in, d_out)?;
+    file.release(info);
+    pair.merge_into(&mut w);
+    let packed = quant::packed_format(level, target.backend)
+        .filter(|_| d_in.is_multiple_of(BLOCK))
+        .map(|format| PackedWeight::quantize(format, &w, d_in, d_out));
+    match packed {
+        Some(Ok(packed)) => Ok(Proj::packed(packed, device)),
+        Some(Err(e)) => Err(GgufError::BadTensor {
+            name: name.into(),
+            reason: e.to_string(),
+        }
+        .into()),
+        None => {
+            let mut proj = Proj::new(Tensor::from_data(TensorData::new(w, dims), device));
+            quant::quantize_proj_burn(&mut proj, level, target.backend);
+            Ok(proj)
+        }
+    }
+}
+
 fn norm(
     file: &GgufFile,
     name: &str,
@@ -303,14 +377,24 @@ fn block(
     let (d, kv) = (c.d_model, c.n_kv_heads * c.head_dim());
     let n = |s: &str| format!("blk.{l}.{s}.weight");
     let proj = |s: &str, dims: [usize; 2]| linear(file, &n(s), dims, target.level, target);
+    // Attention projection `p` of [`crate::lora::PROJECTIONS`], with its adapter if it has one.
+    let attn = |s: &str, dims: [usize; 2], p: usize| {
+        let adapter = target
+            .lora
+            .and_then(|(a, mode)| a.layers[l][p].as_ref().map(|pair| (pair, mode)));
+        match adapter {
+            Some(adapter) => adapted_linear(file, &n(s), dims, target, adapter),
+            None => proj(s, dims),
+        }
+    };
     let norm = |s: &str| norm(file, &n(s), d, c.norm_eps, target.device);
     Ok(Block {
         attn_norm: norm("attn_norm")?,
         attn: Attention {
-            q: proj("attn_q", [d, d])?,
-            k: proj("attn_k", [d, kv])?,
-            v: proj("attn_v", [d, kv])?,
-            o: proj("attn_output", [d, d])?,
+            q: attn("attn_q", [d, d], 0)?,
+            k: attn("attn_k", [d, kv], 1)?,
+            v: attn("attn_v", [d, kv], 2)?,
+            o: attn("attn_output", [d, d], 3)?,
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
             fused: false,

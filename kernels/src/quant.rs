@@ -288,9 +288,11 @@ pub fn weight_traffic(model: &Llama, level: QuantLevel, backend: BackendKind) ->
     let bytes = projections * stored_bytes_per_weight(level, backend)
         + output * stored_bytes_per_weight(output_level, backend)
         + small;
+    // Unmerged LoRA adapters: both factors read, two products per token.
+    let (lora_bytes, lora_weights) = lora_totals(model);
     WeightTraffic {
-        bytes_per_step: bytes.round() as u64,
-        matmul_flops_per_token: (2.0 * (projections + output)) as u64,
+        bytes_per_step: (bytes + lora_bytes).round() as u64,
+        matmul_flops_per_token: (2.0 * (projections + output + lora_weights)) as u64,
     }
 }
 
@@ -337,14 +339,61 @@ fn pack(proj: &mut Proj, format: BlockFormat) {
     // A projection whose inputs are not whole blocks stays in f32: no LLaMA-family model has
     // one (d_model and d_ff are multiples of 32), so this only guards odd test shapes.
     if let Ok(packed) = PackedWeight::quantize(format, &values, d_in, d_out) {
+        // An unmerged adapter moves to the host with the weight.
+        let lora = proj.lora.take().map(|l| host_lora(l, d_in, d_out));
         *proj = Proj::packed(packed, &device);
+        proj.lora = lora;
+    }
+}
+
+/// An unmerged adapter held as Burn tensors, moved to host memory (for a packed projection).
+fn host_lora(l: crate::model::LoraDelta, d_in: usize, d_out: usize) -> crate::model::LoraDelta {
+    if l.host.is_some() {
+        return l;
+    }
+    let vec = |p: &burn::module::Param<Tensor<2>>| {
+        p.val()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap_or_default()
+    };
+    let (a, b) = (vec(&l.a), vec(&l.b));
+    let rank = a.len() / d_in.max(1);
+    let pair = crate::lora::LoraPair {
+        d_in,
+        d_out,
+        rank,
+        a,
+        b,
+    };
+    let empty = |p: burn::module::Param<Tensor<2>>| {
+        let device = p.val().device();
+        burn::module::Param::from_tensor(Tensor::from_data(
+            TensorData::new(Vec::<f32>::new(), [0, 0]),
+            &device,
+        ))
+    };
+    crate::model::LoraDelta {
+        a: empty(l.a),
+        b: empty(l.b),
+        host: Some(std::sync::Arc::new(pair)),
     }
 }
 
 /// Converts one projection's weight to `level` with Burn's own quantized tensors.
 pub fn quantize_proj_burn(proj: &mut Proj, level: QuantLevel, backend: BackendKind) {
     match (level, level.scheme(backend)) {
-        (QuantLevel::F16, _) => proj.weight = proj.weight.clone().map(|t| t.cast(DType::F16)),
+        (QuantLevel::F16, _) => {
+            proj.weight = proj.weight.clone().map(|t| t.cast(DType::F16));
+            // An unmerged adapter takes the activations' type too.
+            if let Some(l) = &mut proj.lora
+                && l.host.is_none()
+            {
+                l.a = l.a.clone().map(|t| t.cast(DType::F16));
+                l.b = l.b.clone().map(|t| t.cast(DType::F16));
+            }
+        }
         (QuantLevel::Q4, Some(scheme)) => quantize_asymmetric(proj, &scheme, 32),
         // `QuantLevel::support` refuses it first; a caller that skipped that check is a bug.
         (QuantLevel::Q4_0, _) => {
@@ -394,10 +443,29 @@ pub fn apply(model: &mut Llama, level: QuantLevel, backend: BackendKind) {
     }
 }
 
+/// Bytes and weight count of the model's unmerged LoRA adapters.
+fn lora_totals(model: &Llama) -> (f64, f64) {
+    model
+        .blocks
+        .iter()
+        .flat_map(Block::projections)
+        .filter_map(|p| p.lora.as_ref())
+        .fold((0.0, 0.0), |(bytes, n), l| {
+            let weights = match &l.host {
+                Some(pair) => (pair.a.len() + pair.b.len()) as f64,
+                None => {
+                    (l.a.val().dims().iter().product::<usize>()
+                        + l.b.val().dims().iter().product::<usize>()) as f64
+                }
+            };
+            (bytes + l.bytes() as f64, n + weights)
+        })
+}
+
 /// Bytes the model's weights occupy once converted to `level` on `backend` (computed from the
 /// tensors as stored: packed blocks as held, Burn tensors at [`stored_bytes_per_weight`]):
 /// every projection, the output projection, the norms, and the embedding table when it is
-/// held apart from the output projection. Position tables and activations are not weights.
+/// held apart from the output projection, and unmerged LoRA adapters. Position tables and activations are not weights.
 pub fn resident_weight_bytes(model: &Llama, level: QuantLevel, backend: BackendKind) -> u64 {
     let float = if level == QuantLevel::F16 { 2.0 } else { 4.0 };
     let proj = |p: &Proj, level: QuantLevel| match &p.packed {
@@ -420,6 +488,7 @@ pub fn resident_weight_bytes(model: &Llama, level: QuantLevel, backend: BackendK
         .map(|p| proj(p, level))
         .sum::<f64>();
     bytes += (2 * model.blocks.len() + 1) as f64 * d_model(model) as f64 * float;
+    bytes += lora_totals(model).0;
     if let Some(table) = &model.embedding {
         bytes += table.weight.val().dims().iter().product::<usize>() as f64 * float;
     }

@@ -4,6 +4,7 @@
 use crate::KernelError;
 use crate::backend::{BackendKind, Runtime, set_matmul_threads};
 use crate::load::{LoadedModel, ModelSpec};
+use crate::lora::LoraSpec;
 use crate::quant::QuantLevel;
 
 /// A model loaded and quantized on its runtime.
@@ -30,6 +31,18 @@ impl ModelSession {
         quant: QuantLevel,
         threads: usize,
     ) -> Result<Self, KernelError> {
+        Self::open_with_lora(spec, backend, quant, threads, None)
+    }
+
+    /// [`ModelSession::open`] with LoRA adapters ([`crate::lora`]), read or generated before
+    /// the weights convert (a bad adapter file is reported before any work).
+    pub fn open_with_lora(
+        spec: &ModelSpec,
+        backend: BackendKind,
+        quant: QuantLevel,
+        threads: usize,
+        lora: Option<&LoraSpec>,
+    ) -> Result<Self, KernelError> {
         if threads == 0 {
             return Err(KernelError::Invalid("threads must be at least 1".into()));
         }
@@ -50,6 +63,14 @@ impl ModelSession {
         // starting the backend.
         let start = std::time::Instant::now();
         let file = spec.open()?;
+        let adapters = match lora {
+            Some(l) => {
+                let config = crate::model::LlamaConfig::from_gguf(&file)
+                    .map_err(|e| KernelError::Invalid(e.to_string()))?;
+                Some((l.adapters(&config)?, l.mode))
+            }
+            None => None,
+        };
         let opened_s = start.elapsed().as_secs_f64();
         let rt = Runtime::new(backend, threads)?;
         let start = std::time::Instant::now();
@@ -61,8 +82,11 @@ impl ModelSession {
         // Burn's quantization panics on what it cannot do: an unsupported cell, not a crash.
         let mut loaded = rt
             .run(|device| {
-                crate::catch_panic(|| spec.load_as(&file, device, quant, backend))
-                    .map_err(unsupported)
+                crate::catch_panic(|| {
+                    let lora = adapters.as_ref().map(|(a, mode)| (a, *mode));
+                    spec.load_with_lora(&file, device, quant, backend, lora)
+                })
+                .map_err(unsupported)
             })
             .and_then(|r| r)?;
         drop(file);

@@ -63,6 +63,9 @@ fn key_fields(c: &CellSummary) -> [String; CELL_COLUMNS.len()] {
         k.perf_mode.clone(),
         k.duration_s.to_string(),
         k.adaptive.clone(),
+        k.lora.clone(),
+        k.lora_rank.to_string(),
+        k.lora_adapter.clone(),
     ]
 }
 

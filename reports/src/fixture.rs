@@ -108,6 +108,9 @@ impl Row {
             pacing_ms: 0,
             duration_s: 0,
             adaptive: "off".into(),
+            lora: "none".into(),
+            lora_rank: 0,
+            lora_adapter: String::new(),
             perf_mode: "default".into(),
         };
         let status = Status::ALL
@@ -495,6 +498,9 @@ pub fn cell_key(device: &str, model: &str, quant: &str) -> CellKey {
         pacing_ms: 0,
         duration_s: 0,
         adaptive: "off".into(),
+        lora: "none".into(),
+        lora_rank: 0,
+        lora_adapter: String::new(),
         perf_mode: "default".into(),
     }
 }
@@ -527,6 +533,9 @@ pub fn write_runtime_pair(dir: &Path) -> std::io::Result<()> {
                 pacing_ms: 0,
                 duration_s: 0,
                 adaptive: "off".into(),
+                lora: "none".into(),
+                lora_rank: 0,
+                lora_adapter: String::new(),
                 perf_mode: "default".into(),
             };
             let run_id = format!("{MODEL}@0|local|{engine}|q8|t1|b1|kvfull|p16|g{GEN}|aall#{rep}");

@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 mod adaptive_section;
 mod conditions_section;
 mod latency_section;
+mod lora_section;
 mod runtimes_section;
 mod sustained_section;
 
@@ -101,6 +102,7 @@ enum Axis {
     PerfMode,
     Duration,
     Adaptive,
+    Lora,
 }
 
 impl Axis {
@@ -114,6 +116,15 @@ impl Axis {
             Axis::Pacing => k.pacing_ms,
             Axis::PerfMode => u32::from(k.perf_mode == "fixed"),
             Axis::Duration => k.duration_s,
+            // none 0; unmerged 1000 + rank; merged 2000 + rank.
+            Axis::Lora => {
+                let mode = match k.lora.as_str() {
+                    "unmerged" => 1,
+                    "merged" => 2,
+                    _ => 0,
+                };
+                return f64::from(mode * 1000 + if mode > 0 { k.lora_rank } else { 0 });
+            }
             // The threshold (0: off): modes differing only in their levels share a point.
             Axis::Adaptive => {
                 return k
@@ -132,6 +143,11 @@ impl Axis {
             Axis::PerfMode => "fixed".into(),
             Axis::Adaptive if x == 0.0 => "off".into(),
             Axis::Adaptive => format!("{x} °C"),
+            Axis::Lora if x == 0.0 => "none".into(),
+            Axis::Lora => {
+                let mode = if x >= 2000.0 { "merged" } else { "unmerged" };
+                format!("{mode} r{}", x % 1000.0)
+            }
             _ => format!("{x}"),
         }
     }
@@ -149,6 +165,11 @@ impl Axis {
             Axis::PerfMode => s.perf_mode = "default".into(),
             Axis::Duration => s.duration_s = 0,
             Axis::Adaptive => s.adaptive = "off".into(),
+            Axis::Lora => {
+                s.lora = "none".into();
+                s.lora_rank = 0;
+                s.lora_adapter = String::new();
+            }
         }
         s
     }
@@ -157,7 +178,7 @@ impl Axis {
 /// Legend text: the device and whatever else varies between the series.
 fn legends(keys: &[CellKey]) -> Vec<String> {
     type Field = (&'static str, fn(&CellKey) -> String);
-    let fields: [Field; 15] = [
+    let fields: [Field; 16] = [
         ("", |k| k.device.clone()),
         ("", |k| k.model.clone()),
         ("", |k| k.runtime.clone()),
@@ -173,6 +194,9 @@ fn legends(keys: &[CellKey]) -> Vec<String> {
         ("perf=", |k| k.perf_mode.clone()),
         ("session=", |k| format!("{}s", k.duration_s)),
         ("adaptive=", |k| k.adaptive.clone()),
+        ("lora=", |k| {
+            format!("{}/r{}/{}", k.lora, k.lora_rank, k.lora_adapter)
+        }),
     ];
     let varying: Vec<usize> = (0..fields.len())
         .filter(|&i| {
@@ -345,7 +369,7 @@ fn sweep_charts(page: &mut Page, a: &Analysis) {
     // The tuning levers: each drawn only when a sweep ran two or more of its values (most do
     // not).
     type Spec = (&'static str, &'static str, Metric, f64, &'static str);
-    let levers: [(Axis, &str, &str, &[Spec]); 4] = [
+    let levers: [(Axis, &str, &str, &[Spec]); 5] = [
         (
             Axis::Pacing,
             "pacing (idle ms after every token)",
@@ -438,6 +462,29 @@ fn sweep_charts(page: &mut Page, a: &Analysis) {
                     Metric::MaxTempC,
                     1.0,
                     "°C",
+                ),
+            ],
+        ),
+        (
+            Axis::Lora,
+            "LoRA adapters on q, k, v, o (mode and rank)",
+            "Unmerged: the low-rank products added at every step; merged: folded into the \
+             weights before quantization. The LoRA adapters section has the overhead against \
+             the base model.",
+            &[
+                (
+                    "lora-vs-decode",
+                    "LoRA adapters vs decode throughput",
+                    Metric::DecodeTokPerS,
+                    1.0,
+                    "tok/s",
+                ),
+                (
+                    "lora-vs-rss",
+                    "LoRA adapters vs peak RSS",
+                    Metric::PeakRssBytes,
+                    1.0 / (1024.0 * 1024.0),
+                    "MiB",
                 ),
             ],
         ),
@@ -1292,6 +1339,9 @@ pub fn render(set: &ResultSet, a: &Analysis) -> String {
     if adaptive_section::any(a) {
         sustained.push_str("<a href=\"#adaptive\">Adaptive</a> · ");
     }
+    if lora_section::any(a) {
+        sustained.push_str("<a href=\"#lora\">LoRA</a> · ");
+    }
     let _ = writeln!(
         page.body,
         "<nav><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#token-latency\">Per-token latency</a> · <a href=\"#runtimes\">Runtimes</a> · <a href=\"#timelines\">Timelines</a> · <a href=\"#roofline\">Roofline</a> · <a href=\"#thermal\">Thermal</a> · {sustained}<a href=\"#conditions\">Conditions</a> · <a href=\"#sessions\">Sessions</a> · <a href=\"#failures\">Failures</a> · <a href=\"#provenance\">Provenance</a></nav>"
@@ -1324,6 +1374,10 @@ pub fn render(set: &ResultSet, a: &Analysis) -> String {
         page.body
             .push_str("<h2 id=\"adaptive\">Adaptive precision</h2>\n");
         adaptive_section::render(&mut page, set, a);
+    }
+    if lora_section::any(a) {
+        page.body.push_str("<h2 id=\"lora\">LoRA adapters</h2>\n");
+        lora_section::render(&mut page, set, a);
     }
     page.body
         .push_str("<h2 id=\"conditions\">Run conditions</h2>\n");

@@ -16,12 +16,16 @@ use std::path::Path;
 /// The version this build writes into every row: `major.minor`. A reader refuses rows of a
 /// newer major version (their columns may mean something else); minor versions only add
 /// columns, which older readers ignore.
-pub const SCHEMA_VERSION: &str = "3.3";
+pub const SCHEMA_VERSION: &str = "3.4";
 /// The newest major version this build reads.
 pub const SCHEMA_MAJOR: u32 = 3;
 
 fn default_adaptive() -> String {
     "off".into()
+}
+
+fn default_lora() -> String {
+    "none".into()
 }
 
 fn default_perf_mode() -> String {
@@ -70,7 +74,7 @@ impl fmt::Display for Status {
 
 /// Columns of `results.csv`, in the order [`ResultRow`] writes them (a unit test holds the two
 /// together).
-pub const RESULT_COLUMNS: [&str; 72] = [
+pub const RESULT_COLUMNS: [&str; 75] = [
     "run_id",
     "session",
     "model",
@@ -89,6 +93,9 @@ pub const RESULT_COLUMNS: [&str; 72] = [
     "perf_mode",
     "duration_s",
     "adaptive",
+    "lora",
+    "lora_rank",
+    "lora_adapter",
     "repetition",
     "status",
     "ttft_s",
@@ -198,6 +205,16 @@ pub struct ResultRow {
     /// `off`, or the adaptive precision mode (`q8>q4@45`; schema 3.3, `off` in older files).
     #[serde(default = "default_adaptive")]
     pub adaptive: String,
+    /// `none`, `unmerged` or `merged` (schema 3.4, `none` in older files).
+    #[serde(default = "default_lora")]
+    pub lora: String,
+    /// LoRA rank (0: none; schema 3.4).
+    #[serde(default)]
+    pub lora_rank: u32,
+    /// Where the adapters came from: `synthetic` (seeded, not trained) or the file's name;
+    /// empty without adapters (schema 3.4).
+    #[serde(default)]
+    pub lora_adapter: String,
     /// Repetition index within the cell.
     pub repetition: u32,
     /// Outcome.
@@ -402,6 +419,9 @@ impl ResultRow {
             perf_mode: key.perf_mode.clone(),
             duration_s: key.duration_s,
             adaptive: key.adaptive.clone(),
+            lora: key.lora.clone(),
+            lora_rank: key.lora_rank,
+            lora_adapter: key.lora_adapter.clone(),
             repetition,
             status,
             ttft_s: None,
@@ -477,6 +497,9 @@ impl ResultRow {
             perf_mode: self.perf_mode.clone(),
             duration_s: self.duration_s,
             adaptive: self.adaptive.clone(),
+            lora: self.lora.clone(),
+            lora_rank: self.lora_rank,
+            lora_adapter: self.lora_adapter.clone(),
         }
     }
 
@@ -651,7 +674,14 @@ pub fn parse_results(path: &Path, bytes: &[u8]) -> Result<ResultsFile, SchemaErr
         .filter(|c| {
             !matches!(
                 *c,
-                "runtime" | "pacing_ms" | "perf_mode" | "duration_s" | "adaptive"
+                "runtime"
+                    | "pacing_ms"
+                    | "perf_mode"
+                    | "duration_s"
+                    | "adaptive"
+                    | "lora"
+                    | "lora_rank"
+                    | "lora_adapter"
             )
         })
         .filter(|c| !header.iter().any(|h| h == c))
@@ -910,6 +940,9 @@ mod tests {
             pacing_ms: 0,
             duration_s: 0,
             adaptive: "off".into(),
+            lora: "none".into(),
+            lora_rank: 0,
+            lora_adapter: String::new(),
             perf_mode: "default".into(),
         }
     }

@@ -76,7 +76,7 @@ fn same_config(burn: &CellKey, llama: &CellKey) -> bool {
     strip(burn) == strip(llama)
 }
 
-fn samples(set: &ResultSet, key: &CellKey, m: Metric) -> Vec<f64> {
+pub(crate) fn samples(set: &ResultSet, key: &CellKey, m: Metric) -> Vec<f64> {
     set.records
         .iter()
         .filter(|r| r.key == *key && r.status == Status::Ok)

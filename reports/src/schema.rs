@@ -21,7 +21,7 @@ pub use crate::row::{RESULT_COLUMNS, ResultRow, SAMPLE_COLUMNS, SampleRow, Statu
 
 /// Columns that identify a cell, besides the model (required in a results file, with `run_id`,
 /// `repetition` and `status`; except those added later: `runtime`, `pacing_ms`, `perf_mode`).
-pub const CELL_COLUMNS: [&str; 14] = [
+pub const CELL_COLUMNS: [&str; 17] = [
     "device",
     "runtime",
     "backend",
@@ -36,6 +36,9 @@ pub const CELL_COLUMNS: [&str; 14] = [
     "perf_mode",
     "duration_s",
     "adaptive",
+    "lora",
+    "lora_rank",
+    "lora_adapter",
 ];
 
 /// Quotes a CSV field when needed (RFC 4180).
@@ -473,6 +476,14 @@ pub struct CellKey {
     pub duration_s: u32,
     /// `off`, or the adaptive precision mode, `q8>q4@45` (schema 3.3).
     pub adaptive: String,
+    /// `none`, `unmerged` or `merged`: LoRA adapters on the attention projections (schema
+    /// 3.4).
+    pub lora: String,
+    /// The adapters' rank (0 without adapters; schema 3.4).
+    pub lora_rank: u32,
+    /// Where the adapters came from: `synthetic`, or the adapter file's name (empty without
+    /// adapters; schema 3.4).
+    pub lora_adapter: String,
 }
 
 impl CellKey {
@@ -519,6 +530,13 @@ impl CellKey {
         }
         if !self.adaptive.is_empty() && self.adaptive != "off" {
             s.push_str(&format!(" adaptive={}", self.adaptive));
+        }
+        if !self.lora.is_empty() && self.lora != "none" {
+            s.push_str(&format!(" lora={}/r{}", self.lora, self.lora_rank));
+            // A file's adapters are named; synthetic ones are the default.
+            if !self.lora_adapter.is_empty() && self.lora_adapter != "synthetic" {
+                s.push_str(&format!("/{}", self.lora_adapter));
+            }
         }
         s
     }

@@ -47,10 +47,18 @@ impl Engine {
     /// Loads the plan's model on the plan's runtime.
     pub fn open(plan: &Plan) -> Result<Self, String> {
         match plan.runtime {
-            RuntimeKind::Burn => {
-                ModelSession::open(&plan.model_spec(), plan.backend, plan.quant, plan.threads)
-                    .map(|s| Self::Burn(Box::new(s)))
-                    .map_err(|e| e.to_string())
+            RuntimeKind::Burn => ModelSession::open_with_lora(
+                &plan.model_spec(),
+                plan.backend,
+                plan.quant,
+                plan.threads,
+                plan.lora.as_ref(),
+            )
+            .map(|s| Self::Burn(Box::new(s)))
+            .map_err(|e| e.to_string()),
+            #[cfg(feature = "llama-cpp")]
+            RuntimeKind::LlamaCpp if plan.lora.is_some() => {
+                Err("LoRA adapters run on the Burn runtime only".into())
             }
             #[cfg(feature = "llama-cpp")]
             RuntimeKind::LlamaCpp => {

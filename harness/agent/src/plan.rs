@@ -5,6 +5,7 @@ use socbench_devices::conditions::{FreqConditions, ProcessConditions};
 use socbench_devices::sensors::SensorMeta;
 use socbench_kernels::backend::BackendKind;
 use socbench_kernels::load::ModelSpec;
+use socbench_kernels::lora::LoraSpec;
 use socbench_kernels::quant::QuantLevel;
 use socbench_kernels::runtime::RuntimeKind;
 
@@ -66,6 +67,9 @@ pub struct Plan {
     pub backend: BackendKind,
     /// Quantization.
     pub quant: QuantLevel,
+    /// LoRA adapters on the attention projections (`None`: the base model).
+    #[serde(default)]
+    pub lora: Option<LoraSpec>,
     /// Worker threads.
     pub threads: usize,
     /// CPUs to pin to (`None`: no pinning).

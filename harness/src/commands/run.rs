@@ -52,6 +52,48 @@ fn list<T>(
         .map(Some)
 }
 
+/// With an adapter file, the rank axis is the file's rank: the file is read (an unreadable or
+/// malformed one is refused here, before any device), its path made absolute for the agent,
+/// and a `lora_rank` axis naming other ranks refused.
+fn lora_file_rank(sweep: &mut Sweep, rank_given: bool) -> Result<()> {
+    let Some(file) = sweep.lora_file.clone() else {
+        return Ok(());
+    };
+    if !sweep.lora.iter().any(Option::is_some) {
+        bail!(
+            "--lora {file}: no cell uses it; add --lora-mode unmerged,merged (or \
+             none,unmerged,merged)"
+        );
+    }
+    let path = std::path::Path::new(&file);
+    let rank =
+        socbench_kernels::lora::peft_rank(path).map_err(|e| anyhow::anyhow!("--lora: {e}"))?;
+    if rank_given && sweep.lora_rank.iter().any(|&r| r != rank) {
+        bail!(
+            "--lora-rank {:?}: the adapter {file} has rank {rank}; drop --lora-rank or give {rank}",
+            sweep.lora_rank
+        );
+    }
+    sweep.lora_rank = vec![rank];
+    if let Ok(abs) = path.canonicalize() {
+        sweep.lora_file = Some(abs.display().to_string());
+    }
+    Ok(())
+}
+
+/// The adapter file checked against the model on the host (every tensor's name, shape and
+/// layer, the scale): a bad adapter is one error before any device.
+fn check_lora_file(sweep: &Sweep, model: &str) -> Result<()> {
+    let Some(file) = &sweep.lora_file else {
+        return Ok(());
+    };
+    let spec: socbench_kernels::load::ModelSpec = model.parse().map_err(anyhow::Error::msg)?;
+    let gguf = spec.open()?;
+    let config = socbench_kernels::model::LlamaConfig::from_gguf(&gguf)?;
+    socbench_kernels::lora::LoraAdapters::from_peft(std::path::Path::new(file), &config)?;
+    Ok(())
+}
+
 fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
     if let Some(v) = list("runtime", &a.runtime, axis::runtime)? {
         sweep.runtime = v;
@@ -92,6 +134,18 @@ fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
     if let Some(v) = list("adaptive", &a.adaptive, axis::adaptive)? {
         sweep.adaptive = v;
     }
+    if let Some(v) = list("lora-mode", &a.lora_mode, axis::lora)? {
+        sweep.lora = v;
+    }
+    if let Some(v) = list("lora-rank", &a.lora_rank, axis::lora_rank)? {
+        sweep.lora_rank = v;
+        sweep.lora_rank_given = true;
+    }
+    if let Some(f) = &a.lora_file {
+        sweep.lora_file = Some(f.display().to_string());
+    }
+    let rank_given = sweep.lora_rank_given;
+    lora_file_rank(sweep, rank_given)?;
     if let Some(r) = a.repetitions {
         if r == 0 {
             bail!("--repetitions must be at least 1");
@@ -244,6 +298,9 @@ fn setting_flags(a: &RunArgs) -> Vec<&'static str> {
         (a.perf_mode.is_some(), "--perf-mode"),
         (a.duration_s.is_some(), "--duration-s"),
         (a.adaptive.is_some(), "--adaptive"),
+        (a.lora_mode.is_some(), "--lora-mode"),
+        (a.lora_rank.is_some(), "--lora-rank"),
+        (a.lora_file.is_some(), "--lora"),
         (a.prompt_tokens.is_some(), "--prompt-tokens"),
         (a.gen_tokens.is_some(), "--gen-tokens"),
         (a.affinity.is_some(), "--affinity"),
@@ -470,6 +527,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     };
     // Reads and checks the whole file: a bad model is one error before any device.
     let model_id = model_cache::model_identity(&model)?;
+    check_lora_file(&sweep, &model)?;
     let targets = match resumed_targets {
         Some(t) if !t.is_empty() => t,
         _ => resolve_targets(&sweep.devices, &servers)?,

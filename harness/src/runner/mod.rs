@@ -130,8 +130,8 @@ pub fn run_id(model_id: &str, cell: &PlannedCell, rep: usize) -> String {
 }
 
 /// `flex f32 t2 b1 kv=full p32 g16 a=all` (` pace=50ms`, ` perf=fixed`, ` session=60s`,
-/// ` adaptive=q8>q4@45` at the end of a paced, fixed-performance, sustained-session or adaptive
-/// cell).
+/// ` adaptive=q8>q4@45`, ` lora=unmerged/r8` at the end of a paced, fixed-performance,
+/// sustained-session, adaptive or LoRA cell).
 pub fn describe(c: &PlannedCell) -> String {
     let runtime = match c.runtime {
         RuntimeKind::Burn => String::new(),
@@ -162,6 +162,8 @@ pub fn describe(c: &PlannedCell) -> String {
     } + &c
         .adaptive
         .map_or(String::new(), |a| format!(" adaptive={a}"))
+        + &c.lora
+            .map_or(String::new(), |l| format!(" lora={}/r{}", l.mode, l.rank))
 }
 
 /// Switches Android's fixed-performance mode off on `dev` (best effort: logged, not fatal).
@@ -250,6 +252,11 @@ pub fn run_device(
         earlier,
         ui.clone(),
     );
+    if let Some(f) = &sweep.lora_file {
+        run.lora_adapter = std::path::Path::new(f)
+            .file_name()
+            .map_or_else(|| f.clone(), |n| n.to_string_lossy().into_owned());
+    }
     let log = |msg: &str| ui.log(msg);
     let mut outcome = DeviceOutcome::default();
     let pending_cells: Vec<&PlannedCell> = cells
@@ -300,6 +307,7 @@ pub fn run_device(
         agent,
         model,
         llama_models,
+        lora_file,
         lock,
         cooldown,
         cells: pending_cells,
@@ -310,13 +318,14 @@ pub fn run_device(
         // An adaptive cell's agent holds its second level too: it runs apart from the plain
         // cells of its first level (their memory is theirs alone).
         let key = format!(
-            "{}|{}|{}|{}|{:?}|{:?}",
+            "{}|{}|{}|{}|{:?}|{:?}|{:?}",
             c.runtime.name(),
             c.backend.name(),
             c.quant.name(),
             c.threads,
             c.cpus,
-            c.adaptive.map(|a| a.to)
+            c.adaptive.map(|a| a.to),
+            c.lora
         );
         match variants.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(c),
@@ -375,6 +384,11 @@ pub fn run_device(
                 runtime: first.runtime,
                 backend: first.backend,
                 quant: first.quant,
+                lora: first.lora.map(|l| socbench_kernels::lora::LoraSpec {
+                    mode: l.mode,
+                    rank: l.rank,
+                    file: lora_file.clone(),
+                }),
                 threads: first.threads,
                 affinity: first.cpus.clone(),
                 sample_hz: sweep.sample_hz,

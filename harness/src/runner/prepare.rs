@@ -27,6 +27,8 @@ pub(super) struct Ready<'c> {
     pub model: String,
     /// The files llama.cpp runs there, by level.
     pub llama_models: BTreeMap<QuantLevel, String>,
+    /// The LoRA adapter file there (`--lora`), when a cell uses it.
+    pub lora_file: Option<String>,
     /// The agent lock's path there.
     pub lock: String,
     /// The cool-down gate, when the device has a thermal sensor.
@@ -99,6 +101,10 @@ pub(super) fn prepare<'c>(
         }
     };
     type Deployed = (AgentCmd, String, BTreeMap<QuantLevel, String>);
+    let lora_host = sweep
+        .lora_file
+        .as_ref()
+        .filter(|_| pending_cells.iter().any(|c| c.lora.is_some()));
     let deploy_to = |dev: &mut Box<dyn Device>| -> std::result::Result<Deployed, DeviceError> {
         if is_local {
             let llama = llama_files
@@ -129,7 +135,34 @@ pub(super) fn prepare<'c>(
         let remote = push_model(Path::new(&ctx.model))?;
         Ok((agent, remote, llama))
     };
-    let (agent, model, llama_models) = match deploy_to(dev) {
+    // The adapter and the adapter_config.json beside it (its scale), into a folder of their own.
+    let push_lora =
+        |dev: &mut Box<dyn Device>| -> std::result::Result<Option<String>, DeviceError> {
+            let Some(host) = lora_host else {
+                return Ok(None);
+            };
+            if is_local {
+                return Ok(Some(host.clone()));
+            }
+            let host = Path::new(host);
+            let name = host.file_name().map_or("adapter.safetensors".into(), |n| {
+                n.to_string_lossy().into_owned()
+            });
+            let remote = format!("{remote_dir}/lora/{name}");
+            dev.push(host, &remote)?;
+            // Its scale: a config left there by another adapter must not apply to this one.
+            let config = host.with_file_name("adapter_config.json");
+            let remote_config = format!("{remote_dir}/lora/adapter_config.json");
+            if config.exists() {
+                dev.push(&config, &remote_config)?;
+            } else {
+                dev.remove(&remote_config)?;
+            }
+            log(&format!("LoRA adapter: {remote}"));
+            Ok(Some(remote))
+        };
+    let deployed = deploy_to(dev).and_then(|d| push_lora(dev).map(|l| (d, l)));
+    let ((agent, model, llama_models), lora_file) = match deployed {
         Ok(x) => x,
         Err(e) => {
             let note = format!("deploying: {e}");
@@ -305,6 +338,7 @@ pub(super) fn prepare<'c>(
         agent,
         model,
         llama_models,
+        lora_file,
         lock,
         cooldown,
         cells: pending_cells,

@@ -39,6 +39,8 @@ pub(super) struct AgentRun<'a> {
     pub cells: HashMap<String, &'a PlannedCell>,
     pub samples: Samples,
     pub model_bytes: Option<u64>,
+    /// The `lora_adapter` column of LoRA cells: `synthetic` or the adapter file's name.
+    pub lora_adapter: String,
     /// Weight bytes per decode step and matmul FLOPs per token of the loaded variant.
     traffic: Option<(u64, u64)>,
     /// Load time (s), resident weight bytes and kernel of the loaded variant.
@@ -105,6 +107,7 @@ impl<'a> AgentRun<'a> {
             })
             .collect();
         Self {
+            lora_adapter: "synthetic".into(),
             store,
             info,
             model: socbench_reports::schema::model_name(model),
@@ -185,6 +188,15 @@ impl<'a> AgentRun<'a> {
             adaptive: cell
                 .adaptive
                 .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            lora: cell
+                .lora
+                .map_or_else(|| "none".to_owned(), |l| l.mode.name().to_owned()),
+            lora_rank: cell.lora.map_or(0, |l| l.rank as u32),
+            lora_adapter: if cell.lora.is_some() {
+                self.lora_adapter.clone()
+            } else {
+                String::new()
+            },
         };
         let mut row = ResultRow::new(run_id(&self.model_id, cell, rep), &key, rep as u32, status);
         row.session = self.store.session().to_owned();

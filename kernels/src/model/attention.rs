@@ -2,6 +2,7 @@ use super::host_attention::{HeadShape, rope_rows};
 use super::kv_cache::{LayerCache, StepPositions};
 use super::proj::Proj;
 use super::rope::Rope;
+use crate::lora::LoraPair;
 use crate::qmatmul::{PackedWeight, matmul_concat};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -55,7 +56,16 @@ impl Attention {
         mask: Option<Tensor<2>>,
     ) -> Tensor<3> {
         if let Some(weights) = self.packed_weights() {
-            return forward_host(x, weights, (self.n_heads, self.n_kv_heads), rope, cache, at);
+            let loras = [&self.q, &self.k, &self.v, &self.o]
+                .map(|p| p.lora.as_ref().and_then(|l| l.host.as_deref()));
+            return forward_host(
+                x,
+                (weights, loras),
+                (self.n_heads, self.n_kv_heads),
+                rope,
+                cache,
+                at,
+            );
         }
         let [b, s, _] = x.dims();
         let (h, kvh) = (self.n_heads, self.n_kv_heads);
@@ -109,10 +119,11 @@ impl Attention {
 
 /// An attention step on the host: the projections by [`crate::qmatmul`]'s kernels, rotation,
 /// cache and attention by [`super::host_attention`]; one copy of `x` out of the backend and one
-/// of the result back.
+/// of the result back. Unmerged LoRA adapters add their products to the query, key and value
+/// rows before rotation and to the output.
 fn forward_host(
     x: Tensor<3>,
-    [wq, wk, wv, wo]: [&PackedWeight; 4],
+    ([wq, wk, wv, wo], loras): ([&PackedWeight; 4], [Option<&LoraPair>; 4]),
     (heads, kv_heads): (usize, usize),
     rope: &Rope,
     cache: &mut LayerCache,
@@ -126,6 +137,15 @@ fn forward_host(
         .try_into_vec::<f32>()
         .expect("converted to f32 just above");
     let mut qkv = matmul_concat(&[wq, wk, wv], &rows, b * s);
+    let widths = [wq, wk, wv].map(|w| w.dims()[1]);
+    let stride = widths.iter().sum::<usize>();
+    let mut offset = 0;
+    for (lora, width) in loras.iter().zip(widths) {
+        if let Some(pair) = lora {
+            pair.add_product(&rows, b * s, &mut qkv, stride, offset);
+        }
+        offset += width;
+    }
     let shape = HeadShape {
         batch: b,
         seq: s,
@@ -136,7 +156,10 @@ fn forward_host(
     let (cos, sin) = rope.host_tables();
     rope_rows(&mut qkv, shape, at.pos0, cos, sin);
     let out = cache.host.attend(&qkv, shape, at);
-    let y = matmul_concat(&[wo], &out, b * s);
+    let mut y = matmul_concat(&[wo], &out, b * s);
     let d_out = wo.dims()[1];
+    if let Some(pair) = loras[3] {
+        pair.add_product(&out, b * s, &mut y, d_out, 0);
+    }
     Tensor::from_data(TensorData::new(y, [b, s, d_out]), &device)
 }

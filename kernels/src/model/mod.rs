@@ -14,7 +14,7 @@ pub use attention::Attention;
 pub use config::{ConfigError, LLAMA_FAMILY, LlamaConfig};
 pub use kv_cache::KvCache;
 pub use mlp::Mlp;
-pub use proj::Proj;
+pub use proj::{LoraDelta, Proj};
 pub use rope::Rope;
 
 use burn::nn::{Embedding, RmsNorm};

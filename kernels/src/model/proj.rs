@@ -1,7 +1,9 @@
+use crate::lora::LoraPair;
 use crate::qmatmul::{PackedWeight, SharedWeight, packed_matmul};
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::module::linear;
+use std::sync::Arc;
 
 /// A bias-free projection `y = x W`, whose weight may be held as a symmetric quantized part plus
 /// a per-block offset: `W[i, o] = Wq[i, o] + offset[i / block, o]`.
@@ -25,6 +27,90 @@ pub struct Proj {
     /// The weight in [`crate::qmatmul`] blocks, when the CPU kernels run this projection.
     #[module(skip)]
     pub packed: Option<SharedWeight>,
+    /// An unmerged LoRA adapter, whose `(x A) B` is added to the output ([`crate::lora`]).
+    pub lora: Option<LoraDelta>,
+}
+
+/// An unmerged LoRA adapter on a projection: as Burn tensors beside a Burn weight, in host
+/// memory beside a packed one (whose step runs on the host).
+#[derive(Module, Debug)]
+pub struct LoraDelta {
+    /// `A`, `[d_in, r]` (`[0, 0]` when held on the host).
+    pub a: Param<Tensor<2>>,
+    /// `B` with the scale folded in, `[r, d_out]` (`[0, 0]` when held on the host).
+    pub b: Param<Tensor<2>>,
+    /// The pair in host memory, for packed projections.
+    #[module(skip)]
+    pub host: Option<Arc<LoraPair>>,
+}
+
+impl LoraDelta {
+    /// The adapter for `proj`: on the host when it is packed, else as tensors of `dtype` (the
+    /// activations' float type) on `device`.
+    pub fn new(
+        pair: Arc<LoraPair>,
+        proj: &Proj,
+        dtype: burn::tensor::DType,
+        device: &Device,
+    ) -> Self {
+        let empty = || {
+            Param::from_tensor(Tensor::from_data(
+                TensorData::new(Vec::<f32>::new(), [0, 0]),
+                device,
+            ))
+        };
+        if proj.packed.is_some() {
+            return Self {
+                a: empty(),
+                b: empty(),
+                host: Some(pair),
+            };
+        }
+        let t = |v: &[f32], shape: [usize; 2]| {
+            Param::from_tensor(
+                Tensor::<2>::from_data(TensorData::new(v.to_vec(), shape), device).cast(dtype),
+            )
+        };
+        Self {
+            a: t(&pair.a, [pair.d_in, pair.rank]),
+            b: t(&pair.b, [pair.rank, pair.d_out]),
+            host: None,
+        }
+    }
+
+    /// `(x A) B`.
+    fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let Some(pair) = &self.host else {
+            return linear(linear(x, self.a.val(), None), self.b.val(), None);
+        };
+        let dims = x.dims();
+        let device = x.device();
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let xs = x
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
+        let mut y = vec![0f32; rows * pair.d_out];
+        pair.add_product(&xs, rows, &mut y, pair.d_out, 0);
+        let mut shape = dims;
+        shape[D - 1] = pair.d_out;
+        Tensor::from_data(TensorData::new(y, shape), &device)
+    }
+
+    /// Bytes the adapter holds.
+    pub fn bytes(&self) -> u64 {
+        match &self.host {
+            Some(pair) => pair.bytes(),
+            None => {
+                let n = |p: &Param<Tensor<2>>| {
+                    let t = p.val();
+                    (t.dims().iter().product::<usize>() * t.dtype().size()) as u64
+                };
+                n(&self.a) + n(&self.b)
+            }
+        }
+    }
 }
 
 impl Proj {
@@ -35,6 +121,7 @@ impl Proj {
             offset: None,
             block: 1,
             packed: None,
+            lora: None,
         }
     }
 
@@ -48,6 +135,7 @@ impl Proj {
             offset: None,
             block: 1,
             packed: Some(std::sync::Arc::new(packed)),
+            lora: None,
         }
     }
 
@@ -107,6 +195,17 @@ impl Proj {
     /// - x: `[..., d_in]`
     /// - output: `[..., d_out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match &self.lora {
+            None => self.forward_base(x),
+            Some(lora) => {
+                let delta = lora.forward(x.clone());
+                self.forward_base(x) + delta
+            }
+        }
+    }
+
+    /// The projection without its adapter.
+    fn forward_base<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         if let Some(packed) = &self.packed {
             return packed_matmul(x, packed);
         }
