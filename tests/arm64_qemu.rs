@@ -6,7 +6,8 @@
 //! Needs `rustup target add aarch64-unknown-linux-musl` and `qemu-user-static` (.ci/run
 //! installs both); the test cross-builds the agent with `scripts/build-agent` itself. Issue
 //! #17: the arm64 kernel variants (NEON, dotprod, i8mm) and their run-time dispatch, under qemu
-//! CPU models with and without the dot-product instructions.
+//! CPU models with and without the dot-product instructions. Issue #18: llama.cpp in the
+//! static agent (cross-compiled by zig), on CPU models with and without its baseline.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -115,6 +116,8 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
             "8",
             "--repetitions",
             "2",
+            // The quality text's ≈750 tokens take half a minute per cell under qemu.
+            "--no-quality",
             "--device",
             &phone.serial,
             "--adb-server",
@@ -166,13 +169,88 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
     let text = manifest.to_string();
     assert!(text.contains("arm64-v8a"), "{text}");
     assert!(
-        text.contains("qemu-aarch64"),
+        text.contains("emulated by qemu-aarch64"),
         "the SoC names the emulator: {text}"
     );
     // `run` checked the kernels on the phone before measuring, and kept the report.
     let check = &manifest["devices"][0]["outcome"]["kernel_check"];
     assert_eq!(check["ok"], true, "{check}");
     assert_eq!(check["kernel"], kernel.as_str(), "{check}");
+}
+
+/// Issue #18: the static agent carries llama.cpp, and the arm64 virtual phone (qemu's `max`
+/// CPU model, with the dot-product and half-precision instructions its baseline needs) runs a
+/// `--runtime llama.cpp` cell of the real model with it. The timings are qemu's, and the
+/// device says so. (On a CPU below the baseline the agent does not offer llama.cpp: the
+/// Cortex-A53 case of the dispatch test below.)
+#[test]
+fn arm64_virtual_phone_runs_a_llama_cpp_cell_under_qemu() {
+    let agent = musl_agent();
+    let model = common::real_model().display().to_string();
+    let server = AdbServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let phone = VirtualPhone::start_with_env(
+        0,
+        &dir.path().join("phone"),
+        &["--abi", "arm64-v8a"],
+        &[("QEMU_CPU", "max")],
+    );
+    server.connect(&phone.serial);
+    let out = dir.path().join("res");
+    let run = socbench()
+        .args([
+            "run",
+            "--model",
+            &model,
+            "--runtime",
+            "llama.cpp",
+            "--quant",
+            "q4",
+            "--threads",
+            "2",
+            "--prompt-tokens",
+            "8",
+            "--gen-tokens",
+            "4",
+            "--repetitions",
+            "1",
+            "--warmup",
+            "0",
+            "--no-probe",
+            "--no-cooldown",
+            // The quality text's ≈750 tokens take minutes under qemu.
+            "--no-quality",
+            "--device",
+            &phone.serial,
+            "--adb-server",
+            &format!("127.0.0.1:{}", server.port),
+            "--out",
+        ])
+        .arg(&out)
+        .env("SOCBENCH_AGENT_ARM64_V8A", &agent)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let set = socbench_reports::ResultSet::load(&[&out]).unwrap();
+    use socbench_reports::schema::{Metric, Status};
+    assert_eq!(set.records.len(), 1, "{stderr}");
+    let r = &set.records[0];
+    assert_eq!(
+        (r.key.runtime.as_str(), r.status),
+        ("llama.cpp", Status::Ok),
+        "{r:?}\n{stderr}"
+    );
+    assert_eq!(r.kernel, "ggml-cpu", "{r:?}");
+    for m in [Metric::DecodeTokPerS, Metric::TtftS, Metric::PeakRssBytes] {
+        assert!(r.get(m).is_some_and(|v| v > 0.0), "{m:?}: {r:?}");
+    }
+    let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert!(manifest.contains("emulated by qemu-aarch64"), "{manifest}");
+    assert!(
+        manifest.contains("armv8.2-a+dotprod+fp16"),
+        "the agent's llama.cpp build is recorded: {manifest}"
+    );
 }
 
 /// The agent's dispatch on three CPU models: `-cpu max` (dotprod and i8mm), a Cortex-A76
@@ -221,6 +299,22 @@ fn the_agent_selects_and_checks_every_arm_kernel_the_cpu_has() {
             .unwrap();
         let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
         assert_eq!(info["kernel"], want, "{cpu}: {info}");
+        // Issue #18: llama.cpp is offered only on a CPU with its baseline (dotprod, fp16);
+        // on the Cortex-A53 the agent names what is missing, which `run` quotes when it skips
+        // those cells.
+        let runtimes = info["runtimes"].to_string();
+        let unavailable = &info["llama_cpp"]["unavailable"];
+        if cpu == "cortex-a53" {
+            assert_eq!(runtimes, r#"["burn"]"#, "{cpu}: {info}");
+            let why = unavailable.as_str().unwrap_or_default();
+            assert!(
+                why.contains("lacks dotprod, fp16") && why.contains("GGML_CPU_ARM_ARCH"),
+                "{cpu}: {info}"
+            );
+        } else {
+            assert_eq!(runtimes, r#"["burn","llama.cpp"]"#, "{cpu}: {info}");
+            assert!(unavailable.is_null(), "{cpu}: {info}");
+        }
     }
 }
 

@@ -419,6 +419,10 @@ pub struct RunArgs {
     /// Score the built-in quality text's perplexity once per model variant (`quality = true`).
     #[arg(long)]
     pub quality: bool,
+    /// Do not score it (`quality = false`; the default sweep scores it): on an emulated
+    /// device its ≈750 tokens take minutes.
+    #[arg(long = "no-quality", conflicts_with = "quality")]
+    pub no_quality: bool,
     /// The quality gate's bound (`quality_gate`): a model variant whose perplexity on a
     /// 64-token text is more than RATIO times the f32 model's is skipped with the figures;
     /// 0 measures every variant. Default 1.5.

@@ -30,19 +30,25 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The `GGML_*` build options that were on when llama.cpp was compiled (`kernels/build.rs`).
+/// The CPU options llama.cpp was compiled for (`kernels/build.rs`): on x86-64 the `GGML_*`
+/// options that were on (`GGML_AVX2,GGML_FMA,...`), on arm64 the architecture ggml's CPU
+/// backend was built for (`armv8.2-a+dotprod+fp16`).
 pub const BUILD_FLAGS: &str = env!("SOCBENCH_GGML_FLAGS");
 
 /// Whether this CPU has every instruction-set extension llama.cpp was compiled for; `Err`
 /// names the missing ones and how to rebuild.
 pub fn cpu_support() -> Result<(), String> {
-    let missing: Vec<&str> = BUILD_FLAGS
-        .split(',')
-        .filter(|f| !f.is_empty())
-        .filter(|f| !cpu_has(f))
-        .collect();
+    let missing = missing_features(BUILD_FLAGS, cpu_has);
     if missing.is_empty() {
-        Ok(())
+        return Ok(());
+    }
+    if cfg!(target_arch = "aarch64") {
+        Err(format!(
+            "llama.cpp in this agent was compiled for {BUILD_FLAGS}, and this CPU lacks {}; \
+             rebuild the agent for it (`GGML_CPU_ARM_ARCH=armv8-a scripts/build-agent \
+             arm64-v8a`)",
+            missing.join(", ")
+        ))
     } else {
         Err(format!(
             "llama.cpp in this build was compiled for {} which this CPU lacks; rebuild with \
@@ -51,6 +57,21 @@ pub fn cpu_support() -> Result<(), String> {
             missing[0]
         ))
     }
+}
+
+/// The build options in `flags` that `has` says this CPU lacks. On arm64 `flags` is an
+/// architecture (`armv8.2-a+dotprod+fp16`): its base is not checked (every arm64 core the
+/// agent starts on has it), each `+feature` is.
+fn missing_features(flags: &str, has: fn(&str) -> bool) -> Vec<&str> {
+    let parts: Box<dyn Iterator<Item = &str>> = if cfg!(target_arch = "aarch64") {
+        Box::new(flags.split('+').skip(1))
+    } else {
+        Box::new(flags.split(','))
+    };
+    parts
+        .filter(|f| !f.is_empty())
+        .filter(|f| !has(f))
+        .collect()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -78,7 +99,26 @@ fn cpu_has(flag: &str) -> bool {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(target_arch = "aarch64")]
+fn cpu_has(feature: &str) -> bool {
+    use std::arch::is_aarch64_feature_detected as has;
+    match feature {
+        "dotprod" => has!("dotprod"),
+        // `fp16` in an -march string is the half-precision arithmetic (FEAT_FP16).
+        "fp16" => has!("fp16"),
+        "i8mm" => has!("i8mm"),
+        "bf16" => has!("bf16"),
+        "sve" => has!("sve"),
+        "sve2" => has!("sve2"),
+        "crc" => has!("crc"),
+        "lse" => has!("lse"),
+        "rcpc" => has!("rcpc"),
+        // A feature this check cannot see is reported missing rather than risked.
+        _ => false,
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn cpu_has(_flag: &str) -> bool {
     // The x86 options are ignored by llama.cpp's build for other architectures.
     true
@@ -402,4 +442,29 @@ pub fn quantize(
     }
     std::fs::rename(&tmp, output)
         .map_err(|e| err(&format!("renaming {} into place", tmp.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_features;
+
+    /// The build options a CPU lacks are named, and only those: on arm64 the `+features` of
+    /// the architecture, elsewhere the comma-separated `GGML_*` options.
+    #[test]
+    fn missing_build_features_are_named() {
+        if cfg!(target_arch = "aarch64") {
+            let flags = "armv8.2-a+dotprod+fp16";
+            assert_eq!(missing_features(flags, |f| f == "fp16"), ["dotprod"]);
+            assert!(missing_features(flags, |_| true).is_empty());
+            assert_eq!(missing_features("armv8-a", |_| false), Vec::<&str>::new());
+        } else {
+            let flags = "GGML_AVX2,GGML_FMA,GGML_AVX512";
+            assert_eq!(
+                missing_features(flags, |f| f != "GGML_AVX512"),
+                ["GGML_AVX512"]
+            );
+            assert!(missing_features(flags, |_| true).is_empty());
+            assert!(missing_features("", |_| false).is_empty());
+        }
+    }
 }

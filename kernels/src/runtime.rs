@@ -36,8 +36,8 @@ impl RuntimeKind {
         }
     }
 
-    /// Whether this build can run it: llama.cpp is a cargo feature (`llama-cpp`), on for
-    /// host builds, off for the static arm64 agent.
+    /// Whether this build carries it: llama.cpp is a cargo feature (`llama-cpp`), on for host
+    /// builds and for the arm64 agent `scripts/build-agent` cross-builds with zig.
     pub fn is_built(self) -> bool {
         match self {
             Self::Burn => true,

@@ -141,11 +141,23 @@ impl VirtualPhone {
     }
 
     pub fn start_on(port: u16, state_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(port, state_dir, extra, &[])
+    }
+
+    /// As [`VirtualPhone::start_on`], with `env` set for the phone and what it runs (e.g.
+    /// `QEMU_CPU`, the CPU model qemu-user emulates).
+    pub fn start_with_env(
+        port: u16,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let bin = assert_cmd::cargo::cargo_bin("socbench");
         let mut child = Command::new(bin)
             .args(["virtual-device", "--port", &port.to_string(), "--state-dir"])
             .arg(state_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

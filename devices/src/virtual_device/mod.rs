@@ -131,7 +131,7 @@ impl VirtualDevice {
                 "ro.product.board".to_owned(),
                 match &emulator {
                     Some(emu) => format!(
-                        "virtual-soc ({} under {})",
+                        "virtual-soc ({} emulated by {}: timings are the emulator's)",
                         cfg.abi,
                         emu.file_name()
                             .map_or("an emulator".into(), |n| n.to_string_lossy())

@@ -264,11 +264,31 @@ pub fn build_info() -> serde_json::Value {
         "os": std::env::consts::OS,
         "env": env,
         "backends": BackendKind::built().iter().map(|b| b.name()).collect::<Vec<_>>(),
-        "runtimes": RuntimeKind::built().iter().map(|r| r.name()).collect::<Vec<_>>(),
+        "runtimes": runtimes(),
         "kernel": socbench_kernels::qmatmul::kernel_name(),
         "kernels": socbench_kernels::qmatmul::kernel_names(),
         "llama_cpp": llama_cpp_info(),
     })
+}
+
+/// The runtimes this agent can run on this CPU: llama.cpp only when it was built in and this
+/// CPU has what it was compiled for (`llama_cpp.unavailable` says why not).
+fn runtimes() -> Vec<&'static str> {
+    RuntimeKind::built()
+        .into_iter()
+        .filter(|r| *r != RuntimeKind::LlamaCpp || llama_cpp_unavailable().is_none())
+        .map(|r| r.name())
+        .collect()
+}
+
+/// Why this agent's llama.cpp cannot run on this CPU (`None` when it can, or is not built in).
+fn llama_cpp_unavailable() -> Option<String> {
+    #[cfg(feature = "llama-cpp")]
+    {
+        socbench_kernels::llamacpp::cpu_support().err()
+    }
+    #[cfg(not(feature = "llama-cpp"))]
+    None
 }
 
 /// Which llama.cpp this agent carries and what it uses on this CPU (`null` without it).
@@ -280,6 +300,7 @@ fn llama_cpp_info() -> serde_json::Value {
             "binding": llamacpp::BINDING,
             "build_flags": llamacpp::BUILD_FLAGS,
             "system_info": llamacpp::system_info(),
+            "unavailable": llama_cpp_unavailable(),
         })
     }
     #[cfg(not(feature = "llama-cpp"))]

@@ -170,6 +170,9 @@ fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
     if a.quality {
         sweep.quality = true;
     }
+    if a.no_quality {
+        sweep.quality = false;
+    }
     if let Some(g) = a.quality_gate {
         sweep.quality_gate = g;
     }
@@ -310,6 +313,7 @@ fn setting_flags(a: &RunArgs) -> Vec<&'static str> {
         (a.no_cooldown, "--no-cooldown"),
         (a.no_probe, "--no-probe"),
         (a.quality, "--quality"),
+        (a.no_quality, "--no-quality"),
         (a.quality_gate.is_some(), "--quality-gate"),
     ];
     given.iter().filter(|(g, _)| *g).map(|(_, f)| *f).collect()

@@ -226,8 +226,9 @@ pub(super) fn prepare<'c>(
                     .as_array()
                     .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(name)))
             };
-            // An agent without llama.cpp (the static arm64 build; an agent from before the
-            // runtime axis, which does not list `runtimes`) skips those cells.
+            // An agent without llama.cpp (built without it; one whose llama.cpp needs more
+            // than this CPU has; one from before the runtime axis, which does not list
+            // `runtimes`) skips those cells.
             let has_llama = b["runtimes"]
                 .as_array()
                 .is_some_and(|a| a.iter().any(|v| v.as_str() == Some("llama.cpp")));
@@ -235,11 +236,17 @@ pub(super) fn prepare<'c>(
                 .into_iter()
                 .partition(|c| c.runtime == RuntimeKind::LlamaCpp && !has_llama);
             if !llama.is_empty() {
-                let reason = format!(
-                    "this agent ({} {}) was built without llama.cpp (cargo feature `llama-cpp`)",
-                    b["arch"].as_str().unwrap_or("?"),
-                    b["env"].as_str().unwrap_or("")
-                );
+                let reason = match b["llama_cpp"]["unavailable"].as_str() {
+                    Some(why) => {
+                        format!("this phone's CPU cannot run the agent's llama.cpp: {why}")
+                    }
+                    None => format!(
+                        "this agent ({} {}) was built without llama.cpp (cargo feature \
+                         `llama-cpp`; the static arm64 agent needs zig: pip install ziglang)",
+                        b["arch"].as_str().unwrap_or("?"),
+                        b["env"].as_str().unwrap_or("")
+                    ),
+                };
                 log(&format!(
                     "skipping {} llama.cpp cells: {reason}",
                     llama.len()
