@@ -7,7 +7,8 @@
 //! installs both); the test cross-builds the agent with `scripts/build-agent` itself. Issue
 //! #17: the arm64 kernel variants (NEON, dotprod, i8mm) and their run-time dispatch, under qemu
 //! CPU models with and without the dot-product instructions. Issue #18: llama.cpp in the
-//! static agent (cross-compiled by zig), on CPU models with and without its baseline.
+//! static agent (cross-compiled by zig, which `scripts/deps test` installs from PyPI), on CPU
+//! models with and without its baseline.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -29,8 +30,13 @@ fn musl_agent() -> PathBuf {
     assert!(
         out.status.success(),
         "scripts/build-agent arm64-v8a failed (needs `rustup target add \
-         aarch64-unknown-linux-musl`):\n{}",
+         aarch64-unknown-linux-musl` and zig: `pip install ziglang==0.17.1`):\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("no llama.cpp"),
+        "the agent was built without llama.cpp (`pip install ziglang==0.17.1`):\n{stderr}"
     );
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(
@@ -308,7 +314,7 @@ fn the_agent_selects_and_checks_every_arm_kernel_the_cpu_has() {
             assert_eq!(runtimes, r#"["burn"]"#, "{cpu}: {info}");
             let why = unavailable.as_str().unwrap_or_default();
             assert!(
-                why.contains("lacks dotprod, fp16") && why.contains("GGML_CPU_ARM_ARCH"),
+                why.contains("lacks lse, rdm, dotprod, fp16") && why.contains("GGML_CPU_ARM_ARCH"),
                 "{cpu}: {info}"
             );
         } else {
@@ -318,24 +324,16 @@ fn the_agent_selects_and_checks_every_arm_kernel_the_cpu_has() {
     }
 }
 
-/// The kernels' own unit tests, cross-built for aarch64 and run under qemu on a CPU model with
-/// every extension and on one with none, so each variant's inner loops (and the NEON fallback)
-/// pass the same tests the host's kernels do.
+/// The kernels' own unit tests, cross-built for aarch64 (beside the agent, with its features:
+/// `scripts/build-agent --kernel-tests`) and run under qemu on a CPU model with every
+/// extension and on one with none, so each variant's inner loops (and the NEON fallback) pass
+/// the same tests the host's kernels do, and so do the arm64 checks of llama.cpp's baseline.
 #[test]
 fn the_kernel_unit_tests_pass_on_arm64_with_and_without_the_dot_product_instructions() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let build = Command::new(env!("CARGO"))
-        .args([
-            "test",
-            "-p",
-            "socbench-kernels",
-            "--no-default-features",
-            "--target",
-            "aarch64-unknown-linux-musl",
-            "--lib",
-            "--no-run",
-            "--message-format=json",
-        ])
+    let build = Command::new(format!("{root}/scripts/build-agent"))
+        .args(["arm64-v8a", "--kernel-tests"])
+        .env_remove("ANDROID_NDK_HOME")
         .current_dir(root)
         .output()
         .unwrap();
@@ -354,7 +352,7 @@ fn the_kernel_unit_tests_pass_on_arm64_with_and_without_the_dot_product_instruct
         let out = Command::new("qemu-aarch64-static")
             .args(["-cpu", cpu])
             .arg(&exe)
-            .args(["qmatmul::", "--test-threads", "2"])
+            .args(["qmatmul::", "llamacpp::", "--test-threads", "2"])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -363,6 +361,20 @@ fn the_kernel_unit_tests_pass_on_arm64_with_and_without_the_dot_product_instruct
             "{cpu}: {text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(text.contains("test result: ok. 1"), "{cpu}: {text}");
+        for name in [
+            "qmatmul::tests::every_kernel_variant_this_cpu_has_agrees_with_the_portable_one",
+            "qmatmul::tests::simd_and_portable_kernels_agree_for_every_row_count",
+            "llamacpp::tests::arm_architectures_require_their_features",
+            "llamacpp::tests::missing_build_features_are_named",
+        ] {
+            assert!(
+                text.contains(&format!("test {name} ... ok")),
+                "{cpu}: {name}: {text}"
+            );
+        }
+        assert!(
+            text.contains("test result: ok.") && text.contains(" 0 failed;"),
+            "{cpu}: {text}"
+        );
     }
 }

@@ -236,15 +236,22 @@ pub(super) fn prepare<'c>(
                 .into_iter()
                 .partition(|c| c.runtime == RuntimeKind::LlamaCpp && !has_llama);
             if !llama.is_empty() {
+                let (arch, env) = (
+                    b["arch"].as_str().unwrap_or("?"),
+                    b["env"].as_str().unwrap_or(""),
+                );
                 let reason = match b["llama_cpp"]["unavailable"].as_str() {
                     Some(why) => {
-                        format!("this phone's CPU cannot run the agent's llama.cpp: {why}")
+                        format!("this device's CPU cannot run the agent's llama.cpp: {why}")
                     }
+                    None if (arch, env) == ("aarch64", "musl") => format!(
+                        "this agent ({arch} {env}) was built without llama.cpp: \
+                         `scripts/build-agent arm64-v8a` compiles it in with zig (pip install \
+                         ziglang)"
+                    ),
                     None => format!(
-                        "this agent ({} {}) was built without llama.cpp (cargo feature \
-                         `llama-cpp`; the static arm64 agent needs zig: pip install ziglang)",
-                        b["arch"].as_str().unwrap_or("?"),
-                        b["env"].as_str().unwrap_or("")
+                        "this agent ({arch} {env}) was built without llama.cpp (cargo feature \
+                         `llama-cpp`)"
                     ),
                 };
                 log(&format!(
