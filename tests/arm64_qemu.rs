@@ -46,6 +46,28 @@ fn musl_agent() -> PathBuf {
     path
 }
 
+/// `socbench run` with `axes` on `phone`, through `server`, with `agent` as its arm64 agent,
+/// into `out`. The quality text is not scored: its ≈750 tokens take half a minute to minutes
+/// per model variant under qemu.
+fn run_on_phone(
+    agent: &std::path::Path,
+    server: &AdbServer,
+    phone: &VirtualPhone,
+    out: &std::path::Path,
+    axes: &[&str],
+) -> std::process::Output {
+    socbench()
+        .arg("run")
+        .args(axes)
+        .args(["--no-quality", "--device", &phone.serial, "--adb-server"])
+        .arg(format!("127.0.0.1:{}", server.port))
+        .arg("--out")
+        .arg(out)
+        .env("SOCBENCH_AGENT_ARM64_V8A", agent)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
     let agent = musl_agent();
@@ -105,9 +127,12 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
     assert_eq!(sum.split_whitespace().next().unwrap().len(), 64, "{sum}");
 
     let out = dir.path().join("res");
-    let run = socbench()
-        .args([
-            "run",
+    let run = run_on_phone(
+        &agent,
+        &server,
+        &phone,
+        &out,
+        &[
             "--model",
             "synthetic:tiny",
             "--backend",
@@ -122,18 +147,8 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
             "8",
             "--repetitions",
             "2",
-            // The quality text's ≈750 tokens take half a minute per cell under qemu.
-            "--no-quality",
-            "--device",
-            &phone.serial,
-            "--adb-server",
-            &format!("127.0.0.1:{}", server.port),
-            "--out",
-        ])
-        .arg(&out)
-        .env("SOCBENCH_AGENT_ARM64_V8A", &agent)
-        .output()
-        .unwrap();
+        ],
+    );
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
 
@@ -203,9 +218,12 @@ fn arm64_virtual_phone_runs_a_llama_cpp_cell_under_qemu() {
     );
     server.connect(&phone.serial);
     let out = dir.path().join("res");
-    let run = socbench()
-        .args([
-            "run",
+    let run = run_on_phone(
+        &agent,
+        &server,
+        &phone,
+        &out,
+        &[
             "--model",
             &model,
             "--runtime",
@@ -224,18 +242,8 @@ fn arm64_virtual_phone_runs_a_llama_cpp_cell_under_qemu() {
             "0",
             "--no-probe",
             "--no-cooldown",
-            // The quality text's ≈750 tokens take minutes under qemu.
-            "--no-quality",
-            "--device",
-            &phone.serial,
-            "--adb-server",
-            &format!("127.0.0.1:{}", server.port),
-            "--out",
-        ])
-        .arg(&out)
-        .env("SOCBENCH_AGENT_ARM64_V8A", &agent)
-        .output()
-        .unwrap();
+        ],
+    );
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     let set = socbench_reports::ResultSet::load(&[&out]).unwrap();
