@@ -335,7 +335,8 @@ fn the_agent_selects_and_checks_every_arm_kernel_the_cpu_has() {
 /// The kernels' own unit tests, cross-built for aarch64 (beside the agent, with its features:
 /// `scripts/build-agent --kernel-tests`) and run under qemu on a CPU model with every
 /// extension and on one with none, so each variant's inner loops (and the NEON fallback) pass
-/// the same tests the host's kernels do, and so do the arm64 checks of llama.cpp's baseline.
+/// the same tests the host's kernels do, and so do the arm64 checks of llama.cpp's baseline and
+/// its thread pool.
 #[test]
 fn the_kernel_unit_tests_pass_on_arm64_with_and_without_the_dot_product_instructions() {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -360,7 +361,7 @@ fn the_kernel_unit_tests_pass_on_arm64_with_and_without_the_dot_product_instruct
         let out = Command::new("qemu-aarch64-static")
             .args(["-cpu", cpu])
             .arg(&exe)
-            .args(["qmatmul::", "llamacpp::", "--test-threads", "2"])
+            .args(["qmatmul::", "llamacpp::cpu::", "--test-threads", "2"])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -372,8 +373,8 @@ fn the_kernel_unit_tests_pass_on_arm64_with_and_without_the_dot_product_instruct
         for name in [
             "qmatmul::tests::every_kernel_variant_this_cpu_has_agrees_with_the_portable_one",
             "qmatmul::tests::simd_and_portable_kernels_agree_for_every_row_count",
-            "llamacpp::tests::arm_architectures_require_their_features",
-            "llamacpp::tests::missing_build_features_are_named",
+            "llamacpp::cpu::tests::arm_architectures_require_their_features",
+            "llamacpp::cpu::tests::missing_build_features_are_named",
         ] {
             assert!(
                 text.contains(&format!("test {name} ... ok")),
@@ -385,4 +386,20 @@ fn the_kernel_unit_tests_pass_on_arm64_with_and_without_the_dot_product_instruct
             "{cpu}: {text}"
         );
     }
+    // llama.cpp's graphs run on the workers of the pool attached to their context, on the CPU
+    // with its baseline; alone, so that no other test's threads are counted.
+    let name = "llamacpp::tests::a_context_runs_its_graphs_on_its_own_workers";
+    let out = Command::new("qemu-aarch64-static")
+        .args(["-cpu", "max"])
+        .arg(&exe)
+        .args([name, "--exact", "--test-threads", "1"])
+        .env("SOCBENCH_TEST_GGUF", common::real_model())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(&format!("test {name} ... ok")),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

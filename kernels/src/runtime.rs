@@ -15,7 +15,7 @@ pub enum RuntimeKind {
     #[default]
     #[serde(rename = "burn")]
     Burn,
-    /// llama.cpp's CPU backend, linked through `llama-cpp-2` (cargo feature `llama-cpp`).
+    /// llama.cpp's CPU backend, linked through `llama-cpp-sys-2` (cargo feature `llama-cpp`).
     #[serde(rename = "llama.cpp")]
     LlamaCpp,
 }
