@@ -11,25 +11,11 @@
 mod common;
 
 use common::adb::{AdbServer, VirtualPhone};
-use common::{assert_success, socbench};
-use socbench_reports::row::{ResultRow, Status, parse_results};
+use common::{assert_success, rows, socbench};
+use socbench_reports::row::Status;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn rows(dir: &Path) -> Vec<ResultRow> {
-    let path = dir.join("results.csv");
-    let bytes = std::fs::read(&path).unwrap_or_default();
-    if bytes.is_empty() {
-        return Vec::new();
-    }
-    parse_results(&path, &bytes)
-        .unwrap()
-        .rows
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect()
-}
 
 fn run_args(phone: &VirtualPhone, server: &AdbServer, out: &Path) -> Vec<String> {
     let mut v = local_args(out);

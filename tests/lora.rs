@@ -7,20 +7,8 @@
 
 mod common;
 
-use common::{assert_success, real_model, socbench};
-use socbench_reports::row::{ResultRow, Status, parse_results};
-use std::path::Path;
-
-fn rows(dir: &Path) -> Vec<ResultRow> {
-    let path = dir.join("results.csv");
-    let bytes = std::fs::read(&path).unwrap();
-    parse_results(&path, &bytes)
-        .unwrap()
-        .rows
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect()
-}
+use common::{assert_success, real_model, rows, socbench};
+use socbench_reports::row::{ResultRow, Status};
 
 fn base_args(model: &str) -> Vec<&str> {
     vec![

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_success, socbench};
+use common::{assert_success, rows, socbench};
 use socbench_kernels::backend::BackendKind;
 use socbench_kernels::generate::{GenerateOptions, Sampling, generate, score};
 use socbench_kernels::llamacpp::{LlamaCppModel, quantize};
@@ -11,7 +11,7 @@ use socbench_kernels::load::ModelSpec;
 use socbench_kernels::quant::QuantLevel;
 use socbench_kernels::runtime::LlamaFormat;
 use socbench_kernels::session::ModelSession;
-use socbench_reports::row::{ResultRow, Status, parse_results};
+use socbench_reports::row::{ResultRow, Status};
 use std::path::Path;
 
 /// `socbench run` on this host with the real model into `out`, with `axes`.
@@ -32,16 +32,6 @@ fn run_local(out: &Path, axes: &[&str]) -> std::process::Output {
         .arg(out)
         .output()
         .unwrap()
-}
-
-fn rows(dir: &Path) -> Vec<ResultRow> {
-    let path = dir.join("results.csv");
-    parse_results(&path, &std::fs::read(&path).unwrap())
-        .unwrap()
-        .rows
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect()
 }
 
 /// Burn at f32 and llama.cpp at F16 (the file written by llama.cpp's own quantizer) produce

@@ -12,20 +12,8 @@ mod common;
 
 use common::adb::{AdbServer, VirtualPhone};
 use common::browser::charts_render;
-use common::{assert_success, socbench};
-use socbench_reports::row::{ResultRow, Status, parse_results};
-use std::path::Path;
-
-fn rows(dir: &Path) -> Vec<ResultRow> {
-    let path = dir.join("results.csv");
-    let bytes = std::fs::read(&path).unwrap();
-    parse_results(&path, &bytes)
-        .unwrap()
-        .rows
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect()
-}
+use common::{assert_success, rows, socbench};
+use socbench_reports::row::Status;
 
 fn slug(s: &str) -> String {
     s.chars()

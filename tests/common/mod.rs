@@ -9,7 +9,8 @@ pub mod browser;
 
 use assert_cmd::Command;
 use serde_json::Value;
-use std::path::PathBuf;
+use socbench_reports::row::{ResultRow, parse_results};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The `socbench` binary under test.
@@ -17,6 +18,22 @@ pub fn socbench() -> Command {
     let mut cmd = Command::cargo_bin("socbench").expect("socbench binary is built");
     cmd.timeout(std::time::Duration::from_secs(600));
     cmd
+}
+
+/// The rows of `dir/results.csv` in file order; none when the run wrote no file (or an empty
+/// one). A row the reader rejects fails the test.
+pub fn rows(dir: &Path) -> Vec<ResultRow> {
+    let path = dir.join("results.csv");
+    let bytes = std::fs::read(&path).unwrap_or_default();
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    parse_results(&path, &bytes)
+        .unwrap()
+        .rows
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
 }
 
 /// Fails the test with the command's stderr unless it exited 0.
