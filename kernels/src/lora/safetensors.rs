@@ -35,24 +35,20 @@ fn parse(bytes: &[u8]) -> Result<Vec<NamedTensor>, String> {
         }
         let field = |k: &str| info.get(k).ok_or(format!("tensor {name}: no {k}"));
         let dtype = field("dtype")?.as_str().unwrap_or_default().to_owned();
-        let shape: Vec<usize> = field("shape")?
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| d.as_u64())
-                    .map(|d| d as usize)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let offsets: Vec<usize> = field("data_offsets")?
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| d.as_u64())
-                    .map(|d| d as usize)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let list = |k: &str| {
+            field(k)?
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+                        .collect::<Option<Vec<usize>>>()
+                })
+                .ok_or(format!(
+                    "tensor {name}: {k} is not a list of non-negative integers"
+                ))
+        };
+        let shape = list("shape")?;
+        let offsets = list("data_offsets")?;
         let width = match dtype.as_str() {
             "F32" => 4,
             "F16" | "BF16" => 2,
@@ -145,6 +141,17 @@ mod tests {
         let e = read_safetensors(&path).unwrap_err();
         assert!(
             e.contains("a.safetensors") && e.contains("data_offsets"),
+            "{e}"
+        );
+        // A negative dimension is named, not dropped from the shape.
+        let header = br#"{"x":{"dtype":"F32","shape":[-1,3],"data_offsets":[0,12]}}"#;
+        let mut bad = (header.len() as u64).to_le_bytes().to_vec();
+        bad.extend_from_slice(header);
+        bad.extend_from_slice(&[0; 12]);
+        std::fs::write(&path, &bad).unwrap();
+        let e = read_safetensors(&path).unwrap_err();
+        assert!(
+            e.contains("a.safetensors") && e.contains("tensor x: shape is not a list"),
             "{e}"
         );
         std::fs::write(&path, [255u8; 12]).unwrap();
