@@ -131,8 +131,10 @@ impl LoraPair {
         assert!(x.len() >= rows * self.d_in && y.len() >= rows * stride);
         assert!(offset + self.d_out <= stride);
         let r = self.rank;
-        let one = |(xr, yr): (&[f32], &mut [f32])| {
-            let mut t = vec![0f32; r];
+        // `t` is the row's `x A` (`rank` values), a buffer per worker reused across rows.
+        let one = |t: &mut Vec<f32>, (xr, yr): (&[f32], &mut [f32])| {
+            t.clear();
+            t.resize(r, 0.0);
             for (i, &xi) in xr.iter().enumerate() {
                 for (t, &a) in t.iter_mut().zip(&self.a[i * r..(i + 1) * r]) {
                     *t += xi * a;
@@ -153,9 +155,12 @@ impl LoraPair {
         if rows >= PARALLEL_ROWS {
             x.par_chunks(self.d_in)
                 .zip(y.par_chunks_mut(stride))
-                .for_each(one);
+                .for_each_init(|| Vec::with_capacity(r), one);
         } else {
-            x.chunks(self.d_in).zip(y.chunks_mut(stride)).for_each(one);
+            let mut t = Vec::with_capacity(r);
+            x.chunks(self.d_in)
+                .zip(y.chunks_mut(stride))
+                .for_each(|row| one(&mut t, row));
         }
     }
 
