@@ -3,6 +3,10 @@
 //! above the bars; anywhere else (CI logs, a pipe), plain `[device] …` lines, each repetition
 //! with its count and ETA, so a log read later tells the same story.
 //!
+//! The ETA counts a sustained session as what it is, its planned length (stretched by the
+//! overrun sessions so far have shown), and the other repetitions at their pace so far: one
+//! hour-long session among quick cells is not averaged away.
+//!
 //! `SOCBENCH_PROGRESS=plain` forces plain lines on a terminal; `CI` being set does too.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -51,11 +55,13 @@ impl Progress {
         }
     }
 
-    /// The display of one device that has `total` repetitions to run.
-    pub fn device(&self, serial: &str, total: usize) -> DeviceProgress {
+    /// The display of one device with these repetitions to run: each one's sustained-session
+    /// length in seconds (0 for an ordinary repetition).
+    pub fn device(&self, serial: &str, sessions_s: &[u32]) -> DeviceProgress {
+        let total = sessions_s.len();
         let bar = self.multi.as_ref().map(|m| {
             let style = ProgressStyle::with_template(
-                "{prefix:>21.bold} [{bar:24}] {pos}/{len} reps  {msg}  ETA {eta}",
+                "{prefix:>21.bold} [{bar:24}] {pos}/{len} reps  {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
@@ -70,7 +76,13 @@ impl Progress {
             state: Arc::new(Mutex::new(State {
                 total,
                 done: 0,
-                started: Instant::now(),
+                plain_total: sessions_s.iter().filter(|&&s| s == 0).count(),
+                plain_done: 0,
+                plain_time: Duration::ZERO,
+                session_left_s: sessions_s.iter().map(|&s| u64::from(s)).sum(),
+                session_done_s: 0,
+                session_time: Duration::ZERO,
+                last: Instant::now(),
                 cell: String::new(),
                 temp_c: None,
                 lines: Vec::new(),
@@ -89,7 +101,17 @@ impl Default for Progress {
 struct State {
     total: usize,
     done: usize,
-    started: Instant,
+    /// Ordinary repetitions planned and done, and the time they took.
+    plain_total: usize,
+    plain_done: usize,
+    plain_time: Duration,
+    /// Planned seconds of the sustained sessions still to run and of those done, and the
+    /// time those done took.
+    session_left_s: u64,
+    session_done_s: u64,
+    session_time: Duration,
+    /// When the last repetition was done (or the device started).
+    last: Instant,
     cell: String,
     temp_c: Option<f64>,
     /// Plain lines printed, kept for tests of this module.
@@ -144,31 +166,59 @@ impl DeviceProgress {
         self.redraw();
     }
 
-    /// Time left at the pace so far, once something is done.
+    /// Time left, once something is done: the ordinary repetitions left at their pace so
+    /// far, the sessions left at their planned length times the overrun of those done.
     fn eta(st: &State) -> Option<Duration> {
-        let left = st.total.saturating_sub(st.done);
-        (st.done > 0 && left > 0)
-            .then(|| st.started.elapsed().mul_f64(left as f64 / st.done as f64))
+        if st.done == 0 || st.done >= st.total {
+            return None;
+        }
+        let plain_left = st.plain_total.saturating_sub(st.plain_done);
+        let plain = match (plain_left, st.plain_done) {
+            (0, _) => 0.0,
+            (_, 0) => return None,
+            (left, done) => st.plain_time.as_secs_f64() / done as f64 * left as f64,
+        };
+        let overrun = if st.session_done_s > 0 {
+            st.session_time.as_secs_f64() / st.session_done_s as f64
+        } else {
+            1.0
+        };
+        Some(Duration::from_secs_f64(
+            plain + st.session_left_s as f64 * overrun,
+        ))
     }
 
     fn redraw(&self) {
         if let Some(b) = &self.bar {
             let st = self.state();
             let temp = st.temp_c.map_or(String::new(), |t| format!("  {t:.1} °C"));
-            b.set_message(format!("{}{temp}", st.cell));
+            let eta = Self::eta(&st).map_or(String::new(), |d| format!("  ETA {}", format_eta(d)));
+            b.set_message(format!("{}{temp}{eta}", st.cell));
         }
     }
 
-    /// A repetition's row was written (any status); `msg`, if any, says how it went.
-    pub fn rep_done(&self, msg: Option<&str>) {
+    /// A repetition's row was written (any status): `session_s` is its cell's sustained-session
+    /// length (0 for an ordinary one); `msg`, if any, says how it went.
+    pub fn rep_done(&self, session_s: u32, msg: Option<&str>) {
         let (done, total, eta) = {
             let mut st = self.state();
             st.done += 1;
+            let took = st.last.elapsed();
+            st.last = Instant::now();
+            if session_s > 0 {
+                st.session_time += took;
+                st.session_done_s += u64::from(session_s);
+                st.session_left_s = st.session_left_s.saturating_sub(u64::from(session_s));
+            } else {
+                st.plain_time += took;
+                st.plain_done += 1;
+            }
             (st.done, st.total, Self::eta(&st))
         };
         if let Some(b) = &self.bar {
             b.inc(1);
         }
+        self.redraw();
         if let Some(msg) = msg {
             let eta = eta.map_or(String::new(), |d| format!(" (ETA {})", format_eta(d)));
             self.emit(format!("[{}] [{done}/{total}] {msg}{eta}", self.serial));
@@ -195,18 +245,18 @@ mod tests {
     #[test]
     fn plain_lines_count_repetitions_and_give_an_eta() {
         let p = Progress::plain();
-        let d = p.device("phone-1", 4);
+        let d = p.device("phone-1", &[0; 4]);
         d.cell("flex f32 t1");
-        d.rep_done(None);
-        d.rep_done(Some("flex f32 t1 rep 2/2: TTFT 3.0 ms"));
+        d.rep_done(0, None);
+        d.rep_done(0, Some("flex f32 t1 rep 2/2: TTFT 3.0 ms"));
         let lines = d.lines();
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(
             lines[0].starts_with("[phone-1] [2/4] flex f32 t1 rep 2/2: TTFT 3.0 ms (ETA "),
             "{lines:?}"
         );
-        d.rep_done(None);
-        d.rep_done(Some("last"));
+        d.rep_done(0, None);
+        d.rep_done(0, Some("last"));
         // Nothing left: no ETA.
         assert_eq!(d.lines()[1], "[phone-1] [4/4] last");
         d.log("device lost");
@@ -216,15 +266,36 @@ mod tests {
     #[test]
     fn bars_count_the_same_repetitions() {
         let p = Progress::bars(ProgressDrawTarget::hidden());
-        let d = p.device("127.0.0.1:7100", 3);
+        let d = p.device("127.0.0.1:7100", &[0, 0, 90]);
         d.temperature(41.5);
-        d.rep_done(Some("one"));
-        d.rep_done(Some("two"));
+        d.rep_done(0, Some("one"));
+        d.rep_done(0, Some("two"));
         let bar = d.bar.clone().unwrap();
         assert_eq!((bar.position(), bar.length()), (2, Some(3)));
-        assert!(bar.message().ends_with("41.5 °C"), "{}", bar.message());
+        assert!(
+            bar.message().ends_with("41.5 °C  ETA 1m30s"),
+            "{}",
+            bar.message()
+        );
         d.finish("done");
         assert!(bar.is_finished());
+    }
+
+    /// A session left is its planned length, however quick the ordinary repetitions were;
+    /// a session that overran stretches the next ones by as much.
+    #[test]
+    fn the_eta_counts_sessions_at_their_length() {
+        let d = Progress::plain().device("phone-1", &[0, 0, 30, 30]);
+        d.rep_done(0, None);
+        d.rep_done(0, Some("quick"));
+        assert_eq!(d.lines()[0], "[phone-1] [2/4] quick (ETA 1m00s)");
+        // A session that took twice its length (the clock moved back rather than waited on).
+        {
+            let mut st = d.state();
+            st.last = st.last.checked_sub(Duration::from_secs(60)).unwrap();
+        }
+        d.rep_done(30, Some("session"));
+        assert_eq!(d.lines()[1], "[phone-1] [3/4] session (ETA 1m00s)");
     }
 
     #[test]

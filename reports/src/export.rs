@@ -402,8 +402,12 @@ pub fn junit_xml(suite: &str, cases: &[TestCase]) -> String {
     out
 }
 
-/// Seconds of model time a cell measured: prefill plus decode, over its `ok` repetitions.
+/// Seconds of model time a cell measured over its `ok` repetitions: a sustained session's
+/// length each, else prefill plus decode.
 fn measured_time(c: &CellSummary) -> f64 {
+    if c.key.duration_s > 0 {
+        return f64::from(c.key.duration_s) * c.count(Status::Ok) as f64;
+    }
     let ttft = c.metric(Metric::TtftS).map_or(0.0, |s| s.median);
     let per_tok = c.metric(Metric::DecodeMsPerToken).map_or(0.0, |s| s.median) / 1e3;
     (ttft + per_tok * f64::from(c.key.gen_tokens)) * c.count(Status::Ok) as f64

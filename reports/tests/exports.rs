@@ -150,3 +150,27 @@ fn cells_measured_under_other_run_conditions_are_flagged() {
     );
     assert!(section.contains("300-1800/300-2000") && section.contains("/user.slice"));
 }
+
+/// A sustained session's test case lasts the session: its length × the `ok` repetitions, not
+/// one generation's prefill and decode.
+#[test]
+fn junit_time_of_a_sustained_cell_is_its_sessions() {
+    use socbench_reports::fixture::cell_key;
+    use socbench_reports::row::{RESULT_COLUMNS, ResultRow};
+    let dir = tempfile::tempdir().unwrap();
+    let mut key = cell_key("local", "m.gguf@0", "q4");
+    key.duration_s = 60;
+    key.gen_tokens = 8;
+    let mut csv = RESULT_COLUMNS.join(",") + "\n";
+    for rep in 0..2u32 {
+        let mut row = ResultRow::new(format!("m|session#{rep}"), &key, rep, Status::Ok);
+        row.set(Metric::TtftS, Some(0.1));
+        row.set(Metric::DecodeMsPerToken, Some(10.0));
+        row.set(Metric::DecodeTokPerS, Some(100.0));
+        csv.push_str(&String::from_utf8_lossy(&row.to_csv_line().unwrap()));
+    }
+    std::fs::write(dir.path().join("results.csv"), csv).unwrap();
+    let set = ResultSet::load(&[dir.path()]).unwrap();
+    let xml = export::render(&analyze(&set), Format::Junit);
+    assert!(xml.contains("time=\"120.000\">"), "{xml}");
+}

@@ -236,12 +236,18 @@ pub fn run_device(
     earlier: &HashMap<String, Stored>,
 ) -> DeviceOutcome {
     let serial = target.serial().to_owned();
-    let to_run: usize = cells
+    // Each repetition still to run, as its sustained-session length (0: an ordinary one).
+    let to_run: Vec<u32> = cells
         .iter()
-        .flat_map(|c| (0..sweep.repetitions).map(|r| run_id(&ctx.model_id, c, r)))
-        .filter(|id| earlier.get(id).is_none_or(|s| s.status != Status::Ok))
-        .count();
-    let ui = ctx.progress.device(&serial, to_run);
+        .flat_map(|c| (0..sweep.repetitions).map(move |r| (c, r)))
+        .filter(|&(c, r)| {
+            earlier
+                .get(&run_id(&ctx.model_id, c, r))
+                .is_none_or(|s| s.status != Status::Ok)
+        })
+        .map(|(c, _)| c.duration_s)
+        .collect();
+    let ui = ctx.progress.device(&serial, &to_run);
     let mut run = AgentRun::new(
         store,
         info,
