@@ -137,6 +137,12 @@ pub struct AdaptiveTrace {
     pub start: QuantLevel,
     /// Switches, in time order.
     pub switches: Vec<Switch>,
+    /// Decisions taken (one before each generation; forced runs take none).
+    #[serde(default)]
+    pub decisions: usize,
+    /// Of those, the ones without a temperature reading (the level was kept).
+    #[serde(default)]
+    pub unread: usize,
 }
 
 /// The handle on a cell's adaptive run: which level runs, the switches so far, and a forced
@@ -147,6 +153,8 @@ pub struct Adapter {
     switches: Rc<RefCell<Vec<Switch>>>,
     force: Rc<Cell<Option<bool>>>,
     start: Rc<Cell<bool>>,
+    /// Decisions since `begin`, and those without a reading.
+    decisions: Rc<Cell<(usize, usize)>>,
 }
 
 impl Adapter {
@@ -161,6 +169,7 @@ impl Adapter {
     /// the last decision left.
     pub fn begin(&self, reset: bool) {
         self.switches.borrow_mut().clear();
+        self.decisions.set((0, 0));
         let mut g = self.governor.borrow_mut();
         if reset {
             g.hot = false;
@@ -178,6 +187,8 @@ impl Adapter {
                 g.spec.from
             },
             switches: std::mem::take(&mut *self.switches.borrow_mut()),
+            decisions: self.decisions.get().0,
+            unread: self.decisions.take().1,
         }
     }
 }
@@ -196,6 +207,7 @@ pub fn wrap<'e>(
         switches: Rc::default(),
         force: Rc::default(),
         start: Rc::default(),
+        decisions: Rc::default(),
     };
     let a = adapter.clone();
     let run: CellRun<'e> = Box::new(move |prompt: &[u32]| {
@@ -203,7 +215,11 @@ pub fn wrap<'e>(
             Some(second) => second,
             None => {
                 let mut g = a.governor.borrow_mut();
-                if let Some(s) = g.decide(now(), temp()) {
+                let reading = temp();
+                let (n, unread) = a.decisions.get();
+                a.decisions
+                    .set((n + 1, unread + usize::from(reading.is_none())));
+                if let Some(s) = g.decide(now(), reading) {
                     a.switches.borrow_mut().push(s);
                 }
                 g.on_second()
@@ -303,6 +319,7 @@ mod tests {
         assert_eq!(trace.start, QuantLevel::Q8);
         let at: Vec<f64> = trace.switches.iter().map(|s| s.temp_c).collect();
         assert_eq!(at, vec![46.0, 42.0]);
+        assert_eq!((trace.decisions, trace.unread), (4, 0));
         assert!(adapter.finish().switches.is_empty(), "taken once");
         // A repetition that ends hot leaves the next one starting on the first level.
         temps.borrow_mut().extend([46.0, 44.0]);
@@ -316,5 +333,46 @@ mod tests {
         adapter.begin(false);
         assert_eq!(run(&[1]).unwrap().gen_ids, vec![vec![4]]);
         assert_eq!(adapter.finish().start, QuantLevel::Q4);
+    }
+
+    /// A decision without a temperature keeps the level and is counted, so the row can say
+    /// how much of the repetition ran blind.
+    #[test]
+    fn decisions_without_a_reading_keep_the_level_and_are_counted() {
+        use socbench_kernels::generate::Generation;
+        use std::time::Duration;
+        let level = |q: u32| -> CellRun<'static> {
+            Box::new(move |_p: &[u32]| {
+                Ok(Generation {
+                    gen_ids: vec![vec![q]],
+                    ttft: Duration::ZERO,
+                    decode: Vec::new(),
+                    token_at: vec![Duration::ZERO],
+                    kv_cache_bytes: 0,
+                })
+            })
+        };
+        let temps = Rc::new(RefCell::new(vec![Some(46.0), None, None, Some(40.0)]));
+        let t = temps.clone();
+        let now = || 1.0;
+        let (mut run, adapter) = wrap(
+            "q8>q4@45".parse().unwrap(),
+            level(8),
+            level(4),
+            &now,
+            Box::new(move || t.borrow_mut().remove(0)),
+        );
+        adapter.begin(true);
+        let ran: Vec<u32> = (0..4).map(|_| run(&[1]).unwrap().gen_ids[0][0]).collect();
+        assert_eq!(ran, vec![4, 4, 4, 8]);
+        let trace = adapter.finish();
+        assert_eq!((trace.decisions, trace.unread), (4, 2));
+        assert_eq!(trace.switches.len(), 2);
+        // Counted per repetition.
+        adapter.begin(false);
+        assert_eq!(
+            (adapter.finish().decisions, adapter.finish().unread),
+            (0, 0)
+        );
     }
 }

@@ -8,7 +8,7 @@ use socbench_reports::row::ResultRow;
 use socbench_reports::schema::Metric;
 
 /// Sets `switches` and `second_level_share` of `row`; `second` is the level the cell switches
-/// to under heat.
+/// to under heat. Decisions taken without a temperature reading are said in the row's note.
 pub(super) fn apply(row: &mut ResultRow, r: &RepResult, trace: &AdaptiveTrace, second: QuantLevel) {
     row.set(Metric::Switches, Some(trace.switches.len() as f64));
     let level_at = |t: f64| {
@@ -25,6 +25,17 @@ pub(super) fn apply(row: &mut ResultRow, r: &RepResult, trace: &AdaptiveTrace, s
         Some(s) => s.token_s.clone(),
         None => vec![r.t_end_s],
     };
+    if trace.unread > 0 {
+        let blind = format!(
+            "no temperature reading before {} of {} adaptive decisions (the level was kept)",
+            trace.unread, trace.decisions
+        );
+        row.note = if row.note.is_empty() {
+            blind
+        } else {
+            format!("{}; {blind}", row.note)
+        };
+    }
     if !times.is_empty() {
         let on_second = times.iter().filter(|&&t| level_at(t) == second).count();
         row.set(
@@ -64,6 +75,8 @@ mod tests {
                 switch(4.0, QuantLevel::Q8, QuantLevel::Q4),
                 switch(8.0, QuantLevel::Q4, QuantLevel::Q8),
             ],
+            decisions: 3,
+            unread: 0,
         };
         let session = RepResult {
             session: Some(SessionTrace {
@@ -76,12 +89,28 @@ mod tests {
         assert_eq!(row.metric(Metric::Switches), Some(2.0));
         // Tokens at 4.5 … 7.5 came from q4.
         assert_eq!(row.metric(Metric::SecondLevelShare), Some(0.4));
+        assert!(row.note.is_empty(), "every decision had its reading");
         // One generation after a single switch to q4: all of it.
         let trace = AdaptiveTrace {
             start: QuantLevel::Q8,
             switches: trace.switches[..1].to_vec(),
+            decisions: 1,
+            unread: 0,
         };
         apply(&mut row, &r, &trace, QuantLevel::Q4);
         assert_eq!(row.metric(Metric::SecondLevelShare), Some(1.0));
+        // Decisions without a reading are said, after any note already there.
+        row.note = "pinned elsewhere".into();
+        let blind = AdaptiveTrace {
+            decisions: 5,
+            unread: 2,
+            ..trace
+        };
+        apply(&mut row, &r, &blind, QuantLevel::Q4);
+        assert_eq!(
+            row.note,
+            "pinned elsewhere; no temperature reading before 2 of 5 adaptive decisions (the \
+             level was kept)"
+        );
     }
 }
