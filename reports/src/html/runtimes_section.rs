@@ -1,7 +1,8 @@
 //! The report's Runtimes section: Burn ÷ llama.cpp per configuration ([`crate::runtimes`]),
 //! and both runtimes' decode throughput across the thread axis, one chart per level.
 
-use super::{Axis, CI_CAPTION, Page, axis_chart, omitted};
+use super::Page;
+use super::sweep_charts::{Axis, CI_CAPTION, axis_chart, omitted};
 use crate::analysis::Analysis;
 use crate::charts;
 use crate::escape::xml;
