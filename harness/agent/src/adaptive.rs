@@ -284,21 +284,23 @@ mod tests {
         assert!(!g.on_second());
     }
 
-    #[test]
-    fn a_wrapped_run_follows_the_temperature_and_records_each_switch() {
+    /// A level's run: one generation whose only token is `q`, to tell which level ran.
+    fn level(q: u32) -> CellRun<'static> {
         use socbench_kernels::generate::Generation;
         use std::time::Duration;
-        let level = |q: u32| -> CellRun<'static> {
-            Box::new(move |_p: &[u32]| {
-                Ok(Generation {
-                    gen_ids: vec![vec![q]],
-                    ttft: Duration::ZERO,
-                    decode: Vec::new(),
-                    token_at: vec![Duration::ZERO],
-                    kv_cache_bytes: 0,
-                })
+        Box::new(move |_p: &[u32]| {
+            Ok(Generation {
+                gen_ids: vec![vec![q]],
+                ttft: Duration::ZERO,
+                decode: Vec::new(),
+                token_at: vec![Duration::ZERO],
+                kv_cache_bytes: 0,
             })
-        };
+        })
+    }
+
+    #[test]
+    fn a_wrapped_run_follows_the_temperature_and_records_each_switch() {
         let temps = Rc::new(RefCell::new(vec![40.0, 46.0, 44.0, 42.0]));
         let t = temps.clone();
         let now = || 7.0;
@@ -339,19 +341,6 @@ mod tests {
     /// how much of the repetition ran blind.
     #[test]
     fn decisions_without_a_reading_keep_the_level_and_are_counted() {
-        use socbench_kernels::generate::Generation;
-        use std::time::Duration;
-        let level = |q: u32| -> CellRun<'static> {
-            Box::new(move |_p: &[u32]| {
-                Ok(Generation {
-                    gen_ids: vec![vec![q]],
-                    ttft: Duration::ZERO,
-                    decode: Vec::new(),
-                    token_at: vec![Duration::ZERO],
-                    kv_cache_bytes: 0,
-                })
-            })
-        };
         let temps = Rc::new(RefCell::new(vec![Some(46.0), None, None, Some(40.0)]));
         let t = temps.clone();
         let now = || 1.0;

@@ -101,11 +101,9 @@ impl Model {
         let Ok(len) = i32::try_from(text.len()) else {
             return Vec::new();
         };
-        let mut out: Vec<i32> = vec![0; text.len() + 2];
-        for _ in 0..2 {
-            let cap = i32::try_from(out.len()).unwrap_or(i32::MAX);
+        fill(text.len() + 2, |out, cap| {
             // SAFETY: `text` is `len` bytes (no NUL needed); `out` has room for `cap` ids.
-            let n = unsafe {
+            unsafe {
                 sys::llama_tokenize(
                     self.vocab.as_ptr(),
                     text.as_ptr().cast::<c_char>(),
@@ -115,19 +113,8 @@ impl Model {
                     add_special,
                     parse_special,
                 )
-            };
-            if n >= 0 {
-                out.truncate(n as usize);
-                return out;
             }
-            if n == i32::MIN {
-                // More tokens than an i32 counts.
-                return Vec::new();
-            }
-            // A negative count is the room it needs.
-            out.resize(n.unsigned_abs() as usize, 0);
-        }
-        Vec::new()
+        })
     }
 
     /// The text of `ids`; `unparse_special` writes special tokens out.
@@ -135,11 +122,9 @@ impl Model {
         let Ok(n_ids) = i32::try_from(ids.len()) else {
             return Vec::new();
         };
-        let mut out: Vec<u8> = vec![0; ids.len() * 8 + 16];
-        for _ in 0..2 {
-            let cap = i32::try_from(out.len()).unwrap_or(i32::MAX);
+        fill(ids.len() * 8 + 16, |out: &mut [u8], cap| {
             // SAFETY: `ids` holds `n_ids` tokens; `out` has room for `cap` bytes.
-            let n = unsafe {
+            unsafe {
                 sys::llama_detokenize(
                     self.vocab.as_ptr(),
                     ids.as_ptr(),
@@ -149,15 +134,29 @@ impl Model {
                     remove_special,
                     unparse_special,
                 )
-            };
-            if n >= 0 {
-                out.truncate(n as usize);
-                return out;
             }
-            out.resize(n.unsigned_abs() as usize, 0);
-        }
-        Vec::new()
+        })
     }
+}
+
+/// The output of a llama.cpp call that writes into a buffer of `cap` entries and returns how
+/// many it wrote, or minus how many it needs (`i32::MIN`: more than an i32 counts): tried with
+/// `first` entries, then once more with the room asked for. Empty if that fails too.
+fn fill<T: Copy + Default>(first: usize, mut call: impl FnMut(&mut [T], i32) -> i32) -> Vec<T> {
+    let mut out = vec![T::default(); first];
+    for _ in 0..2 {
+        let cap = i32::try_from(out.len()).unwrap_or(i32::MAX);
+        let n = call(&mut out, cap);
+        if n >= 0 {
+            out.truncate(n as usize);
+            return out;
+        }
+        if n == i32::MIN {
+            break;
+        }
+        out.resize(n.unsigned_abs() as usize, T::default());
+    }
+    Vec::new()
 }
 
 impl Drop for Model {
