@@ -392,7 +392,7 @@ fn the_kernel_unit_tests_pass_on_arm64_with_and_without_the_dot_product_instruct
     let out = Command::new("qemu-aarch64-static")
         .args(["-cpu", "max"])
         .arg(&exe)
-        .args([name, "--exact", "--test-threads", "1"])
+        .args([name, "--exact", "--ignored", "--test-threads", "1"])
         .env("SOCBENCH_TEST_GGUF", common::real_model())
         .output()
         .unwrap();

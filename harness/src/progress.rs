@@ -9,9 +9,9 @@
 //!
 //! `SOCBENCH_PROGRESS=plain` forces plain lines on a terminal; `CI` being set does too.
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The display for one `socbench run`; hands out one [`DeviceProgress`] per device.
@@ -59,11 +59,21 @@ impl Progress {
     /// length in seconds (0 for an ordinary repetition).
     pub fn device(&self, serial: &str, sessions_s: &[u32]) -> DeviceProgress {
         let total = sessions_s.len();
+        let eta: Arc<Mutex<Option<(Instant, Duration)>>> = Arc::default();
         let bar = self.multi.as_ref().map(|m| {
+            // The ETA counts down between repetitions (the bar's steady tick redraws it).
+            let shown = eta.clone();
+            let countdown = move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let at = *shown.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some((at, left)) = at {
+                    let _ = write!(w, "  ETA {}", format_eta(left.saturating_sub(at.elapsed())));
+                }
+            };
             let style = ProgressStyle::with_template(
-                "{prefix:>21.bold} [{bar:24}] {pos}/{len} reps  {msg}",
+                "{prefix:>21.bold} [{bar:24}] {pos}/{len} reps  {msg}{eta_left}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key("eta_left", countdown)
             .progress_chars("=> ");
             let b = m.add(ProgressBar::new(total as u64).with_style(style));
             b.set_prefix(serial.to_owned());
@@ -73,14 +83,15 @@ impl Progress {
         DeviceProgress {
             serial: serial.to_owned(),
             bar,
+            eta,
             state: Arc::new(Mutex::new(State {
                 total,
                 done: 0,
-                plain_total: sessions_s.iter().filter(|&&s| s == 0).count(),
-                plain_done: 0,
+                plain_left: sessions_s.iter().filter(|&&s| s == 0).count(),
+                plain_measured: 0,
                 plain_time: Duration::ZERO,
                 session_left_s: sessions_s.iter().map(|&s| u64::from(s)).sum(),
-                session_done_s: 0,
+                session_measured_s: 0,
                 session_time: Duration::ZERO,
                 last: Instant::now(),
                 cell: String::new(),
@@ -101,14 +112,14 @@ impl Default for Progress {
 struct State {
     total: usize,
     done: usize,
-    /// Ordinary repetitions planned and done, and the time they took.
-    plain_total: usize,
-    plain_done: usize,
+    /// Ordinary repetitions still to run; those measured (`ok`) so far and the time they took.
+    plain_left: usize,
+    plain_measured: usize,
     plain_time: Duration,
-    /// Planned seconds of the sustained sessions still to run and of those done, and the
-    /// time those done took.
+    /// Planned seconds of the sustained sessions still to run and of those measured, and the
+    /// time those measured took.
     session_left_s: u64,
-    session_done_s: u64,
+    session_measured_s: u64,
     session_time: Duration,
     /// When the last repetition was done (or the device started).
     last: Instant,
@@ -123,6 +134,8 @@ struct State {
 pub struct DeviceProgress {
     serial: String,
     bar: Option<ProgressBar>,
+    /// The last ETA and when it was worked out (the bar counts down from it).
+    eta: Arc<Mutex<Option<(Instant, Duration)>>>,
     state: Arc<Mutex<State>>,
 }
 
@@ -166,20 +179,21 @@ impl DeviceProgress {
         self.redraw();
     }
 
-    /// Time left, once something is done: the ordinary repetitions left at their pace so
-    /// far, the sessions left at their planned length times the overrun of those done.
+    /// Time left, once something is done: the ordinary repetitions left at the pace of those
+    /// measured, the sessions left at their planned length times the overrun of those
+    /// measured. Repetitions that were not measured (failed, skipped, lost) are no longer
+    /// left, but say nothing of the pace.
     fn eta(st: &State) -> Option<Duration> {
         if st.done == 0 || st.done >= st.total {
             return None;
         }
-        let plain_left = st.plain_total.saturating_sub(st.plain_done);
-        let plain = match (plain_left, st.plain_done) {
+        let plain = match (st.plain_left, st.plain_measured) {
             (0, _) => 0.0,
             (_, 0) => return None,
-            (left, done) => st.plain_time.as_secs_f64() / done as f64 * left as f64,
+            (left, n) => st.plain_time.as_secs_f64() / n as f64 * left as f64,
         };
-        let overrun = if st.session_done_s > 0 {
-            st.session_time.as_secs_f64() / st.session_done_s as f64
+        let overrun = if st.session_measured_s > 0 {
+            st.session_time.as_secs_f64() / st.session_measured_s as f64
         } else {
             1.0
         };
@@ -191,30 +205,41 @@ impl DeviceProgress {
     fn redraw(&self) {
         if let Some(b) = &self.bar {
             let st = self.state();
-            let temp = st.temp_c.map_or(String::new(), |t| format!("  {t:.1} °C"));
-            let eta = Self::eta(&st).map_or(String::new(), |d| format!("  ETA {}", format_eta(d)));
-            b.set_message(format!("{}{temp}{eta}", st.cell));
+            let msg = format!(
+                "{}{}",
+                st.cell,
+                st.temp_c.map_or(String::new(), |t| format!("  {t:.1} °C"))
+            );
+            drop(st);
+            b.set_message(msg);
         }
     }
 
-    /// A repetition's row was written (any status): `session_s` is its cell's sustained-session
-    /// length (0 for an ordinary one); `msg`, if any, says how it went.
-    pub fn rep_done(&self, session_s: u32, msg: Option<&str>) {
+    /// A repetition's row was written: `session_s` is its cell's sustained-session length (0
+    /// for an ordinary one), `measured` whether the row is `ok` (the time since the last row
+    /// was spent measuring it); `msg`, if any, says how it went.
+    pub fn rep_done(&self, session_s: u32, measured: bool, msg: Option<&str>) {
         let (done, total, eta) = {
             let mut st = self.state();
             st.done += 1;
             let took = st.last.elapsed();
             st.last = Instant::now();
             if session_s > 0 {
-                st.session_time += took;
-                st.session_done_s += u64::from(session_s);
                 st.session_left_s = st.session_left_s.saturating_sub(u64::from(session_s));
+                if measured {
+                    st.session_time += took;
+                    st.session_measured_s += u64::from(session_s);
+                }
             } else {
-                st.plain_time += took;
-                st.plain_done += 1;
+                st.plain_left = st.plain_left.saturating_sub(1);
+                if measured {
+                    st.plain_time += took;
+                    st.plain_measured += 1;
+                }
             }
             (st.done, st.total, Self::eta(&st))
         };
+        *self.eta.lock().unwrap_or_else(PoisonError::into_inner) = eta.map(|d| (Instant::now(), d));
         if let Some(b) = &self.bar {
             b.inc(1);
         }
@@ -247,16 +272,16 @@ mod tests {
         let p = Progress::plain();
         let d = p.device("phone-1", &[0; 4]);
         d.cell("flex f32 t1");
-        d.rep_done(0, None);
-        d.rep_done(0, Some("flex f32 t1 rep 2/2: TTFT 3.0 ms"));
+        d.rep_done(0, true, None);
+        d.rep_done(0, true, Some("flex f32 t1 rep 2/2: TTFT 3.0 ms"));
         let lines = d.lines();
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(
             lines[0].starts_with("[phone-1] [2/4] flex f32 t1 rep 2/2: TTFT 3.0 ms (ETA "),
             "{lines:?}"
         );
-        d.rep_done(0, None);
-        d.rep_done(0, Some("last"));
+        d.rep_done(0, true, None);
+        d.rep_done(0, true, Some("last"));
         // Nothing left: no ETA.
         assert_eq!(d.lines()[1], "[phone-1] [4/4] last");
         d.log("device lost");
@@ -268,15 +293,15 @@ mod tests {
         let p = Progress::bars(ProgressDrawTarget::hidden());
         let d = p.device("127.0.0.1:7100", &[0, 0, 90]);
         d.temperature(41.5);
-        d.rep_done(0, Some("one"));
-        d.rep_done(0, Some("two"));
+        d.rep_done(0, true, Some("one"));
+        d.rep_done(0, true, Some("two"));
         let bar = d.bar.clone().unwrap();
         assert_eq!((bar.position(), bar.length()), (2, Some(3)));
-        assert!(
-            bar.message().ends_with("41.5 °C  ETA 1m30s"),
-            "{}",
-            bar.message()
-        );
+        assert!(bar.message().ends_with("41.5 °C"), "{}", bar.message());
+        // The bar counts down from the last ETA: the session's 90 s.
+        let (at, left) = d.eta.lock().unwrap().unwrap();
+        assert_eq!(left, Duration::from_secs(90));
+        assert!(at.elapsed() < Duration::from_secs(90));
         d.finish("done");
         assert!(bar.is_finished());
     }
@@ -286,16 +311,33 @@ mod tests {
     #[test]
     fn the_eta_counts_sessions_at_their_length() {
         let d = Progress::plain().device("phone-1", &[0, 0, 30, 30]);
-        d.rep_done(0, None);
-        d.rep_done(0, Some("quick"));
+        d.rep_done(0, true, None);
+        d.rep_done(0, true, Some("quick"));
         assert_eq!(d.lines()[0], "[phone-1] [2/4] quick (ETA 1m00s)");
         // A session that took twice its length (the clock moved back rather than waited on).
         {
             let mut st = d.state();
             st.last = st.last.checked_sub(Duration::from_secs(60)).unwrap();
         }
-        d.rep_done(30, Some("session"));
+        d.rep_done(30, true, Some("session"));
         assert_eq!(d.lines()[1], "[phone-1] [3/4] session (ETA 1m00s)");
+    }
+
+    /// A session that was not measured (skipped, failed early, lost) is no longer left but
+    /// says nothing of how long sessions take; nor does an ordinary repetition that failed.
+    #[test]
+    fn repetitions_not_measured_leave_the_pace_alone() {
+        let d = Progress::plain().device("phone-1", &[0, 0, 0, 30, 30, 30]);
+        d.rep_done(0, true, None);
+        {
+            let mut st = d.state();
+            st.last = st.last.checked_sub(Duration::from_secs(10)).unwrap();
+        }
+        d.rep_done(0, false, Some("failed at once"));
+        // One ordinary repetition left at the measured one's pace (≈0 s), three sessions.
+        assert_eq!(d.lines()[0], "[phone-1] [2/6] failed at once (ETA 1m30s)");
+        d.rep_done(30, false, Some("skipped"));
+        assert_eq!(d.lines()[1], "[phone-1] [3/6] skipped (ETA 1m00s)");
     }
 
     #[test]

@@ -131,7 +131,8 @@ impl LoraPair {
         assert!(x.len() >= rows * self.d_in && y.len() >= rows * stride);
         assert!(offset + self.d_out <= stride);
         let r = self.rank;
-        // `t` is the row's `x A` (`rank` values), a buffer per worker reused across rows.
+        // `t` is the row's `x A` (`rank` values), one buffer reused across the rows of a
+        // rayon job (or of the whole call, serially).
         let one = |t: &mut Vec<f32>, (xr, yr): (&[f32], &mut [f32])| {
             t.clear();
             t.resize(r, 0.0);

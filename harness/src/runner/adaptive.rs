@@ -26,12 +26,10 @@ pub(super) fn apply(row: &mut ResultRow, r: &RepResult, trace: &AdaptiveTrace, s
         None => vec![r.t_end_s],
     };
     if trace.unread > 0 {
-        let blind = format!(
-            "no temperature reading before {} of {} adaptive decisions (the level was kept)",
-            trace.unread, trace.decisions
-        );
+        // The same words for every repetition, so a cell lists them once.
+        let blind = "no temperature reading before some adaptive decisions (the level was kept)";
         row.note = if row.note.is_empty() {
-            blind
+            blind.to_owned()
         } else {
             format!("{}; {blind}", row.note)
         };
@@ -109,8 +107,8 @@ mod tests {
         apply(&mut row, &r, &blind, QuantLevel::Q4);
         assert_eq!(
             row.note,
-            "pinned elsewhere; no temperature reading before 2 of 5 adaptive decisions (the \
-             level was kept)"
+            "pinned elsewhere; no temperature reading before some adaptive decisions (the level \
+             was kept)"
         );
     }
 }

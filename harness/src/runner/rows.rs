@@ -397,7 +397,7 @@ impl<'a> AgentRun<'a> {
             .insert(rep);
         if status != Status::Ok {
             // The caller says why, once for the lot.
-            self.ui.rep_done(cell.duration_s, None);
+            self.ui.rep_done(cell.duration_s, false, None);
         }
     }
 
@@ -461,7 +461,7 @@ impl<'a> AgentRun<'a> {
                 self.reps,
                 r.ttft_s * 1e3
             );
-            self.ui.rep_done(cell.duration_s, Some(&msg));
+            self.ui.rep_done(cell.duration_s, true, Some(&msg));
         }
     }
 

@@ -44,7 +44,7 @@ impl Model {
         let c = path
             .to_str()
             .and_then(|s| CString::new(s).ok())
-            .ok_or_else(|| format!("path {} is not valid UTF-8", path.display()))?;
+            .ok_or_else(|| format!("path {} is not UTF-8 or holds a NUL", path.display()))?;
         // SAFETY: returns a plain struct of defaults.
         let params = unsafe { sys::llama_model_default_params() };
         // SAFETY: `c` is NUL-terminated and alive for the call; `params` is llama.cpp's own.

@@ -62,19 +62,27 @@ impl Axis {
         })
     }
 
+    /// How a cell's value is written on the chart's x axis.
+    fn label(self, k: &CellKey) -> String {
+        match self {
+            // The mode as written: its threshold in the sweep's own digits.
+            Axis::Adaptive => match k.adaptive.rsplit_once('@') {
+                Some((levels, t)) => {
+                    let to = levels.split_once('>').map_or(levels, |(_, to)| to);
+                    format!("{to} from {t} °C")
+                }
+                None => "off".into(),
+            },
+            _ => self.category(self.value(k)),
+        }
+    }
+
     /// How a value is written on the chart's x axis.
     fn category(self, x: f64) -> String {
         match self {
             Axis::PerfMode if x == 0.0 => "default".into(),
             Axis::PerfMode => "fixed".into(),
             Axis::Adaptive if x == 0.0 => "off".into(),
-            Axis::Adaptive => {
-                let to = ((x / 1000.0) as usize)
-                    .checked_sub(1)
-                    .and_then(|i| ADAPTIVE_TO.get(i))
-                    .unwrap_or(&"another level");
-                format!("{to} from {} °C", x % 1000.0)
-            }
             Axis::Lora if x == 0.0 => "none".into(),
             Axis::Lora => {
                 let mode = if x >= 2000.0 { "merged" } else { "unmerged" };
@@ -194,6 +202,17 @@ pub(super) fn axis_chart(
         .collect();
     xs.sort_by(f64::total_cmp);
     xs.dedup();
+    // Each value labelled from a cell that has it.
+    let labels: Vec<String> = xs
+        .iter()
+        .map(|&x| {
+            groups
+                .values()
+                .flatten()
+                .find(|c| axis.value(&c.key) == x)
+                .map_or_else(|| axis.category(x), |c| axis.label(&c.key))
+        })
+        .collect();
     let slot = |v: f64| xs.iter().position(|x| *x == v).unwrap_or(0) as f64;
     let series = groups
         .into_values()
@@ -216,7 +235,7 @@ pub(super) fn axis_chart(
             series,
             join: true,
             y_from_zero: true,
-            categories: Some(xs.iter().map(|x| axis.category(*x)).collect()),
+            categories: Some(labels),
         },
         total,
     ))
@@ -498,7 +517,7 @@ mod tests {
     use super::Axis;
 
     /// Adaptive modes that differ only in the level they switch to are points of their own on
-    /// the lever charts, labelled with that level and the threshold.
+    /// the lever charts, labelled with that level and the threshold as the sweep wrote it.
     #[test]
     fn adaptive_modes_with_one_threshold_do_not_share_a_point() {
         let key = |mode: &str| {
@@ -510,11 +529,15 @@ mod tests {
             .iter()
             .map(|m| Axis::Adaptive.value(&key(m)))
             .collect();
-        let labels: Vec<String> = xs.iter().map(|&x| Axis::Adaptive.category(x)).collect();
+        let labels: Vec<String> = ["off", "q8>q4@45", "q8>q4_0@45", "q8>q4@50"]
+            .iter()
+            .map(|m| Axis::Adaptive.label(&key(m)))
+            .collect();
         assert_eq!(
             labels,
             ["off", "q4 from 45 °C", "q4_0 from 45 °C", "q4 from 50 °C"]
         );
         assert!(xs[1] < xs[3] && xs[3] < xs[2], "{xs:?}");
+        assert_eq!(Axis::Adaptive.label(&key("f32>q8@41.3")), "q8 from 41.3 °C");
     }
 }
