@@ -4,25 +4,15 @@
 //! cache (found through llama-cpp-sys-2's `ggml_cmake_dir`), which holds what the library was
 //! really configured with: cmake configures once per build directory, so a changed
 //! environment alone does not rebuild it. Without that cache, the environment's values
-//! (`.cargo/config.toml` sets the x86 ones, `scripts/build-agent` the arm64 one).
+//! (`kernels/llama-cpp.cmake` detects the x86 ones, `scripts/build-agent` sets the arm64 one).
 //!
 //! For the static arm64 agent it also points the link at the C++ library zig built
 //! (`SOCBENCH_CXX_LIB_DIR`, set by `scripts/build-agent`).
 
 use std::path::Path;
 
-const OPTIONS: [&str; 10] = [
-    "GGML_AVX",
-    "GGML_AVX2",
-    "GGML_FMA",
-    "GGML_F16C",
-    "GGML_BMI2",
-    "GGML_AVX_VNNI",
-    "GGML_AVX512",
-    "GGML_AVX512_VBMI",
-    "GGML_AVX512_VNNI",
-    "GGML_AVX512_BF16",
-];
+// X86_OPTIONS: the `GGML_*` options that select x86 instructions (shared with the crate).
+include!("src/llamacpp/options.rs");
 
 /// The value of `key` in llama.cpp's cmake cache, when llama-cpp-sys-2 built it here.
 fn configured(key: &str) -> Option<String> {
@@ -50,7 +40,7 @@ fn main() {
             .or_else(|| std::env::var("GGML_CPU_ARM_ARCH").ok())
             .unwrap_or_else(|| "armv8-a".to_owned())
     } else {
-        let on: Vec<&str> = OPTIONS
+        let on: Vec<&str> = X86_OPTIONS
             .iter()
             .copied()
             .inspect(|k| println!("cargo:rerun-if-env-changed={k}"))

@@ -1,5 +1,5 @@
 //! Whether this CPU can run the llama.cpp this program was built with: the CPU features
-//! llama.cpp was compiled for (x86-64: the `GGML_*` options, `.cargo/config.toml`; arm64:
+//! llama.cpp was compiled for (x86-64: the `GGML_*` options, `kernels/llama-cpp.cmake`; arm64:
 //! `GGML_CPU_ARM_ARCH`, `scripts/build-agent`; read from its cmake cache by
 //! `kernels/build.rs`) against the features this CPU reports. A build for AVX-512 or for the
 //! dot-product instructions on a CPU without them is one clear error, never a SIGILL.
@@ -8,6 +8,8 @@
 /// options that were on (`GGML_AVX2,GGML_FMA,...`), on arm64 the architecture ggml's CPU
 /// backend was built for (`armv8.2-a+dotprod+fp16`).
 pub const BUILD_FLAGS: &str = env!("SOCBENCH_GGML_FLAGS");
+
+include!("options.rs");
 
 /// Whether this CPU has every instruction-set extension llama.cpp was compiled for; `Err`
 /// names the missing ones and how to rebuild.
@@ -82,6 +84,7 @@ fn arm_requirements(arch: &str) -> Vec<&str> {
 #[cfg(target_arch = "x86_64")]
 fn cpu_has(flag: &str) -> bool {
     match flag {
+        "GGML_SSE42" => is_x86_feature_detected!("sse4.2"),
         "GGML_AVX" => is_x86_feature_detected!("avx"),
         "GGML_AVX2" => is_x86_feature_detected!("avx2"),
         "GGML_FMA" => is_x86_feature_detected!("fma"),
@@ -99,9 +102,24 @@ fn cpu_has(flag: &str) -> bool {
         "GGML_AVX512_VBMI" => is_x86_feature_detected!("avx512vbmi"),
         "GGML_AVX512_VNNI" => is_x86_feature_detected!("avx512vnni"),
         "GGML_AVX512_BF16" => is_x86_feature_detected!("avx512bf16"),
+        // AMX (only when asked for: `kernels/llama-cpp.cmake`): the CPU reports it, the
+        // kernel must also grant the tile state, which ggml requests itself.
+        "GGML_AMX_TILE" => cpuinfo_has("amx_tile"),
+        "GGML_AMX_INT8" => cpuinfo_has("amx_int8"),
+        "GGML_AMX_BF16" => cpuinfo_has("amx_bf16"),
         // Options that select no instructions (or that this check does not know) pass.
         _ => true,
     }
+}
+
+/// Whether the kernel lists `flag` among this CPU's flags (`/proc/cpuinfo`).
+#[cfg(target_arch = "x86_64")]
+fn cpuinfo_has(flag: &str) -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|text| {
+        text.lines()
+            .find(|l| l.starts_with("flags"))
+            .is_some_and(|l| l.split_whitespace().any(|f| f == flag))
+    })
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -180,5 +198,128 @@ mod tests {
             arm_requirements("armv8.4-a+dotprod+i8mm"),
             ["lse", "rdm", "rcpc", "dotprod", "i8mm"]
         );
+    }
+
+    /// `kernels/llama-cpp.cmake` configures llama.cpp for the CPU that `/proc/cpuinfo`
+    /// describes: an AVX2-only Zen 3 gets AVX2 and no AVX-512, an AVX-512 CPU gets AVX-512 and
+    /// its extensions, and an option set in the environment wins (`GGML_AVX512=OFF` takes
+    /// AVX-512's extensions with it). Configures a one-line cmake project with the include.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_cmake_include_configures_llama_cpp_for_the_described_cpu() {
+        const ZEN3: &str = "fpu sse sse2 ssse3 fma cx16 sse4_1 sse4_2 movbe popcnt aes xsave \
+                            avx f16c bmi1 avx2 bmi2 sha_ni vaes vpclmulqdq";
+        const ZEN4: &str = "sse sse2 fma sse4_1 sse4_2 avx f16c bmi1 avx2 bmi2 avx512f \
+                            avx512dq avx512ifma avx512cd avx512bw avx512vl avx512_bf16 \
+                            avx512vbmi avx512_vbmi2 avx512_vnni";
+        const SPR: &str = "sse4_2 avx f16c fma bmi2 avx2 avx_vnni avx512f avx512dq avx512cd \
+                           avx512bw avx512vl avx512vbmi avx512_vnni avx512_bf16 amx_bf16 \
+                           amx_tile amx_int8";
+        let on = |flags: &str, env: &[(&str, &str)]| -> Vec<String> {
+            let dir = std::env::temp_dir().join(format!(
+                "socbench-cmake-{}-{}",
+                std::process::id(),
+                flags.len() + env.len()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            std::fs::write(
+                dir.join("cpuinfo"),
+                format!("processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: sse\n"),
+            )
+            .expect("cpuinfo");
+            std::fs::write(
+                dir.join("CMakeLists.txt"),
+                "cmake_minimum_required(VERSION 3.14)\nproject(probe NONE)\n",
+            )
+            .expect("project");
+            let include = concat!(env!("CARGO_MANIFEST_DIR"), "/llama-cpp.cmake");
+            let mut cmd = std::process::Command::new("cmake");
+            cmd.arg("-S")
+                .arg(&dir)
+                .arg("-B")
+                .arg(dir.join("build"))
+                .arg(format!("-DCMAKE_PROJECT_INCLUDE={include}"))
+                .env("SOCBENCH_CPUINFO", dir.join("cpuinfo"));
+            for key in super::X86_OPTIONS {
+                cmd.env_remove(key);
+            }
+            for (k, v) in env {
+                cmd.env(k, v).arg(format!("-D{k}={v}"));
+            }
+            let out = cmd
+                .output()
+                .expect("cmake runs (scripts/deps build installs it)");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let cache = std::fs::read_to_string(dir.join("build/CMakeCache.txt")).expect("cache");
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut on: Vec<String> = cache
+                .lines()
+                .filter_map(|l| l.strip_suffix("=ON"))
+                .filter_map(|l| l.split(':').next())
+                .filter(|k| k.starts_with("GGML_"))
+                .map(str::to_owned)
+                .collect();
+            on.sort();
+            on
+        };
+        let zen3 = on(ZEN3, &[]);
+        assert_eq!(
+            zen3,
+            [
+                "GGML_AVX",
+                "GGML_AVX2",
+                "GGML_BMI2",
+                "GGML_F16C",
+                "GGML_FMA",
+                "GGML_SSE42"
+            ]
+        );
+        let zen4 = on(ZEN4, &[]);
+        for k in [
+            "GGML_AVX512",
+            "GGML_AVX512_BF16",
+            "GGML_AVX512_VBMI",
+            "GGML_AVX512_VNNI",
+        ] {
+            assert!(zen4.iter().any(|o| o == k), "{k} in {zen4:?}");
+        }
+        assert!(!zen4.iter().any(|o| o == "GGML_AVX_VNNI"), "{zen4:?}");
+        let spr = on(SPR, &[]);
+        assert!(spr.iter().any(|o| o == "GGML_AVX_VNNI"), "{spr:?}");
+        assert!(
+            !spr.iter().any(|o| o.starts_with("GGML_AMX")),
+            "AMX only when asked: {spr:?}"
+        );
+        let off = on(SPR, &[("GGML_AVX512", "OFF")]);
+        assert!(!off.iter().any(|o| o.starts_with("GGML_AVX512")), "{off:?}");
+        assert!(off.iter().any(|o| o == "GGML_AVX2"), "{off:?}");
+        let amx = on(SPR, &[("GGML_AMX_INT8", "ON")]);
+        assert!(amx.iter().any(|o| o == "GGML_AMX_INT8"), "{amx:?}");
+    }
+
+    /// The llama.cpp in this build was configured for this machine's CPU: every x86 tier the
+    /// CPU has is in [`BUILD_FLAGS`](super::BUILD_FLAGS) (no fixed list that leaves AVX-512 out, or
+    /// puts it in on a CPU without it), unless the environment turned it off.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn llama_cpp_was_built_for_this_cpu() {
+        assert_eq!(super::cpu_support(), Ok(()));
+        let built: Vec<&str> = super::BUILD_FLAGS.split(',').collect();
+        for key in super::X86_OPTIONS {
+            if key.starts_with("GGML_AMX") || std::env::var_os(key).is_some() {
+                continue;
+            }
+            assert_eq!(
+                built.contains(&key),
+                super::cpu_has(key),
+                "{key}: built for {}",
+                super::BUILD_FLAGS
+            );
+        }
     }
 }

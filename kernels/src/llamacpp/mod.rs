@@ -17,7 +17,7 @@
 mod cpu;
 mod ffi;
 
-pub use cpu::{BUILD_FLAGS, cpu_support};
+pub use cpu::{BUILD_FLAGS, X86_OPTIONS, cpu_support};
 
 use crate::KernelError;
 use crate::generate::{Generation, Perplexity, argmax};
