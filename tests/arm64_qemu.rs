@@ -22,7 +22,7 @@ use std::process::Command;
 fn musl_agent() -> PathBuf {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new(format!("{root}/scripts/build-agent"))
-        .arg("arm64-v8a")
+        .args(["arm64-v8a", "--profile", "emulated"])
         .env_remove("ANDROID_NDK_HOME")
         .current_dir(root)
         .output()
@@ -40,7 +40,7 @@ fn musl_agent() -> PathBuf {
     );
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(
-        path.ends_with("aarch64-unknown-linux-musl/debug/socbench-agent") && path.is_file(),
+        path.ends_with("aarch64-unknown-linux-musl/emulated/socbench-agent") && path.is_file(),
         "{path:?}"
     );
     path
@@ -341,7 +341,7 @@ fn the_agent_selects_and_checks_every_arm_kernel_the_cpu_has() {
 fn the_kernel_unit_tests_pass_on_arm64_with_and_without_the_dot_product_instructions() {
     let root = env!("CARGO_MANIFEST_DIR");
     let build = Command::new(format!("{root}/scripts/build-agent"))
-        .args(["arm64-v8a", "--kernel-tests"])
+        .args(["arm64-v8a", "--profile", "emulated", "--kernel-tests"])
         .env_remove("ANDROID_NDK_HOME")
         .current_dir(root)
         .output()

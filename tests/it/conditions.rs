@@ -8,7 +8,7 @@
 //! Fixed-performance mode holds the virtual phone's clocks for its cells and is restored.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::adb::{AdbServer, VirtualPhone};
 use common::{assert_success, rows, socbench};

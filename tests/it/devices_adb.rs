@@ -2,7 +2,7 @@
 //! the `adb` CLI and by socbench's `AdbDevice`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::adb::{AdbServer, VirtualPhone};
 use socbench_devices::info::SensorOrigin;

@@ -3,7 +3,7 @@
 // Test helpers: a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 use common::*;
 use predicates::prelude::*;
 use socbench_kernels::gguf::GgufWriter;

@@ -3,7 +3,7 @@
 //! row is lost or mixed up.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::adb::{AdbServer, VirtualPhone};
 use common::{assert_success, socbench};

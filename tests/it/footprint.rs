@@ -3,7 +3,7 @@
 //! itself and reported in its JSON.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 

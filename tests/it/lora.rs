@@ -5,7 +5,7 @@
 // (Unmerged = merged at f32 within 1e-4: `socbench_kernels::lora` unit tests.)
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::{assert_success, real_model, rows, socbench};
 use socbench_reports::row::{ResultRow, Status};

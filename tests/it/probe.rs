@@ -2,7 +2,7 @@
 //! virtual phone.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::adb::{AdbServer, VirtualPhone};
 use common::{assert_success, socbench};

@@ -5,7 +5,7 @@
 // Test helpers: a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 use common::*;
 
 /// Checks one backend at f32 against every reference prompt.

@@ -2,7 +2,7 @@
 //! in headless Chromium, the summary formats, and compare's exit codes.
 
 #![allow(clippy::unwrap_used)]
-mod common;
+use crate::common;
 
 use common::browser::headless;
 use common::{assert_success, socbench};

@@ -1,7 +1,7 @@
 //! Issue #4: `socbench run` end to end on the host and on the virtual device, with faults.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::adb::{AdbServer, VirtualPhone};
 use common::{assert_success, socbench};

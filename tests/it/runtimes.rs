@@ -1,7 +1,7 @@
 //! Issue #18: llama.cpp as a reference runtime beside Burn, on the same GGUF file.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::{assert_success, rows, socbench};
 use socbench_kernels::backend::BackendKind;

@@ -8,7 +8,7 @@
 //! the report's tables say so, and every expected chart is an SVG in headless Chromium.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::adb::{AdbServer, VirtualPhone};
 use common::browser::charts_render;

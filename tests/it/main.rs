@@ -1,0 +1,23 @@
+//! The integration tests, one module per area, in one test binary: each file in `tests/`
+//! is a program of its own that links all of socbench, so one binary is linked once instead of
+//! once per file. `tests/quality.rs` (its scores keep both cores busy for a minute, which would
+//! starve the thread and timing checks here) and `tests/arm64_qemu.rs` (it cross-builds the
+//! arm64 agent) stay binaries of their own. `cargo test --test it MODULE::` runs one area.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod build_features;
+mod conditions;
+mod devices_adb;
+mod errors;
+mod faults;
+mod footprint;
+mod knobs;
+mod lora;
+mod probe;
+mod reference;
+mod reports_cli;
+mod run_sweep;
+mod runtimes;
+mod sustained;
