@@ -1,8 +1,9 @@
-//! Issue #20's acceptance sweep on the virtual phone (through the real adb server): one-minute
-//! sustained sessions (`--duration-s 60`) across token pacing (`0,50`) and the
+//! Issue #20's acceptance sweep on the virtual phone (through the real adb server): sustained
+//! sessions (`--duration-s 30`; #20 asked for a minute, halved together with the thermal time
+//! constant so the phone heats the same way in half the CI time, issue #33) across token pacing (`0,50`) and the
 //! fixed-performance mode (`default,fixed`), every cell adaptive (`q8>f32@40`: both levels
-//! loaded, f32 once the hottest zone reaches 40 °C). The phone's thermal model, with a 3 s
-//! time constant, heats past the threshold and its 50 °C throttle within a minute when
+//! loaded, f32 once the hottest zone reaches 40 °C). The phone's thermal model, with a 1.5 s
+//! time constant, heats past the threshold and its 50 °C throttle within the session when
 //! generation runs flat out. The rows carry the sessions' peak and sustained throughput, the
 //! time to throttle, the battery drop measured over each session and the adaptive switches;
 //! the report's tables say so, and every expected chart is an SVG in headless Chromium.
@@ -22,10 +23,10 @@ fn slug(s: &str) -> String {
 }
 
 #[test]
-fn one_minute_sessions_paced_fixed_and_adaptive_on_the_virtual_phone_are_measured_and_drawn() {
+fn half_minute_sessions_paced_fixed_and_adaptive_on_the_virtual_phone_are_measured_and_drawn() {
     let dir = tempfile::tempdir().unwrap();
     let server = AdbServer::start();
-    let phone = VirtualPhone::start(&dir.path().join("phone"), &["--thermal-tau", "3"]);
+    let phone = VirtualPhone::start(&dir.path().join("phone"), &["--thermal-tau", "1.5"]);
     server.connect(&phone.serial);
     let out = dir.path().join("out");
     let adb = format!("127.0.0.1:{}", server.port);
@@ -45,7 +46,7 @@ fn one_minute_sessions_paced_fixed_and_adaptive_on_the_virtual_phone_are_measure
         "--gen-tokens",
         "32",
         "--duration-s",
-        "60",
+        "30",
         "--pacing-ms",
         "0,50",
         "--perf-mode",
@@ -62,7 +63,7 @@ fn one_minute_sessions_paced_fixed_and_adaptive_on_the_virtual_phone_are_measure
     assert_eq!(r.len(), 4, "{r:?}");
     for row in &r {
         assert_eq!(row.status, Status::Ok, "{row:?}");
-        assert_eq!((row.duration_s, row.adaptive.as_str()), (60, "q8>f32@40"));
+        assert_eq!((row.duration_s, row.adaptive.as_str()), (30, "q8>f32@40"));
         assert_eq!(
             row.quant, "q8",
             "an adaptive cell's quant is its first level"
@@ -76,7 +77,7 @@ fn one_minute_sessions_paced_fixed_and_adaptive_on_the_virtual_phone_are_measure
             "{row:?}"
         );
         assert!((row.sustained_ratio.unwrap() - sustained / peak).abs() < 1e-9);
-        // On battery the whole minute: the drop is measured (idle alone is 0.6 W).
+        // On battery the whole session: the drop is measured (idle alone is 0.6 W).
         assert_eq!(row.power_source, "battery");
         let drop = row.battery_drop_mah.expect("measured on battery");
         assert!(drop > 0.5 && drop < 40.0, "{row:?}");
@@ -100,7 +101,7 @@ fn one_minute_sessions_paced_fixed_and_adaptive_on_the_virtual_phone_are_measure
     assert!(hot.switches.unwrap() >= 1.0, "{hot:?}");
     assert!(hot.second_level_share.unwrap() > 0.5, "{hot:?}");
     let throttle = hot.throttle_after_s.expect("the phone throttled");
-    assert!(throttle > 0.0 && throttle < 60.0, "{hot:?}");
+    assert!(throttle > 0.0 && throttle < 30.0, "{hot:?}");
     assert_eq!(hot.throttled, Some(true));
     // Fixed clocks hold it near 42.6 °C: adapted, never judged throttled.
     let fixed = cell(0, "fixed");
@@ -135,7 +136,7 @@ fn one_minute_sessions_paced_fixed_and_adaptive_on_the_virtual_phone_are_measure
         (" pace=50ms", " perf=fixed"),
     ] {
         let label = format!(
-            "flex q8 t1 b1 kv=full p16 g32 a=all{pace}{perf} session=60s adaptive=q8>f32@40"
+            "flex q8 t1 b1 kv=full p16 g32 a=all{pace}{perf} session=30s adaptive=q8>f32@40"
         );
         let id = slug(&format!("{}-{label}", phone.serial));
         for g in ["throughput", "temperature", "frequency"] {

@@ -3,7 +3,7 @@
 // Test helpers: a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
+mod common;
 use common::*;
 
 const PROMPT: &str = "Once upon a time";
