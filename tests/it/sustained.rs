@@ -1,7 +1,7 @@
 //! Issue #20's acceptance sweep on the virtual phone (through the real adb server): sustained
 //! sessions (`--duration-s 30`; #20 asked for a minute, halved together with the thermal time
-//! constant so the phone heats the same way in half the CI time, issue #33) across token pacing (`0,50`) and the
-//! fixed-performance mode (`default,fixed`), every cell adaptive (`q8>f32@40`: both levels
+//! constant so the phone heats the same way in half the CI time, issue #33) across token
+//! pacing (`0,50`) and the fixed-performance mode (`default,fixed`), every cell adaptive (`q8>f32@40`: both levels
 //! loaded, f32 once the hottest zone reaches 40 °C). The phone's thermal model, with a 1.5 s
 //! time constant, heats past the threshold and its 50 °C throttle within the session when
 //! generation runs flat out. The rows carry the sessions' peak and sustained throughput, the
