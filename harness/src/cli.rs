@@ -231,7 +231,8 @@ pub struct ModelArgs {
     /// Burn backend: ndarray, flex or wgpu.
     #[arg(long, default_value = "flex")]
     pub backend: BackendKind,
-    /// Weight quantization: f32, f16, q8, q4, q4_0, q8-tensor, q4-tensor.
+    /// Weight quantization: f32, f16, q8, q4, q4_0, q8-tensor, q4-tensor, or `file` (the model
+    /// file as stored, llama.cpp only).
     #[arg(long, default_value = "f32")]
     pub quant: QuantLevel,
     /// CPU threads the backend may use. Default: all available cores.

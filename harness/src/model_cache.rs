@@ -164,8 +164,20 @@ pub fn model_identity(model: &str) -> Result<String> {
     Ok(format!("{name}@{}", &digest[..16]))
 }
 
-/// The file llama.cpp runs `level` from: the model itself when it is already in that
-/// llama.cpp format (the shipped Q4_1 file at `q4`), else a copy re-quantized once by
+/// Why socbench's Burn runtime cannot run `model` (`None` when it can), from the file's header:
+/// [`socbench_kernels::load::burn_support`].
+pub fn burn_unsupported(model: &str) -> Result<Option<String>> {
+    if model == "synthetic:tiny" {
+        return Ok(None);
+    }
+    let file = socbench_kernels::load::ModelSpec::File(model.into())
+        .open()
+        .with_context(|| format!("model {model}"))?;
+    Ok(socbench_kernels::load::burn_support(&file).err())
+}
+
+/// The file llama.cpp runs `level` from: the model itself at `file` or when it is already in
+/// that llama.cpp format (the shipped Q4_1 file at `q4`), else a copy re-quantized once by
 /// llama.cpp's own quantizer and kept in the cache (`llama.cpp/<model digest>.<FORMAT>.gguf`),
 /// so every sweep of the same model reuses it. `Err` says why llama.cpp cannot run the level.
 pub fn llama_cpp_model(
@@ -183,10 +195,14 @@ pub fn llama_cpp_model(
     }
     let format = LlamaFormat::for_level(level)?;
     let path = Path::new(model);
+    let Some(file_type) = format.file_type() else {
+        // `quant = file`: the model as it is stored.
+        return Ok(path.to_path_buf());
+    };
     let stored = socbench_kernels::gguf::GgufFile::open(path)
         .and_then(|f| f.get_usize("general.file_type"))
         .ok();
-    if stored == Some(format.file_type() as usize) {
+    if stored == Some(file_type as usize) {
         return Ok(path.to_path_buf());
     }
     let digest = model_id.rsplit('@').next().unwrap_or(model_id);

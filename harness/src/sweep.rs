@@ -642,7 +642,15 @@ impl Sweep {
             return Ok(());
         }
         let adaptive_levels = self.adaptive.iter().flatten().flat_map(|a| [a.from, a.to]);
-        let levels: Vec<QuantLevel> = self.quant.iter().copied().chain(adaptive_levels).collect();
+        // `file` on Burn is skipped with the reason beside llama.cpp's cells of it.
+        let llama_too = self.runtime.contains(&RuntimeKind::LlamaCpp);
+        let levels: Vec<QuantLevel> = self
+            .quant
+            .iter()
+            .copied()
+            .filter(|&q| !(llama_too && q == QuantLevel::File))
+            .chain(adaptive_levels)
+            .collect();
         for &b in &self.backend {
             for &q in &levels {
                 if let Err(reason) = q.support(b) {
@@ -772,7 +780,8 @@ impl PlannedCell {
     /// Why this cell cannot run, known from its axis values alone (llama.cpp's limits).
     pub fn unsupported(&self) -> Option<String> {
         match self.runtime {
-            RuntimeKind::Burn => None,
+            // Levels Burn cannot run were refused when the sweep was read, but for `file`.
+            RuntimeKind::Burn => self.quant.support(self.backend).err(),
             RuntimeKind::LlamaCpp if self.lora.is_some() => Some(
                 "LoRA adapters run on the Burn runtime only (llama.cpp loads adapters from \
                  GGUF adapter files, not socbench's)"

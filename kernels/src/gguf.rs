@@ -142,7 +142,10 @@ impl Value {
     }
 }
 
-/// GGML tensor element types (the subset of codes socbench knows by name).
+/// GGML tensor element types: the five socbench decodes by name, every other code as
+/// [`GgmlType::Other`]. Every type ggml defines is sized ([`GgmlType::block_layout`]) and
+/// named, so that a file of any type can be read, checked and identified; only the five
+/// named ones can be decoded ([`GgmlType::decodable`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgmlType {
     /// 32-bit float.
@@ -155,12 +158,50 @@ pub enum GgmlType {
     Q4_1,
     /// 8-bit, blocks of 32 with an f16 scale.
     Q8_0,
-    /// Any other code: readable directory entry, data not decodable here.
+    /// Any other code: sized and named when ggml defines it (K-quants, I-quants, BF16 …),
+    /// never decoded here.
     Other(u32),
 }
 
+/// The types ggml defines beyond the five socbench decodes: code, name (as llama.cpp's tools
+/// print it), elements per block, bytes per block. From ggml's `ggml_type` and its block
+/// structs; `llama_cpp_agrees_on_every_ggml_type` checks it against the linked ggml.
+const OTHER_TYPES: &[(u32, &str, u64, u64)] = &[
+    (6, "Q5_0", 32, 22),
+    (7, "Q5_1", 32, 24),
+    (9, "Q8_1", 32, 36),
+    (10, "Q2_K", 256, 84),
+    (11, "Q3_K", 256, 110),
+    (12, "Q4_K", 256, 144),
+    (13, "Q5_K", 256, 176),
+    (14, "Q6_K", 256, 210),
+    (15, "Q8_K", 256, 292),
+    (16, "IQ2_XXS", 256, 66),
+    (17, "IQ2_XS", 256, 74),
+    (18, "IQ3_XXS", 256, 98),
+    (19, "IQ1_S", 256, 50),
+    (20, "IQ4_NL", 32, 18),
+    (21, "IQ3_S", 256, 110),
+    (22, "IQ2_S", 256, 82),
+    (23, "IQ4_XS", 256, 136),
+    (24, "I8", 1, 1),
+    (25, "I16", 1, 2),
+    (26, "I32", 1, 4),
+    (27, "I64", 1, 8),
+    (28, "F64", 1, 8),
+    (29, "IQ1_M", 256, 56),
+    (30, "BF16", 1, 2),
+    (34, "TQ1_0", 256, 54),
+    (35, "TQ2_0", 256, 66),
+    (39, "MXFP4", 32, 17),
+    (40, "NVFP4", 64, 36),
+    (41, "Q1_0", 128, 18),
+    (42, "Q2_0", 64, 18),
+];
+
 impl GgmlType {
-    fn from_code(code: u32) -> Self {
+    /// The type of a GGUF type code.
+    pub fn from_code(code: u32) -> Self {
         match code {
             0 => Self::F32,
             1 => Self::F16,
@@ -171,7 +212,24 @@ impl GgmlType {
         }
     }
 
-    /// (elements per block, bytes per block), or `None` for types we cannot size.
+    /// The GGUF type code.
+    pub fn code(self) -> u32 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Q4_0 => 2,
+            Self::Q4_1 => 3,
+            Self::Q8_0 => 8,
+            Self::Other(code) => code,
+        }
+    }
+
+    fn other(self) -> Option<&'static (u32, &'static str, u64, u64)> {
+        let code = self.code();
+        OTHER_TYPES.iter().find(|t| t.0 == code)
+    }
+
+    /// (elements per block, bytes per block), or `None` for a code ggml does not define.
     pub fn block_layout(self) -> Option<(u64, u64)> {
         match self {
             Self::F32 => Some((1, 4)),
@@ -179,8 +237,13 @@ impl GgmlType {
             Self::Q4_0 => Some((32, 18)),
             Self::Q4_1 => Some((32, 20)),
             Self::Q8_0 => Some((32, 34)),
-            Self::Other(_) => None,
+            Self::Other(_) => self.other().map(|t| (t.2, t.3)),
         }
+    }
+
+    /// Whether socbench can decode this type (F32, F16, Q4_0, Q4_1, Q8_0).
+    pub fn decodable(self) -> bool {
+        !matches!(self, Self::Other(_))
     }
 }
 
@@ -192,7 +255,10 @@ impl std::fmt::Display for GgmlType {
             Self::Q4_0 => f.write_str("Q4_0"),
             Self::Q4_1 => f.write_str("Q4_1"),
             Self::Q8_0 => f.write_str("Q8_0"),
-            Self::Other(code) => write!(f, "ggml type {code}"),
+            Self::Other(code) => match self.other() {
+                Some(t) => f.write_str(t.1),
+                None => write!(f, "ggml type {code}"),
+            },
         }
     }
 }
@@ -432,8 +498,10 @@ impl GgufFile {
             reason,
         };
         let Some((block_elems, block_bytes)) = info.ty.block_layout() else {
-            // Unknown types are only an error when the tensor is read.
-            return Ok(0..0);
+            return Err(bad(format!(
+                "{} is not a type ggml defines (a newer file, or a damaged one)",
+                info.ty
+            )));
         };
         let elements = info
             .dims
@@ -472,17 +540,9 @@ impl GgufFile {
             .ok_or_else(|| GgufError::MissingTensor { name: name.into() })
     }
 
-    /// The raw bytes of a tensor's data.
+    /// The raw bytes of a tensor's data, of any type (decoding is the reader's business:
+    /// [`GgmlType::decodable`]).
     pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<&[u8], GgufError> {
-        if info.ty.block_layout().is_none() {
-            return Err(GgufError::BadTensor {
-                name: info.name.clone(),
-                reason: format!(
-                    "{} data cannot be decoded (F32, F16, Q4_0, Q4_1, Q8_0 can)",
-                    info.ty
-                ),
-            });
-        }
         Ok(&self.bytes.as_slice()[self.tensor_range(info)?])
     }
 
@@ -813,5 +873,40 @@ mod tests {
             GgufFile::parse(b),
             Err(GgufError::UnsupportedVersion(1))
         ));
+    }
+
+    /// A tensor of a type socbench does not decode (Q6_K here) is sized, checked and handed
+    /// out as bytes; a truncated one is an error naming it; a code ggml does not define is
+    /// an error naming the tensor when the file is opened.
+    #[test]
+    fn every_ggml_type_is_sized_and_checked() {
+        let q6_k = GgmlType::from_code(14);
+        assert_eq!(
+            (q6_k.to_string(), q6_k.block_layout()),
+            ("Q6_K".into(), Some((256, 210)))
+        );
+        assert!(!q6_k.decodable() && GgmlType::Q4_1.decodable());
+        let file = |code: u32, len: usize| {
+            let mut w = GgufWriter::default();
+            w.string("general.architecture", "qwen3").tensor_raw(
+                "w",
+                &[256, 2],
+                code,
+                vec![7; len],
+            );
+            GgufFile::parse(w.to_bytes())
+        };
+        let f = file(14, 420).unwrap();
+        let w = f.tensor("w").unwrap();
+        assert_eq!(f.tensor_bytes(w).unwrap(), &[7; 420][..]);
+        assert_eq!(f.tensor_data_bytes(), 420);
+        let err = file(14, 419).unwrap_err();
+        assert!(matches!(err, GgufError::Truncated { .. }), "{err}");
+        assert!(err.to_string().contains("\"w\" (Q6_K)"), "{err}");
+        let err = file(4, 420).unwrap_err().to_string();
+        assert!(
+            err.contains("\"w\"") && err.contains("ggml type 4"),
+            "{err}"
+        );
     }
 }

@@ -209,9 +209,18 @@ fn checked<'f>(
 }
 
 fn undecodable(info: &TensorInfo, bytes: usize) -> KernelError {
+    let reason = if info.ty.decodable() {
+        format!("{} data of {bytes} bytes does not decode", info.ty)
+    } else {
+        format!(
+            "{} data cannot be decoded by socbench's Burn runtime (F32, F16, Q4_0, Q4_1 and \
+             Q8_0 can; llama.cpp cells run the file as it is)",
+            info.ty
+        )
+    };
     GgufError::BadTensor {
         name: info.name.clone(),
-        reason: format!("{} data of {bytes} bytes does not decode", info.ty),
+        reason,
     }
     .into()
 }
@@ -451,6 +460,28 @@ fn build(file: &GgufFile, c: &LlamaConfig, target: &Target<'_>) -> Result<Llama,
         model.cast_to_f16();
     }
     Ok(model)
+}
+
+/// Whether socbench's Burn runtime can run `file`, and if not, why: a LLaMA-family
+/// architecture with consistent dimensions, and every tensor in a type it decodes. Decided
+/// from the header alone (no tensor is read), so that a file only llama.cpp runs has its Burn
+/// cells skipped with this reason before any device.
+pub fn burn_support(file: &GgufFile) -> Result<(), String> {
+    crate::model::LlamaConfig::from_gguf(file).map_err(|e| e.to_string())?;
+    let undecodable: Vec<&TensorInfo> = file.tensors.iter().filter(|t| !t.ty.decodable()).collect();
+    if let Some(first) = undecodable.first() {
+        let mut types: Vec<String> = undecodable.iter().map(|t| t.ty.to_string()).collect();
+        types.sort();
+        types.dedup();
+        return Err(format!(
+            "{} of its tensors are in {} (the first: {}), which socbench's Burn runtime does \
+             not decode (it decodes F32, F16, Q4_0, Q4_1 and Q8_0)",
+            undecodable.len(),
+            types.join(", "),
+            first.name
+        ));
+    }
+    Ok(())
 }
 
 /// Deterministic pseudo-random numbers (SplitMix64), so the synthetic model is the same on

@@ -59,11 +59,16 @@ pub enum QuantLevel {
     /// 4-bit symmetric integers, one f32 scale for the whole tensor.
     #[serde(rename = "q4-tensor")]
     Q4Tensor,
+    /// The model file as it is stored, in whatever types its tensors have (a Q4_K_M file's
+    /// K-quants, a BF16 file): no re-quantization. llama.cpp runs it; socbench's Burn runtime
+    /// quantizes from the weights itself, so its cells at `file` are skipped with the reason.
+    #[serde(rename = "file")]
+    File,
 }
 
 impl QuantLevel {
     /// Every level.
-    pub const ALL: [QuantLevel; 7] = [
+    pub const ALL: [QuantLevel; 8] = [
         Self::F32,
         Self::F16,
         Self::Q8,
@@ -71,6 +76,7 @@ impl QuantLevel {
         Self::Q4_0,
         Self::Q8Tensor,
         Self::Q4Tensor,
+        Self::File,
     ];
 
     /// The name used on the command line and in results.
@@ -83,16 +89,7 @@ impl QuantLevel {
             Self::Q4_0 => "q4_0",
             Self::Q8Tensor => "q8-tensor",
             Self::Q4Tensor => "q4-tensor",
-        }
-    }
-
-    /// Bits per stored weight, scales excluded.
-    pub fn weight_bits(self) -> u32 {
-        match self {
-            Self::F32 => 32,
-            Self::F16 => 16,
-            Self::Q8 | Self::Q8Tensor => 8,
-            Self::Q4 | Self::Q4_0 | Self::Q4Tensor => 4,
+            Self::File => "file",
         }
     }
 
@@ -102,7 +99,7 @@ impl QuantLevel {
     /// byte), wgpu packs every integer level into `u32` words (the only storage it runs).
     pub fn scheme(self, backend: BackendKind) -> Option<QuantScheme> {
         let value = match self {
-            Self::F32 | Self::F16 => return None,
+            Self::F32 | Self::F16 | Self::File => return None,
             Self::Q8 | Self::Q8Tensor => QuantValue::Q8S,
             Self::Q4 => QuantValue::Q4F,
             Self::Q4_0 | Self::Q4Tensor => QuantValue::Q4S,
@@ -132,6 +129,12 @@ impl QuantLevel {
             ),
             (NdArray, Q4Tensor) => Err(
                 "burn-ndarray 0.22 does not implement 4-bit quantization (native or packed storage)"
+                    .into(),
+            ),
+            (_, File) => Err(
+                "`file` runs the model file as it is stored, which llama.cpp does (--runtime \
+                 llama.cpp); socbench's Burn runtime quantizes from the weights itself (for a \
+                 Q4_1, Q4_0 or Q8_0 file, q4, q4_0 or q8 run its weights unchanged)"
                     .into(),
             ),
 
@@ -238,7 +241,8 @@ pub fn stored_bytes_per_weight(level: QuantLevel, backend: BackendKind) -> f64 {
     }
     let packed = matches!(backend, BackendKind::Wgpu);
     match level {
-        QuantLevel::F32 => 4.0,
+        // `file` never runs on Burn (`QuantLevel::support` refuses it), which loads in f32.
+        QuantLevel::F32 | QuantLevel::File => 4.0,
         QuantLevel::F16 => 2.0,
         QuantLevel::Q8 => 1.0 + 4.0 / 32.0,
         QuantLevel::Q8Tensor => 1.0,
@@ -398,6 +402,9 @@ pub fn quantize_proj_burn(proj: &mut Proj, level: QuantLevel, backend: BackendKi
         // `QuantLevel::support` refuses it first; a caller that skipped that check is a bug.
         (QuantLevel::Q4_0, _) => {
             panic!("q4_0 runs on the packed CPU kernels only, not on {backend}")
+        }
+        (QuantLevel::File, _) => {
+            panic!("`file` (the model as stored) is not a level the Burn runtime converts to")
         }
         (_, Some(scheme)) => {
             proj.weight = proj.weight.clone().map(|t| t.quantize_dynamic(&scheme));

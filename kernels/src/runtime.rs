@@ -84,6 +84,8 @@ pub enum LlamaFormat {
     /// `Q4_0`: 4-bit, one f16 scale per block of 32 (the 4-bit format llama.cpp's fastest
     /// CPU paths are built for).
     Q4_0,
+    /// The model file as it is stored (`quant = file`), in whatever types it holds.
+    AsStored,
 }
 
 impl LlamaFormat {
@@ -95,18 +97,20 @@ impl LlamaFormat {
             Self::Q8_0 => "Q8_0",
             Self::Q4_1 => "Q4_1",
             Self::Q4_0 => "Q4_0",
+            Self::AsStored => "as stored",
         }
     }
 
     /// The GGUF `general.file_type` value of a file mostly in this format (llama.cpp's
-    /// `llama_ftype`).
-    pub fn file_type(self) -> u32 {
+    /// `llama_ftype`); `None` for the file as stored.
+    pub fn file_type(self) -> Option<u32> {
         match self {
-            Self::F32 => 0,
-            Self::F16 => 1,
-            Self::Q4_0 => 2,
-            Self::Q4_1 => 3,
-            Self::Q8_0 => 7,
+            Self::F32 => Some(0),
+            Self::F16 => Some(1),
+            Self::Q4_0 => Some(2),
+            Self::Q4_1 => Some(3),
+            Self::Q8_0 => Some(7),
+            Self::AsStored => None,
         }
     }
 
@@ -118,6 +122,7 @@ impl LlamaFormat {
             QuantLevel::Q8 => Ok(Self::Q8_0),
             QuantLevel::Q4 => Ok(Self::Q4_1),
             QuantLevel::Q4_0 => Ok(Self::Q4_0),
+            QuantLevel::File => Ok(Self::AsStored),
             QuantLevel::Q8Tensor | QuantLevel::Q4Tensor => Err(format!(
                 "llama.cpp has no per-tensor-scale format like `{level}` (its formats scale \
                  each block of 32: use q8 or q4)"
@@ -183,6 +188,10 @@ mod tests {
         assert_eq!(
             LlamaFormat::for_level(QuantLevel::F16),
             Ok(LlamaFormat::F16)
+        );
+        assert_eq!(
+            LlamaFormat::for_level(QuantLevel::File),
+            Ok(LlamaFormat::AsStored)
         );
         assert!(LlamaFormat::for_level(QuantLevel::Q4Tensor).is_err());
         assert!(llama_cpp_support(false, QuantLevel::Q8, None, 10).is_err());

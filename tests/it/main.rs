@@ -15,6 +15,7 @@ mod errors;
 mod faults;
 mod footprint;
 mod lora;
+mod other_models;
 mod probe;
 mod reference;
 mod reports_cli;

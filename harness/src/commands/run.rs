@@ -531,6 +531,13 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     };
     // Reads and checks the whole file: a bad model is one error before any device.
     let model_id = model_cache::model_identity(&model)?;
+    let burn_unsupported = model_cache::burn_unsupported(&model)?;
+    if let Some(why) = burn_unsupported
+        .as_ref()
+        .filter(|_| sweep.runtime.contains(&RuntimeKind::Burn))
+    {
+        eprintln!("the Burn runtime's cells will be skipped: {model}: {why}");
+    }
     check_lora_file(&sweep, &model)?;
     let targets = match resumed_targets {
         Some(t) if !t.is_empty() => t,
@@ -643,7 +650,14 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         "git_hash": env!("SOCBENCH_GIT_HASH"),
     }));
     // The quality gate's f32 reference, once, on this host's CPU.
-    let gate = crate::session::quality_gate(&model, sweep.quality_gate);
+    let gate = match &burn_unsupported {
+        None => crate::session::quality_gate(&model, sweep.quality_gate),
+        Some(_) if sweep.quality_gate > 0.0 => {
+            eprintln!("quality gate off: its f32 reference runs on the Burn runtime");
+            None
+        }
+        Some(_) => None,
+    };
     let manifest = |outcomes: &[Option<runner::DeviceOutcome>], finished: bool| {
         json!({
             "socbench_version": env!("CARGO_PKG_VERSION"),
@@ -678,6 +692,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         model: model.clone(),
         model_id: model_id.clone(),
         llama_models,
+        burn_unsupported,
         hang_timeout,
         device_wait: Duration::from_secs_f64(a.device_wait),
         interrupted: Arc::clone(&interrupted),

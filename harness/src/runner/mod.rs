@@ -83,6 +83,9 @@ pub struct RunContext {
     /// The files llama.cpp runs, by level, on the host (`Err`: why that level cannot run on
     /// llama.cpp); empty when the sweep has no llama.cpp cells.
     pub llama_models: BTreeMap<QuantLevel, Result<std::path::PathBuf, String>>,
+    /// Why socbench's Burn runtime cannot run the model (an architecture or tensor types it
+    /// does not have: its cells are skipped with this reason), `None` when it can.
+    pub burn_unsupported: Option<String>,
     /// The model's identity (file name and SHA-256 of its tensor data, or `synthetic:tiny`):
     /// part of every run id, so rows of two models never mix.
     pub model_id: String,

@@ -66,7 +66,7 @@ pub(super) fn prepare<'c>(
                 Some(Err(e)) => Some(e.clone()),
                 None => Some("no llama.cpp file was prepared for this level".into()),
             },
-            RuntimeKind::Burn => None,
+            RuntimeKind::Burn => ctx.burn_unsupported.clone(),
         });
         match why {
             Some(reason) => {

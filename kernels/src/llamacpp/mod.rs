@@ -349,6 +349,24 @@ pub fn quantize(
     format: LlamaFormat,
     threads: usize,
 ) -> Result<(), KernelError> {
+    let ftype = format.file_type().ok_or_else(|| {
+        err(
+            "quantize",
+            "the file as stored is not a format to quantize to".to_owned(),
+        )
+    })?;
+    quantize_ftype(input, output, ftype, format.name(), threads)
+}
+
+/// [`quantize`] to any of llama.cpp's file types (`llama_ftype`: 15 is Q4_K_M, 18 Q6_K …),
+/// `name` naming it in errors.
+pub fn quantize_ftype(
+    input: &Path,
+    output: &Path,
+    ftype: u32,
+    name: &str,
+    threads: usize,
+) -> Result<(), KernelError> {
     backend()?;
     // Per process: two sweeps quantizing the same level at once each write their own file.
     let tmp = output.with_extension(format!("gguf.partial-{}", std::process::id()));
@@ -366,7 +384,7 @@ pub fn quantize(
     // SAFETY: returns a plain struct of defaults; no pointers are read.
     let mut params = unsafe { llama_cpp_sys_2::llama_model_quantize_default_params() };
     params.nthread = i32::try_from(threads.max(1)).unwrap_or(1);
-    params.ftype = format.file_type() as llama_cpp_sys_2::llama_ftype;
+    params.ftype = ftype as llama_cpp_sys_2::llama_ftype;
     params.allow_requantize = true;
     // SAFETY: both paths are NUL-terminated strings alive for the call; `params` is the
     // default struct (its pointer fields null) with scalar fields set.
@@ -374,7 +392,7 @@ pub fn quantize(
     if rc != 0 {
         let _ = std::fs::remove_file(&tmp);
         return Err(err(
-            &format!("quantizing {} to {}", input.display(), format.name()),
+            &format!("quantizing {} to {name}", input.display()),
             format!("llama_model_quantize returned {rc}"),
         ));
     }
@@ -464,5 +482,46 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// The GGUF reader's table of ggml types against the linked ggml's own.
+#[cfg(test)]
+mod type_table {
+    use crate::gguf::GgmlType;
+
+    /// Every code the linked ggml defines is sized and named as ggml sizes and names it, and
+    /// every code it leaves out (removed types) is unknown to the reader too.
+    #[test]
+    fn llama_cpp_agrees_on_every_ggml_type() {
+        let count = llama_cpp_sys_2::GGML_TYPE_COUNT;
+        let mut defined = 0;
+        for code in 0..count + 8 {
+            let ty = GgmlType::from_code(code);
+            let ggml = if code < count {
+                // SAFETY: pure lookups in ggml's static type table, for codes below its count.
+                let (block, size) = unsafe {
+                    (
+                        llama_cpp_sys_2::ggml_blck_size(code as _),
+                        llama_cpp_sys_2::ggml_type_size(code as _),
+                    )
+                };
+                (block > 0 && size > 0).then_some((block as u64, size as u64))
+            } else {
+                None
+            };
+            assert_eq!(ty.block_layout(), ggml, "{ty} (code {code})");
+            if ggml.is_some() {
+                defined += 1;
+                // SAFETY: ggml returns a static NUL-terminated name for a defined type.
+                let name =
+                    unsafe { std::ffi::CStr::from_ptr(llama_cpp_sys_2::ggml_type_name(code as _)) };
+                assert!(
+                    name.to_str().unwrap().eq_ignore_ascii_case(&ty.to_string()),
+                    "code {code}: ggml calls it {name:?}, the reader {ty}"
+                );
+            }
+        }
+        assert!(defined >= 30, "{defined} types");
     }
 }

@@ -73,7 +73,7 @@ impl PackedWeight {
         d_out: usize,
     ) -> Result<Self, PackError> {
         check_shape(d_in, d_out)?;
-        let Some((elems, block_bytes)) = ty.block_layout() else {
+        let Some((elems, block_bytes)) = ty.block_layout().filter(|_| ty.decodable()) else {
             return Err(PackError::Type { ty });
         };
         let (elems, block_bytes) = (elems as usize, block_bytes as usize);
