@@ -231,8 +231,8 @@ pub struct ModelArgs {
     /// Burn backend: ndarray, flex or wgpu.
     #[arg(long, default_value = "flex")]
     pub backend: BackendKind,
-    /// Weight quantization: f32, f16, q8, q4, q4_0, q8-tensor, q4-tensor, or `file` (the model
-    /// file as stored, llama.cpp only).
+    /// Weight quantization: f32, f16, q8, q4, q4_0, q8-tensor, q4-tensor; for llama.cpp also
+    /// `file` (the model as stored) and its own formats (q4_k_m, q6_k …).
     #[arg(long, default_value = "f32")]
     pub quant: QuantLevel,
     /// CPU threads the backend may use. Default: all available cores.

@@ -642,13 +642,14 @@ impl Sweep {
             return Ok(());
         }
         let adaptive_levels = self.adaptive.iter().flatten().flat_map(|a| [a.from, a.to]);
-        // `file` on Burn is skipped with the reason beside llama.cpp's cells of it.
+        // llama.cpp's levels (`file`, `q4_k_m` …) on Burn are skipped with the reason beside
+        // llama.cpp's cells of them.
         let llama_too = self.runtime.contains(&RuntimeKind::LlamaCpp);
         let levels: Vec<QuantLevel> = self
             .quant
             .iter()
             .copied()
-            .filter(|&q| !(llama_too && q == QuantLevel::File))
+            .filter(|&q| !(llama_too && q.llama_only()))
             .chain(adaptive_levels)
             .collect();
         for &b in &self.backend {
@@ -780,7 +781,7 @@ impl PlannedCell {
     /// Why this cell cannot run, known from its axis values alone (llama.cpp's limits).
     pub fn unsupported(&self) -> Option<String> {
         match self.runtime {
-            // Levels Burn cannot run were refused when the sweep was read, but for `file`.
+            // Levels Burn cannot run were refused when the sweep was read, but llama.cpp's.
             RuntimeKind::Burn => self.quant.support(self.backend).err(),
             RuntimeKind::LlamaCpp if self.lora.is_some() => Some(
                 "LoRA adapters run on the Burn runtime only (llama.cpp loads adapters from \

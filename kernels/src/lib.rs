@@ -70,15 +70,15 @@ pub enum KernelError {
     },
     /// The model file exists but cannot be used.
     #[error(
-        "model file {} cannot be used: {source} (if it is the fetched SmolLM2 file, \
+        "model file {} cannot be used: {cause} (if it is the fetched SmolLM2 file, \
          `socbench fetch-model` downloads it again)",
         path.display()
     )]
     ModelFile {
         /// The path given.
         path: PathBuf,
-        /// What is wrong with it.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        /// What is wrong with it (in the message, not a source of its own: said once).
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A GGUF structure problem.
     #[error(transparent)]

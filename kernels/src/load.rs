@@ -75,9 +75,9 @@ impl ModelSpec {
                 if !path.exists() {
                     return Err(KernelError::ModelMissing { path: path.clone() });
                 }
-                GgufFile::open(path).map_err(|source| KernelError::ModelFile {
+                GgufFile::open(path).map_err(|cause| KernelError::ModelFile {
                     path: path.clone(),
-                    source: source.into(),
+                    cause: cause.into(),
                 })
             }
         }
@@ -130,18 +130,26 @@ impl ModelSpec {
         lora: Option<(&LoraAdapters, LoraMode)>,
     ) -> Result<LoadedModel, KernelError> {
         let with_path = |e: KernelError| match (self, e) {
-            (Self::File(path), KernelError::Gguf(source)) => KernelError::ModelFile {
+            (Self::File(path), KernelError::Gguf(cause)) => KernelError::ModelFile {
                 path: path.clone(),
-                source: source.into(),
+                cause: cause.into(),
             },
             (_, e) => e,
         };
-        let config = LlamaConfig::from_gguf(file).map_err(|e| match self {
-            Self::File(path) => KernelError::ModelFile {
+        let config = LlamaConfig::from_gguf(file).map_err(|e| match (self, e) {
+            // Not damaged: another architecture, which llama.cpp may run.
+            (Self::File(path), e @ crate::model::ConfigError::Architecture(_)) => {
+                KernelError::Invalid(format!(
+                    "model file {}: {e}; llama.cpp runs the architectures it knows \
+                     (--runtime llama.cpp)",
+                    path.display()
+                ))
+            }
+            (Self::File(path), e) => KernelError::ModelFile {
                 path: path.clone(),
-                source: Box::new(e),
+                cause: Box::new(e),
             },
-            Self::SyntheticTiny => KernelError::Invalid(e.to_string()),
+            (Self::SyntheticTiny, e) => KernelError::Invalid(e.to_string()),
         })?;
         if let Some((adapters, _)) = lora
             && adapters.layers.len() != config.n_layers

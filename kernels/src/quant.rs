@@ -64,11 +64,46 @@ pub enum QuantLevel {
     /// quantizes from the weights itself, so its cells at `file` are skipped with the reason.
     #[serde(rename = "file")]
     File,
+    /// llama.cpp's own formats, written by its quantizer (its per-tensor choices, as
+    /// `llama-quantize` makes them): llama.cpp cells only, the Burn runtime has no kernels
+    /// for them ([`QuantLevel::llama_only`]).
+    #[serde(rename = "q5_0")]
+    Q5_0,
+    /// llama.cpp's Q5_1.
+    #[serde(rename = "q5_1")]
+    Q5_1,
+    /// llama.cpp's Q2_K.
+    #[serde(rename = "q2_k")]
+    Q2K,
+    /// llama.cpp's Q3_K_M.
+    #[serde(rename = "q3_k_m")]
+    Q3KM,
+    /// llama.cpp's Q4_K_S.
+    #[serde(rename = "q4_k_s")]
+    Q4KS,
+    /// llama.cpp's Q4_K_M (the 4-bit format most GGUF files on model hubs are in).
+    #[serde(rename = "q4_k_m")]
+    Q4KM,
+    /// llama.cpp's Q5_K_S.
+    #[serde(rename = "q5_k_s")]
+    Q5KS,
+    /// llama.cpp's Q5_K_M.
+    #[serde(rename = "q5_k_m")]
+    Q5KM,
+    /// llama.cpp's Q6_K.
+    #[serde(rename = "q6_k")]
+    Q6K,
+    /// llama.cpp's IQ4_NL (4-bit, non-linear grid, blocks of 32).
+    #[serde(rename = "iq4_nl")]
+    Iq4Nl,
+    /// llama.cpp's IQ4_XS.
+    #[serde(rename = "iq4_xs")]
+    Iq4Xs,
 }
 
 impl QuantLevel {
     /// Every level.
-    pub const ALL: [QuantLevel; 8] = [
+    pub const ALL: [QuantLevel; 19] = [
         Self::F32,
         Self::F16,
         Self::Q8,
@@ -77,7 +112,33 @@ impl QuantLevel {
         Self::Q8Tensor,
         Self::Q4Tensor,
         Self::File,
+        Self::Q5_0,
+        Self::Q5_1,
+        Self::Q2K,
+        Self::Q3KM,
+        Self::Q4KS,
+        Self::Q4KM,
+        Self::Q5KS,
+        Self::Q5KM,
+        Self::Q6K,
+        Self::Iq4Nl,
+        Self::Iq4Xs,
     ];
+
+    /// Whether only llama.cpp runs this level: the file as stored, or one of llama.cpp's own
+    /// formats. The Burn runtime's cells at such a level are skipped with the reason.
+    pub fn llama_only(self) -> bool {
+        !matches!(
+            self,
+            Self::F32
+                | Self::F16
+                | Self::Q8
+                | Self::Q4
+                | Self::Q4_0
+                | Self::Q8Tensor
+                | Self::Q4Tensor
+        )
+    }
 
     /// The name used on the command line and in results.
     pub fn name(self) -> &'static str {
@@ -90,6 +151,17 @@ impl QuantLevel {
             Self::Q8Tensor => "q8-tensor",
             Self::Q4Tensor => "q4-tensor",
             Self::File => "file",
+            Self::Q5_0 => "q5_0",
+            Self::Q5_1 => "q5_1",
+            Self::Q2K => "q2_k",
+            Self::Q3KM => "q3_k_m",
+            Self::Q4KS => "q4_k_s",
+            Self::Q4KM => "q4_k_m",
+            Self::Q5KS => "q5_k_s",
+            Self::Q5KM => "q5_k_m",
+            Self::Q6K => "q6_k",
+            Self::Iq4Nl => "iq4_nl",
+            Self::Iq4Xs => "iq4_xs",
         }
     }
 
@@ -99,10 +171,12 @@ impl QuantLevel {
     /// byte), wgpu packs every integer level into `u32` words (the only storage it runs).
     pub fn scheme(self, backend: BackendKind) -> Option<QuantScheme> {
         let value = match self {
-            Self::F32 | Self::F16 | Self::File => return None,
+            Self::F32 | Self::F16 => return None,
             Self::Q8 | Self::Q8Tensor => QuantValue::Q8S,
             Self::Q4 => QuantValue::Q4F,
             Self::Q4_0 | Self::Q4Tensor => QuantValue::Q4S,
+            // llama.cpp's levels: no Burn scheme.
+            _ => return None,
         };
         let store = match (backend, value) {
             (BackendKind::Wgpu, _) => QuantStore::PackedU32(0),
@@ -137,6 +211,11 @@ impl QuantLevel {
                  Q4_1, Q4_0 or Q8_0 file, q4, q4_0 or q8 run its weights unchanged)"
                     .into(),
             ),
+            (_, level) if level.llama_only() => Err(format!(
+                "`{level}` is one of llama.cpp's own formats (--runtime llama.cpp); \
+                 socbench's Burn runtime has no kernels for it (its levels: f32, f16, q8, q4, \
+                 q4_0, q8-tensor, q4-tensor)"
+            )),
 
             _ => Ok(()),
         }
@@ -241,8 +320,7 @@ pub fn stored_bytes_per_weight(level: QuantLevel, backend: BackendKind) -> f64 {
     }
     let packed = matches!(backend, BackendKind::Wgpu);
     match level {
-        // `file` never runs on Burn (`QuantLevel::support` refuses it), which loads in f32.
-        QuantLevel::F32 | QuantLevel::File => 4.0,
+        QuantLevel::F32 => 4.0,
         QuantLevel::F16 => 2.0,
         QuantLevel::Q8 => 1.0 + 4.0 / 32.0,
         QuantLevel::Q8Tensor => 1.0,
@@ -255,6 +333,8 @@ pub fn stored_bytes_per_weight(level: QuantLevel, backend: BackendKind) -> f64 {
                 1.0
             }
         }
+        // llama.cpp's levels never run on Burn (`QuantLevel::support` refuses them).
+        _ => 4.0,
     }
 }
 
@@ -403,8 +483,8 @@ pub fn quantize_proj_burn(proj: &mut Proj, level: QuantLevel, backend: BackendKi
         (QuantLevel::Q4_0, _) => {
             panic!("q4_0 runs on the packed CPU kernels only, not on {backend}")
         }
-        (QuantLevel::File, _) => {
-            panic!("`file` (the model as stored) is not a level the Burn runtime converts to")
+        (level, _) if level.llama_only() => {
+            panic!("`{level}` is llama.cpp's; the Burn runtime does not convert to it")
         }
         (_, Some(scheme)) => {
             proj.weight = proj.weight.clone().map(|t| t.quantize_dynamic(&scheme));

@@ -70,33 +70,79 @@ impl FromStr for RuntimeKind {
     }
 }
 
-/// llama.cpp's own storage formats, the ones socbench's levels map to.
+/// llama.cpp's file types (`llama_ftype` in llama.h) and the names its tools print.
+const LLAMA_FTYPES: &[(u32, &str)] = &[
+    (0, "F32"),
+    (1, "F16"),
+    (2, "Q4_0"),
+    (3, "Q4_1"),
+    (7, "Q8_0"),
+    (8, "Q5_0"),
+    (9, "Q5_1"),
+    (10, "Q2_K"),
+    (11, "Q3_K_S"),
+    (12, "Q3_K_M"),
+    (13, "Q3_K_L"),
+    (14, "Q4_K_S"),
+    (15, "Q4_K_M"),
+    (16, "Q5_K_S"),
+    (17, "Q5_K_M"),
+    (18, "Q6_K"),
+    (19, "IQ2_XXS"),
+    (20, "IQ2_XS"),
+    (21, "Q2_K_S"),
+    (22, "IQ3_XS"),
+    (23, "IQ3_XXS"),
+    (24, "IQ1_S"),
+    (25, "IQ4_NL"),
+    (26, "IQ3_S"),
+    (27, "IQ3_M"),
+    (28, "IQ2_S"),
+    (29, "IQ2_M"),
+    (30, "IQ4_XS"),
+    (31, "IQ1_M"),
+    (32, "BF16"),
+    (36, "TQ1_0"),
+    (37, "TQ2_0"),
+    (38, "MXFP4_MOE"),
+    (39, "NVFP4"),
+    (40, "Q1_0"),
+    (41, "Q2_0"),
+];
+
+/// The name of a GGUF file's `general.file_type` (llama.cpp's `llama_ftype`: `Q4_K_M` for
+/// 15), or `None` for a value llama.h does not define.
+pub fn llama_ftype_name(ftype: u32) -> Option<&'static str> {
+    LLAMA_FTYPES.iter().find(|t| t.0 == ftype).map(|t| t.1)
+}
+
+/// The format llama.cpp runs a cell in: one of its file types, written by its quantizer
+/// unless the model is in it already, or the model file as stored (`quant = file`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum LlamaFormat {
-    /// `F32`.
-    F32,
-    /// `F16`.
-    F16,
-    /// `Q8_0`: 8-bit, one f16 scale per block of 32.
-    Q8_0,
-    /// `Q4_1`: 4-bit, f16 scale and minimum per block of 32 (the shipped SmolLM2 file).
-    Q4_1,
-    /// `Q4_0`: 4-bit, one f16 scale per block of 32 (the 4-bit format llama.cpp's fastest
-    /// CPU paths are built for).
-    Q4_0,
+    /// A file type (`llama_ftype`): 0 F32, 1 F16, 7 Q8_0, 3 Q4_1, 2 Q4_0, 15 Q4_K_M …
+    FileType(u32),
     /// The model file as it is stored (`quant = file`), in whatever types it holds.
     AsStored,
 }
 
 impl LlamaFormat {
+    /// `F32`.
+    pub const F32: Self = Self::FileType(0);
+    /// `F16`.
+    pub const F16: Self = Self::FileType(1);
+    /// `Q8_0`: 8-bit, one f16 scale per block of 32.
+    pub const Q8_0: Self = Self::FileType(7);
+    /// `Q4_1`: 4-bit, f16 scale and minimum per block of 32 (the shipped SmolLM2 file).
+    pub const Q4_1: Self = Self::FileType(3);
+    /// `Q4_0`: 4-bit, one f16 scale per block of 32 (the 4-bit format llama.cpp's fastest
+    /// CPU paths are built for).
+    pub const Q4_0: Self = Self::FileType(2);
+
     /// The format's name as llama.cpp's tools print it (and the cache file's suffix).
     pub fn name(self) -> &'static str {
         match self {
-            Self::F32 => "F32",
-            Self::F16 => "F16",
-            Self::Q8_0 => "Q8_0",
-            Self::Q4_1 => "Q4_1",
-            Self::Q4_0 => "Q4_0",
+            Self::FileType(t) => llama_ftype_name(t).unwrap_or("unknown file type"),
             Self::AsStored => "as stored",
         }
     }
@@ -105,29 +151,39 @@ impl LlamaFormat {
     /// `llama_ftype`); `None` for the file as stored.
     pub fn file_type(self) -> Option<u32> {
         match self {
-            Self::F32 => Some(0),
-            Self::F16 => Some(1),
-            Self::Q4_0 => Some(2),
-            Self::Q4_1 => Some(3),
-            Self::Q8_0 => Some(7),
+            Self::FileType(t) => Some(t),
             Self::AsStored => None,
         }
     }
 
     /// The format llama.cpp runs a socbench quantization level in, or why it has none.
     pub fn for_level(level: QuantLevel) -> Result<Self, String> {
-        match level {
-            QuantLevel::F32 => Ok(Self::F32),
-            QuantLevel::F16 => Ok(Self::F16),
-            QuantLevel::Q8 => Ok(Self::Q8_0),
-            QuantLevel::Q4 => Ok(Self::Q4_1),
-            QuantLevel::Q4_0 => Ok(Self::Q4_0),
-            QuantLevel::File => Ok(Self::AsStored),
-            QuantLevel::Q8Tensor | QuantLevel::Q4Tensor => Err(format!(
-                "llama.cpp has no per-tensor-scale format like `{level}` (its formats scale \
-                 each block of 32: use q8 or q4)"
-            )),
-        }
+        let ftype = match level {
+            QuantLevel::F32 => 0,
+            QuantLevel::F16 => 1,
+            QuantLevel::Q8 => 7,
+            QuantLevel::Q4 => 3,
+            QuantLevel::Q4_0 => 2,
+            QuantLevel::File => return Ok(Self::AsStored),
+            QuantLevel::Q5_0 => 8,
+            QuantLevel::Q5_1 => 9,
+            QuantLevel::Q2K => 10,
+            QuantLevel::Q3KM => 12,
+            QuantLevel::Q4KS => 14,
+            QuantLevel::Q4KM => 15,
+            QuantLevel::Q5KS => 16,
+            QuantLevel::Q5KM => 17,
+            QuantLevel::Q6K => 18,
+            QuantLevel::Iq4Nl => 25,
+            QuantLevel::Iq4Xs => 30,
+            QuantLevel::Q8Tensor | QuantLevel::Q4Tensor => {
+                return Err(format!(
+                    "llama.cpp has no per-tensor-scale format like `{level}` (its formats scale \
+                     each block: use q8 or q4)"
+                ));
+            }
+        };
+        Ok(Self::FileType(ftype))
     }
 }
 
@@ -192,6 +248,21 @@ mod tests {
         assert_eq!(
             LlamaFormat::for_level(QuantLevel::File),
             Ok(LlamaFormat::AsStored)
+        );
+        // Every level llama.cpp runs has a file type its tools name, and the level is that
+        // name in lower case (q4_k_m → Q4_K_M), but for socbench's own q8 and q4.
+        for level in QuantLevel::ALL {
+            let Ok(LlamaFormat::FileType(t)) = LlamaFormat::for_level(level) else {
+                continue;
+            };
+            let name = llama_ftype_name(t).unwrap();
+            if level.llama_only() || level == QuantLevel::Q4_0 || level == QuantLevel::F16 {
+                assert_eq!(name.to_lowercase(), level.name(), "{level}");
+            }
+        }
+        assert_eq!(
+            LlamaFormat::for_level(QuantLevel::Q4KM).unwrap().name(),
+            "Q4_K_M"
         );
         assert!(LlamaFormat::for_level(QuantLevel::Q4Tensor).is_err());
         assert!(llama_cpp_support(false, QuantLevel::Q8, None, 10).is_err());

@@ -138,6 +138,8 @@ fn llama_cpp_cells_run_k_quant_files_of_another_architecture_as_stored() {
         assert_eq!(llama.len(), 1, "{name}: {rows:#?}");
         assert_eq!(llama[0].status, Status::Ok, "{name}: {:?}", llama[0]);
         assert_eq!(llama[0].quant, "file");
+        // The report names the type llama.cpp ran.
+        assert_eq!(llama[0].kernel, format!("ggml-cpu {name}"));
         assert!(llama[0].decode_tok_per_s.is_some_and(|v| v > 0.0));
         assert!(llama[0].prefill_tok_per_s.is_some_and(|v| v > 0.0));
         let burn: Vec<_> = rows.iter().filter(|r| r.runtime == "burn").collect();
@@ -151,15 +153,26 @@ fn llama_cpp_cells_run_k_quant_files_of_another_architecture_as_stored() {
             burn[0]
         );
     }
-    // At a level socbench's runtime has, its cell is skipped for what the file is.
-    let out_dir = dir.path().join("q8");
-    assert_success(&run(&q4_k_m, &out_dir, "q8"));
-    let q8_rows = rows(&out_dir);
-    let burn = q8_rows.iter().find(|r| r.runtime == "burn").unwrap();
-    assert_eq!(burn.status, Status::Skipped);
-    assert!(burn.note.contains("\"qwen3\""), "{burn:?}");
-    let llama = q8_rows.iter().find(|r| r.runtime == "llama.cpp").unwrap();
-    assert_eq!(llama.status, Status::Ok, "{llama:?}");
+    // At a level socbench's runtime has, its cell is skipped for what the file is; at one of
+    // llama.cpp's own, for what the level is. llama.cpp writes each level from the file.
+    let out_dir = dir.path().join("levels");
+    assert_success(&run(&q4_k_m, &out_dir, "q8,q6_k"));
+    let level_rows = rows(&out_dir);
+    assert_eq!(level_rows.len(), 4, "{level_rows:#?}");
+    for r in &level_rows {
+        match (r.runtime.as_str(), r.quant.as_str()) {
+            ("burn", "q8") => assert!(r.note.contains("\"qwen3\""), "{r:?}"),
+            ("burn", _) => assert!(r.note.contains("one of llama.cpp's own formats"), "{r:?}"),
+            (_, "q8") => assert_eq!(r.kernel, "ggml-cpu Q8_0", "{r:?}"),
+            _ => assert_eq!(r.kernel, "ggml-cpu Q6_K", "{r:?}"),
+        }
+        let ok = if r.runtime == "burn" {
+            Status::Skipped
+        } else {
+            Status::Ok
+        };
+        assert_eq!(r.status, ok, "{r:?}");
+    }
 
     // A truncated file: one error naming it, before any device (no results).
     let bytes = std::fs::read(&q6_k).unwrap();

@@ -165,10 +165,10 @@ fn a_sweep_on_both_runtimes_writes_both_and_the_report_sets_them_side_by_side() 
                     let backend = if runtime == "burn" { "flex" } else { "cpu" };
                     assert_eq!(r.backend, backend);
                     // Which code ran the products: this CPU's packed kernel, or llama.cpp's.
-                    let kernel = if runtime == "burn" {
-                        socbench_kernels::qmatmul::kernel_name()
-                    } else {
-                        "ggml-cpu"
+                    let kernel = match (runtime, quant) {
+                        ("burn", _) => socbench_kernels::qmatmul::kernel_name(),
+                        (_, "q8") => "ggml-cpu Q8_0",
+                        _ => "ggml-cpu Q4_1",
                     };
                     assert_eq!(r.kernel, kernel, "{r:?}");
                     assert!(r.run_id.contains(if runtime == "burn" {

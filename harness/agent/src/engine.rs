@@ -23,6 +23,8 @@ pub enum Engine {
         model: socbench_kernels::llamacpp::LlamaCppModel,
         /// Threads for prefill and decode.
         threads: usize,
+        /// The file's type as llama.cpp names it (`general.file_type`: `Q4_K_M` …), when told.
+        file_type: Option<&'static str>,
     },
 }
 
@@ -39,7 +41,7 @@ pub struct LoadFacts {
     pub weight_bytes_resident: u64,
     /// The code that runs the products: the packed kernel variant this CPU selected
     /// (`socbench_kernels::qmatmul::kernel_name`) for packed levels, `burn-<backend>` for
-    /// Burn's own, `ggml-cpu` for llama.cpp.
+    /// Burn's own, `ggml-cpu` and the file's type for llama.cpp (`ggml-cpu Q4_K_M`).
     pub kernel: String,
 }
 
@@ -62,10 +64,17 @@ impl Engine {
             }
             #[cfg(feature = "llama-cpp")]
             RuntimeKind::LlamaCpp => {
-                socbench_kernels::llamacpp::LlamaCppModel::open(std::path::Path::new(&plan.model))
+                let path = std::path::Path::new(&plan.model);
+                let file_type = socbench_kernels::gguf::GgufFile::open(path)
+                    .and_then(|f| f.get_usize("general.file_type"))
+                    .ok()
+                    .and_then(|t| u32::try_from(t).ok())
+                    .and_then(socbench_kernels::runtime::llama_ftype_name);
+                socbench_kernels::llamacpp::LlamaCppModel::open(path)
                     .map(|model| Self::LlamaCpp {
                         model,
                         threads: plan.threads,
+                        file_type,
                     })
                     .map_err(|e| e.to_string())
             }
@@ -99,14 +108,19 @@ impl Engine {
                 }
             }
             #[cfg(feature = "llama-cpp")]
-            Self::LlamaCpp { model, .. } => LoadFacts {
+            Self::LlamaCpp {
+                model, file_type, ..
+            } => LoadFacts {
                 load_s: model.load_s,
                 // The tied embedding is the output projection: every weight is read per step.
                 weight_bytes_per_step: model.weight_bytes(),
                 matmul_flops_per_token: 2 * model.parameters(),
                 // Its tensors, mapped from the file and run as they are stored.
                 weight_bytes_resident: model.weight_bytes(),
-                kernel: "ggml-cpu".into(),
+                kernel: match file_type {
+                    Some(t) => format!("ggml-cpu {t}"),
+                    None => "ggml-cpu".into(),
+                },
             },
         }
     }
@@ -128,7 +142,7 @@ impl Engine {
                     .map_err(|e| e.to_string())
             }
             #[cfg(feature = "llama-cpp")]
-            Self::LlamaCpp { model, threads } => {
+            Self::LlamaCpp { model, threads, .. } => {
                 socbench_kernels::llamacpp::perplexity(model, ids, chunk, *threads)
                     .map_err(|e| e.to_string())
             }
@@ -153,7 +167,7 @@ impl Engine {
                 }))
             }
             #[cfg(feature = "llama-cpp")]
-            Self::LlamaCpp { model, threads } => {
+            Self::LlamaCpp { model, threads, .. } => {
                 let mut ctx = model
                     .context(cell.batch, cell.prompt_tokens + cell.gen_tokens, *threads)
                     .map_err(|e| e.to_string())?;

@@ -323,7 +323,8 @@ pub struct ResultRow {
     pub sensors: String,
     /// The code that ran the matrix products: socbench's packed kernel variant
     /// (`x86-avx512vnni`, `x86-avx2`, `arm-i8mm`, `arm-dotprod`, `arm-neon`, `portable`),
-    /// `burn-<backend>` for Burn's own ops, `ggml-cpu` for llama.cpp; empty when not loaded.
+    /// `burn-<backend>` for Burn's own ops, `ggml-cpu` and the type of the file it ran for
+    /// llama.cpp (`ggml-cpu Q4_K_M`); empty when not loaded.
     #[serde(default)]
     pub kernel: String,
     /// Run conditions (schema 3.1; empty where the device does not tell). CPU frequency
