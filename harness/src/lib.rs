@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod grids;
 pub mod model_cache;
 pub mod progress;
 pub mod runner;

@@ -2,6 +2,7 @@
 //! overridden axis by axis from the command line, validated whole before any device is
 //! touched, then expanded per device into model variants and cells.
 
+use crate::grids::GridOverride;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 pub use socbench_agent::adaptive::Adaptive;
@@ -55,6 +56,7 @@ struct SweepFile {
     quality: Option<bool>,
     quality_gate: Option<Spanned<toml::Value>>,
     cooldown: Option<CooldownFile>,
+    also: Option<Vec<crate::grids::AlsoFile>>,
 }
 
 /// Android's fixed-performance mode for a cell.
@@ -189,6 +191,10 @@ pub struct Sweep {
     /// times the f32 model's is not measured (`socbench_kernels::gate`); 0 turns it off.
     #[serde(default = "default_quality_gate")]
     pub quality_gate: f64,
+    /// Extra grids (`[[also]]`): each replaces some measurement axes of this one and adds
+    /// its cells ([`Sweep::grids`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<GridOverride>,
 }
 
 fn default_quality_gate() -> f64 {
@@ -377,7 +383,7 @@ fn value_str(v: &toml::Value) -> String {
     }
 }
 
-fn parse_axis<T>(
+pub(crate) fn parse_axis<T>(
     file: &str,
     text: &str,
     key: &str,
@@ -618,6 +624,7 @@ impl Sweep {
             probe: f.probe.unwrap_or(true),
             quality: f.quality.unwrap_or(false),
             quality_gate,
+            also: GridOverride::parse_all(file, text, f.also.unwrap_or_default())?,
         };
         sweep.check_combinations(file)?;
         Ok(sweep)
@@ -635,8 +642,19 @@ impl Sweep {
         }
     }
 
-    /// Refuses combinations that cannot run, before anything starts.
+    /// Refuses combinations that cannot run, before anything starts, in every grid.
     pub fn check_combinations(&self, origin: &str) -> Result<()> {
+        for (i, grid) in self.grids().iter().enumerate() {
+            let origin = match i {
+                0 => origin.to_owned(),
+                i => format!("{origin}: [[also]] grid {i}"),
+            };
+            grid.check_grid(&origin)?;
+        }
+        Ok(())
+    }
+
+    fn check_grid(&self, origin: &str) -> Result<()> {
         if !self.runtime.contains(&RuntimeKind::Burn) {
             // llama.cpp decides per cell (skipped with the reason).
             return Ok(());
@@ -665,8 +683,13 @@ impl Sweep {
         Ok(())
     }
 
-    /// Number of cells per device, before `cores`/clusters are resolved.
+    /// Number of cells per device, before `cores`/clusters are resolved: every grid's (cells
+    /// two grids share are counted in each).
     pub fn cells_per_device(&self) -> usize {
+        self.grids().iter().map(Sweep::grid_cells).sum()
+    }
+
+    fn grid_cells(&self) -> usize {
         // Off: every quant level; an adaptive mode: its own two levels, one cell.
         let levels = self
             .adaptive
@@ -804,8 +827,21 @@ impl PlannedCell {
     }
 }
 
-/// Expands the grid for one device. Errors name the device and what it has.
+/// Expands the grids for one device, each cell once. Errors name the device and what it has.
 pub fn plan_device(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>> {
+    let mut cells: Vec<PlannedCell> = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    for grid in sweep.grids() {
+        for c in plan_grid(&grid, info)? {
+            if keys.insert(c.key.clone()) {
+                cells.push(c);
+            }
+        }
+    }
+    Ok(cells)
+}
+
+fn plan_grid(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>> {
     let mut cells = Vec::new();
     for aff in &sweep.affinity {
         let cpus = match aff {

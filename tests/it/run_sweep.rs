@@ -85,15 +85,26 @@ fn default_sweep_on_this_host_writes_every_file() {
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     let cells = plan["cells_per_device"].as_u64().unwrap() as usize;
     let reps = plan["sweep"]["repetitions"].as_u64().unwrap() as usize;
-    // Threads 1 and all cores (2 here; 1 on a one-core machine) × f32, q8, q4 × prompts.
+    // Both runtimes × threads 1 and all cores × f32, q8, q4 × prompts, and the extra grids
+    // (ndarray, batch 4, a KV window); one thread is all cores on a one-core machine.
     let cores = std::thread::available_parallelism().unwrap().get();
-    let cells = if cores > 1 { cells } else { cells / 2 };
-    assert!(cells >= 6, "{plan}");
+    assert!(cells >= 24, "{plan}");
     // The report at the end of the run holds one table row per cell.
     let html = std::fs::read_to_string(res.join("report.html")).unwrap();
-    assert_eq!(html.matches("<tr class=\"cell").count(), cells);
-    assert_eq!(rows.len(), cells * reps);
+    let drawn = html.matches("<tr class=\"cell").count();
+    if cores > 1 {
+        assert_eq!(drawn, cells);
+    }
+    assert_eq!(rows.len(), drawn * reps);
     assert!(rows.values().all(|s| s == &["ok"]));
+    // What socbench is for, on a first run (issue #34): Burn beside llama.cpp, and the batch
+    // and KV-window charts drawn.
+    let section = &html[html.find("id=\"runtimes\"").unwrap()..];
+    let table = &section[..section.find("</table>").unwrap()];
+    assert!(table.matches("<tr><td>").count() >= 12, "{table}");
+    for id in ["throughput-vs-batch", "kv-vs-memory", "kv-vs-latency"] {
+        assert!(html.contains(&format!("id=\"{id}\"")), "{id} not drawn");
+    }
     // The run says where its report is.
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("report.html"),

@@ -95,29 +95,43 @@ fn check_lora_file(sweep: &Sweep, model: &str) -> Result<()> {
 }
 
 fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
+    // A measurement axis given on the command line describes the grid wanted: the file's
+    // extra grids (`[[also]]`) are dropped.
+    let mut grid_flags = false;
     if let Some(v) = list("runtime", &a.runtime, axis::runtime)? {
         sweep.runtime = v;
+        grid_flags = true;
     }
     if let Some(v) = list("backend", &a.backend, axis::backend)? {
         sweep.backend = v;
+        grid_flags = true;
     }
     if let Some(v) = list("quant", &a.quant, axis::quant)? {
         sweep.quant = v;
+        grid_flags = true;
     }
     if let Some(v) = list("threads", &a.threads, axis::threads)? {
         sweep.threads = v;
+        grid_flags = true;
     }
     if let Some(v) = list("batch", &a.batch, axis::count)? {
         sweep.batch = v;
+        grid_flags = true;
     }
     if let Some(v) = list("kv-window", &a.kv_window, axis::kv_window)? {
         sweep.kv_window = v;
+        grid_flags = true;
     }
     if let Some(v) = list("prompt-tokens", &a.prompt_tokens, axis::count)? {
         sweep.prompt_tokens = v;
+        grid_flags = true;
     }
     if let Some(v) = list("gen-tokens", &a.gen_tokens, axis::count)? {
         sweep.gen_tokens = v;
+        grid_flags = true;
+    }
+    if grid_flags {
+        sweep.also.clear();
     }
     if let Some(v) = list("affinity", &a.affinity, axis::affinity)? {
         sweep.affinity = v;
@@ -534,7 +548,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     let burn_unsupported = model_cache::burn_unsupported(&model)?;
     if let Some(why) = burn_unsupported
         .as_ref()
-        .filter(|_| sweep.runtime.contains(&RuntimeKind::Burn))
+        .filter(|_| sweep.has_runtime(RuntimeKind::Burn))
     {
         eprintln!("the Burn runtime's cells will be skipped: {model}: {why}");
     }
@@ -681,12 +695,9 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     eprintln!("results: {}", out_dir.display());
     // The files llama.cpp runs, one per level, made (once, cached) before any device starts.
     let mut llama_models = std::collections::BTreeMap::new();
-    if sweep.runtime.contains(&RuntimeKind::LlamaCpp) {
-        for &level in &sweep.quant {
-            let file =
-                model_cache::llama_cpp_model(&model, &model_id, level, &|m| eprintln!("{m}"));
-            llama_models.insert(level, file);
-        }
+    for level in sweep.llama_cpp_levels() {
+        let file = model_cache::llama_cpp_model(&model, &model_id, level, &|m| eprintln!("{m}"));
+        llama_models.insert(level, file);
     }
     let ctx = RunContext {
         model: model.clone(),
