@@ -173,7 +173,9 @@ pub fn burn_unsupported(model: &str) -> Result<Option<String>> {
     let file = socbench_kernels::load::ModelSpec::File(model.into())
         .open()
         .with_context(|| format!("model {model}"))?;
-    Ok(socbench_kernels::load::burn_support(&file).err())
+    let support =
+        socbench_kernels::load::burn_support(&file).with_context(|| format!("model {model}"))?;
+    Ok(support.err())
 }
 
 /// The file llama.cpp runs `level` from: the model itself at `file` or when it is already in

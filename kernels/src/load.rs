@@ -470,26 +470,32 @@ fn build(file: &GgufFile, c: &LlamaConfig, target: &Target<'_>) -> Result<Llama,
     Ok(model)
 }
 
-/// Whether socbench's Burn runtime can run `file`, and if not, why: a LLaMA-family
-/// architecture with consistent dimensions, and every tensor in a type it decodes. Decided
-/// from the header alone (no tensor is read), so that a file only llama.cpp runs has its Burn
-/// cells skipped with this reason before any device.
-pub fn burn_support(file: &GgufFile) -> Result<(), String> {
-    crate::model::LlamaConfig::from_gguf(file).map_err(|e| e.to_string())?;
+/// Whether socbench's Burn runtime can run `file`, and if not, why (`Ok(Err(reason))`): a
+/// LLaMA-family architecture, and every tensor in a type it decodes. Decided from the header
+/// alone (no tensor is read), so that a file only llama.cpp runs has its Burn cells skipped
+/// with this reason before any device. A LLaMA-family file with wrong metadata is an `Err`.
+pub fn burn_support(file: &GgufFile) -> Result<Result<(), String>, KernelError> {
+    match crate::model::LlamaConfig::from_gguf(file) {
+        Ok(_) => {}
+        // Another architecture: llama.cpp may run it.
+        Err(e @ crate::model::ConfigError::Architecture(_)) => return Ok(Err(e.to_string())),
+        // A LLaMA-family file whose metadata is wrong is an error, not a skip.
+        Err(e) => return Err(KernelError::Invalid(e.to_string())),
+    }
     let undecodable: Vec<&TensorInfo> = file.tensors.iter().filter(|t| !t.ty.decodable()).collect();
     if let Some(first) = undecodable.first() {
         let mut types: Vec<String> = undecodable.iter().map(|t| t.ty.to_string()).collect();
         types.sort();
         types.dedup();
-        return Err(format!(
+        return Ok(Err(format!(
             "{} of its tensors are in {} (the first: {}), which socbench's Burn runtime does \
              not decode (it decodes F32, F16, Q4_0, Q4_1 and Q8_0)",
             undecodable.len(),
             types.join(", "),
             first.name
-        ));
+        )));
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Deterministic pseudo-random numbers (SplitMix64), so the synthetic model is the same on

@@ -188,4 +188,20 @@ fn llama_cpp_cells_run_k_quant_files_of_another_architecture_as_stored() {
     );
     assert!(!err.contains("panicked"), "{err}");
     assert!(rows(&out_dir).is_empty());
+
+    // A LLaMA-family file whose metadata is wrong is an error too, not a skipped Burn cell.
+    let mut w = GgufWriter::default();
+    w.string("general.architecture", "llama")
+        .tensor_f32("w", &[4], &[0.0; 4]);
+    let bad = dir.path().join("bad-llama.gguf");
+    std::fs::write(&bad, w.to_bytes()).unwrap();
+    let out_dir = dir.path().join("bad");
+    let out = run(&bad, &out_dir, "file");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad-llama.gguf") && err.contains("llama."),
+        "{err}"
+    );
+    assert!(rows(&out_dir).is_empty());
 }

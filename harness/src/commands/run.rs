@@ -95,8 +95,8 @@ fn check_lora_file(sweep: &Sweep, model: &str) -> Result<()> {
 }
 
 fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
-    // A measurement axis given on the command line describes the grid wanted: the file's
-    // extra grids (`[[also]]`) are dropped.
+    // An axis given on the command line describes the grid wanted: the file's extra grids
+    // (`[[also]]`) are dropped.
     let mut grid_flags = false;
     if let Some(v) = list("runtime", &a.runtime, axis::runtime)? {
         sweep.runtime = v;
@@ -130,30 +130,37 @@ fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
         sweep.gen_tokens = v;
         grid_flags = true;
     }
-    if grid_flags {
-        sweep.also.clear();
-    }
     if let Some(v) = list("affinity", &a.affinity, axis::affinity)? {
         sweep.affinity = v;
+        grid_flags = true;
     }
     if let Some(v) = list("pacing-ms", &a.pacing_ms, axis::pacing_ms)? {
         sweep.pacing_ms = v;
+        grid_flags = true;
     }
     if let Some(v) = list("perf-mode", &a.perf_mode, axis::perf_mode)? {
         sweep.perf_mode = v;
+        grid_flags = true;
     }
     if let Some(v) = list("duration-s", &a.duration_s, axis::duration_s)? {
         sweep.duration_s = v;
+        grid_flags = true;
     }
     if let Some(v) = list("adaptive", &a.adaptive, axis::adaptive)? {
         sweep.adaptive = v;
+        grid_flags = true;
     }
     if let Some(v) = list("lora-mode", &a.lora_mode, axis::lora)? {
         sweep.lora = v;
+        grid_flags = true;
     }
     if let Some(v) = list("lora-rank", &a.lora_rank, axis::lora_rank)? {
         sweep.lora_rank = v;
         sweep.lora_rank_given = true;
+        grid_flags = true;
+    }
+    if grid_flags {
+        sweep.also.clear();
     }
     if let Some(f) = &a.lora_file {
         sweep.lora_file = Some(f.display().to_string());
