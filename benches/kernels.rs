@@ -3,9 +3,9 @@
 //! - `matmul/<backend>/<level>/<d_in>x<d_out>/rows<R>`: one projection `[R, d_in] × [d_in,
 //!   d_out]` at SmolLM2's shapes (576×576, 576×1536, 1536×576, 576×49152), rows 1 (decode) and
 //!   128 (prefill), at every level the backend runs (the support table in `quant.rs`). On the
-//!   CPU backends q8 and q4 are socbench's packed kernels (`kernels/src/qmatmul`) in this CPU's
-//!   best layout; `q8-avx2`/`q4-avx2` (on CPUs where AVX-512 VNNI is chosen) the same blocks in
-//!   the AVX2 kernel's layout; `q8-burn` the product through Burn's own quantized tensors.
+//!   CPU backends q8 and q4 are socbench's packed kernels (`kernels/src/qmatmul`) with this
+//!   CPU's best variant; `q8-x86-avx2` and the like, the same blocks on each other SIMD variant
+//!   this CPU has (`--kernel`); `q8-burn` the product through Burn's own quantized tensors.
 //! - `decode_step/<backend>/<level>/kv<W>`: one token through the whole model after a
 //!   256-token context, full cache or a 64-position window (attention cost with the window).
 //! - `prefill/<backend>/<level>/p128`: a 128-token prompt.
@@ -24,7 +24,7 @@ use socbench_devices::sensors::{Sampler, SensorSet};
 use socbench_kernels::backend::{BackendKind, Runtime};
 use socbench_kernels::load::{LoadedModel, ModelSpec, SplitMix64};
 use socbench_kernels::model::{KvCache, Logits, Proj};
-use socbench_kernels::qmatmul::{Layout, PackedWeight};
+use socbench_kernels::qmatmul::{self, KernelTier};
 use socbench_kernels::quant::{self, QuantLevel};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -79,25 +79,28 @@ fn matmul(c: &mut Criterion) {
                 let mut proj = weight();
                 rt.run(|_| quant::quantize_proj(&mut proj, level, backend));
                 variants.push((level.to_string(), proj));
-                // The other layout's kernel (AVX2 where VNNI is chosen), same blocks.
-                if let Some(format) = quant::packed_format(level, backend)
-                    && Layout::best() != Layout::Lanes
-                {
-                    let values = random(d_in * d_out, 7);
-                    let lanes =
-                        PackedWeight::quantize_in(format, Layout::Lanes, &values, d_in, d_out)
-                            .unwrap();
-                    let mut proj = weight();
-                    let name = format!("{level}-{}", lanes.kernel_name());
-                    proj.packed = Some(std::sync::Arc::new(lanes));
-                    variants.push((name, proj));
+                // The other SIMD variants this CPU has, on the same blocks: a runtime each.
+                let mut tiers = Vec::new();
+                if quant::packed_format(level, backend).is_some() {
+                    for name in qmatmul::kernel_names() {
+                        let tier = KernelTier::parse(name).unwrap();
+                        if name != "portable" && name != qmatmul::kernel_name() {
+                            let rt = Runtime::with_kernel(backend, 1, tier).unwrap();
+                            tiers.push((format!("{level}-{name}"), rt));
+                        }
+                    }
                 }
                 if quant::packed_format(level, backend).is_some() && level == QuantLevel::Q8 {
                     let mut stock = weight();
                     rt.run(|_| quant::quantize_proj_burn(&mut stock, level, backend));
                     variants.push((format!("{level}-burn"), stock));
                 }
-                for (name, proj) in &variants {
+                let runs: Vec<(&str, &Proj, &Runtime)> = variants
+                    .iter()
+                    .map(|(n, p)| (n.as_str(), p, &rt))
+                    .chain(tiers.iter().map(|(n, t)| (n.as_str(), &variants[0].1, t)))
+                    .collect();
+                for (name, proj, rt) in runs {
                     for rows in [1, 128] {
                         let x: Tensor<2> = rt.run(|d| {
                             let data = TensorData::new(random(rows * d_in, 9), [rows, d_in]);

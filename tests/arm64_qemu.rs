@@ -147,6 +147,9 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
             "8",
             "--repetitions",
             "2",
+            // The kernel axis on the phone: its best tier and the baseline NEON one.
+            "--kernel",
+            "auto,arm-neon",
         ],
     );
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -160,9 +163,10 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
             .filter(|r| r.key.backend == backend && r.status == status)
             .count()
     };
-    assert_eq!(by("flex", Status::Ok), 8, "{stderr}");
+    // f32 once, q8 on both tiers; wgpu runs no packed kernel (once, skipped).
+    assert_eq!(by("flex", Status::Ok), 12, "{stderr}");
     assert_eq!(by("wgpu", Status::Skipped), 8, "{stderr}");
-    assert_eq!(set.records.len(), 16);
+    assert_eq!(set.records.len(), 20);
     for r in set.records.iter().filter(|r| r.status == Status::Skipped) {
         assert!(
             r.note.contains("aarch64-musl") && r.note.contains("ANDROID_NDK_HOME"),
@@ -178,10 +182,10 @@ fn arm64_virtual_phone_runs_a_sweep_with_the_musl_agent_under_qemu() {
                 .is_some_and(|v| v > 0.0),
             "{r:?}"
         );
-        let want = if r.key.quant == "q8" {
-            kernel.as_str()
-        } else {
-            "burn-flex"
+        let want = match (r.key.quant.as_str(), r.key.kernel_tier.as_str()) {
+            ("q8", "auto") => kernel.as_str(),
+            ("q8", tier) => tier,
+            _ => "burn-flex",
         };
         assert_eq!(r.kernel, want, "{r:?}");
     }

@@ -244,6 +244,11 @@ pub struct ModelArgs {
     /// Keep only the last W positions in the KV cache (sliding window), or `full`.
     #[arg(long, default_value = "full")]
     pub kv_window: KvWindow,
+    /// The packed-kernel variant of the q8/q4/q4_0 products on the CPU backends: `auto` (this
+    /// CPU's best), `portable`, `x86-avx2`, `x86-avx512vnni`, `arm-neon`, `arm-dotprod` or
+    /// `arm-i8mm`; one this CPU lacks is refused before the model loads.
+    #[arg(long, default_value = "auto")]
+    pub kernel: socbench_kernels::qmatmul::KernelTier,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -382,6 +387,12 @@ pub struct RunArgs {
     /// mode on during the cell).
     #[arg(long = "perf-mode")]
     pub perf_mode: Option<String>,
+    /// Packed-kernel variants of the q8/q4/q4_0 products on the CPU backends (comma list of
+    /// `auto`, `portable`, `x86-avx2`, `x86-avx512vnni`, `arm-neon`, `arm-dotprod`,
+    /// `arm-i8mm`): one device measures each tier it has; a tier it lacks is skipped with the
+    /// reason (refused on this host).
+    #[arg(long)]
+    pub kernel: Option<String>,
     /// Sustained sessions: each repetition generates back to back from the prompt for this
     /// many seconds (comma list; 0: off; at most 3600).
     #[arg(long = "duration-s")]

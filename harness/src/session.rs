@@ -67,8 +67,12 @@ impl Session {
             }
             None => ModelSpec::File(model_cache::default_model_path()),
         };
+        // Refused before anything is fetched or loaded, as the level is.
+        args.kernel
+            .check_here()
+            .map_err(|e| anyhow::anyhow!("--kernel: {e}"))?;
         let ModelSession { rt, loaded, load_s } =
-            ModelSession::open(&spec, args.backend, args.quant, threads)
+            ModelSession::open_with(&spec, args.backend, args.quant, threads, None, args.kernel)
                 .with_context(|| format!("loading {spec}"))?;
         Ok(Self {
             rt,
@@ -103,7 +107,11 @@ impl Session {
             "batch": self.batch,
             "kv_window": self.kv_window.map_or(Value::from("full"), Value::from),
             "load_s": self.load_s,
-            "kernel": socbench_kernels::quant::kernel_label(self.quant, self.rt.backend),
+            "kernel": socbench_kernels::quant::kernel_label_for(
+                self.quant,
+                self.rt.backend,
+                self.rt.kernel,
+            ),
             "weight_bytes_resident": socbench_kernels::quant::resident_weight_bytes(
                 &self.loaded.model,
                 self.quant,

@@ -10,6 +10,7 @@ use socbench_devices::DeviceInfo;
 use socbench_devices::info::parse_cpu_list;
 use socbench_kernels::backend::BackendKind;
 pub use socbench_kernels::lora::LoraMode;
+use socbench_kernels::qmatmul::KernelTier;
 use socbench_kernels::quant::QuantLevel;
 use socbench_kernels::runtime::{LLAMA_CPP_BACKEND, RuntimeKind, llama_cpp_support};
 use std::path::Path;
@@ -47,6 +48,7 @@ struct SweepFile {
     lora: Option<Spanned<Vec<toml::Value>>>,
     lora_rank: Option<Spanned<Vec<toml::Value>>>,
     lora_file: Option<Spanned<String>>,
+    kernel: Option<Spanned<Vec<toml::Value>>>,
     repetitions: Option<Spanned<i64>>,
     warmup: Option<Spanned<i64>>,
     sample_hz: Option<Spanned<f64>>,
@@ -169,6 +171,10 @@ pub struct Sweep {
     /// rank is the file's (the `lora_rank` axis is set from it).
     #[serde(default)]
     pub lora_file: Option<String>,
+    /// Axis: the packed-kernel variant of the q8/q4/q4_0 products on the CPU backends
+    /// (`auto`: each device's best). Other cells (f32, wgpu, llama.cpp) run once, as `auto`.
+    #[serde(default = "default_kernel")]
+    pub kernel: Vec<KernelTier>,
     /// Measured runs per cell.
     pub repetitions: usize,
     /// Unmeasured runs per cell.
@@ -233,6 +239,10 @@ fn default_perf_mode() -> Vec<PerfMode> {
     vec![PerfMode::Default]
 }
 
+fn default_kernel() -> Vec<KernelTier> {
+    vec![KernelTier::Auto]
+}
+
 /// Parsers shared by the file and the flags. Each returns what would be valid on error.
 pub mod axis {
     use super::*;
@@ -280,6 +290,10 @@ pub mod axis {
     /// A positive integer.
     pub fn count(s: &str) -> Result<usize, String> {
         positive(s, "count")
+    }
+    /// `auto` or a kernel variant's name (`x86-avx2`, `arm-dotprod` …).
+    pub fn kernel(s: &str) -> Result<KernelTier, String> {
+        s.trim().parse()
     }
     /// `default` or `fixed`.
     pub fn perf_mode(s: &str) -> Result<PerfMode, String> {
@@ -615,6 +629,14 @@ impl Sweep {
             )?,
             lora_rank_given,
             lora_file: f.lora_file.map(Spanned::into_inner),
+            kernel: parse_axis(
+                file,
+                text,
+                "kernel",
+                f.kernel,
+                default_kernel(),
+                axis::kernel,
+            )?,
             repetitions: pos("repetitions", f.repetitions, 3, 1)?,
             warmup: pos("warmup", f.warmup, 1, 0)?,
             sample_hz,
@@ -709,6 +731,7 @@ impl Sweep {
             * self.pacing_ms.len()
             * self.perf_mode.len()
             * self.duration_s.len()
+            * self.kernel.len()
     }
 }
 
@@ -785,6 +808,9 @@ pub struct PlannedCell {
     /// LoRA adapters (`None`: the base model).
     #[serde(default)]
     pub lora: Option<LoraChoice>,
+    /// The packed-kernel variant (`auto` for every cell the packed kernels do not run).
+    #[serde(default)]
+    pub kernel: KernelTier,
 }
 
 fn perf_default() -> PerfMode {
@@ -920,8 +946,17 @@ fn plan_grid(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>> {
             .iter()
             .flat_map(|&(q, a)| loras.iter().map(move |&l| (q, a, l)))
             .collect();
+        let combos: Vec<_> = combos
+            .iter()
+            .flat_map(|&c| sweep.kernel.iter().map(move |&k| (c, k)))
+            .collect();
         for &(runtime, backend) in &pairs {
-            for &(quant, adaptive, lora) in &combos {
+            for &((quant, adaptive, lora), kernel) in &combos {
+                // Only Burn's packed products have variants: other cells run once, as `auto`
+                // (their key is the one without the axis, so the copies are dropped).
+                let packed = runtime == RuntimeKind::Burn
+                    && socbench_kernels::quant::packed_format(quant, backend).is_some();
+                let kernel = if packed { kernel } else { KernelTier::Auto };
                 for &threads in &thread_values {
                     for &batch in &sweep.batch {
                         for &kv_window in &sweep.kv_window {
@@ -963,6 +998,9 @@ fn plan_grid(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>> {
                                             l.mode, l.rank
                                         ));
                                     }
+                                    if kernel != KernelTier::Auto {
+                                        pace.push_str(&format!("|kernel-{kernel}"));
+                                    }
                                     let key = format!(
                                         "{}|{engine}|{}|t{threads}|b{batch}|kv{}|p{prompt_tokens}|g{gen_tokens}|a{aff}{pace}",
                                         info.serial,
@@ -987,6 +1025,7 @@ fn plan_grid(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>> {
                                         duration_s,
                                         adaptive,
                                         lora,
+                                        kernel,
                                     });
                                 }
                             }
@@ -1137,6 +1176,51 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn kernel_variants_are_planned_for_packed_burn_cells_only_and_bad_names_are_refused() {
+        let info = DeviceInfo::parse("p", socbench_devices::info::DeviceKind::Adb, None, "");
+        let s = Sweep::parse(
+            "s",
+            "runtime = [\"burn\", \"llama.cpp\"]\nquant = [\"f32\", \"q4\"]\nthreads = [1]\n\
+             prompt_tokens = [4]\ngen_tokens = [4]\nkernel = [\"auto\", \"arm-dotprod\", \"arm-i8mm\"]\n",
+        )
+        .unwrap();
+        let cells = plan_device(&s, &info).unwrap();
+        let keys: Vec<(&str, KernelTier)> =
+            cells.iter().map(|c| (c.key.as_str(), c.kernel)).collect();
+        assert_eq!(
+            keys,
+            [
+                // f32 runs no packed kernel: once, as before the axis.
+                ("p|flex|f32|t1|b1|kvfull|p4|g4|aall", KernelTier::Auto),
+                ("p|flex|q4|t1|b1|kvfull|p4|g4|aall", KernelTier::Auto),
+                (
+                    "p|flex|q4|t1|b1|kvfull|p4|g4|aall|kernel-arm-dotprod",
+                    KernelTier::ArmDotprod
+                ),
+                (
+                    "p|flex|q4|t1|b1|kvfull|p4|g4|aall|kernel-arm-i8mm",
+                    KernelTier::ArmI8mm
+                ),
+                // llama.cpp picks its own kernels: once per level.
+                (
+                    "p|llama.cpp-cpu|f32|t1|b1|kvfull|p4|g4|aall",
+                    KernelTier::Auto
+                ),
+                (
+                    "p|llama.cpp-cpu|q4|t1|b1|kvfull|p4|g4|aall",
+                    KernelTier::Auto
+                ),
+            ]
+        );
+        let e = Sweep::parse("s.toml", "\nkernel = [\"avx3\"]").unwrap_err();
+        let m = format!("{e:#}");
+        assert!(m.contains("s.toml:2") && m.contains("x86-avx2"), "{m}");
+        // The report's list of names is this one.
+        let names: Vec<&str> = KernelTier::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names, socbench_reports::schema::KERNEL_TIERS);
     }
 
     #[test]

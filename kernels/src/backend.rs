@@ -13,6 +13,7 @@
 //! - wgpu runs kernels on the GPU; the pool only bounds host-side work.
 
 use crate::KernelError;
+use crate::qmatmul::KernelTier;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -154,6 +155,8 @@ pub struct Runtime {
     pub device: Device,
     /// Threads in the pool.
     pub threads: usize,
+    /// The packed-kernel variant the pool's products run (`auto`: this CPU's best).
+    pub kernel: KernelTier,
     pool: rayon::ThreadPool,
 }
 
@@ -163,12 +166,27 @@ impl Runtime {
     /// A backend that cannot start (no GPU adapter for wgpu, say) is an error here, before
     /// any model is loaded.
     pub fn new(backend: BackendKind, threads: usize) -> Result<Self, KernelError> {
+        Self::with_kernel(backend, threads, KernelTier::Auto)
+    }
+
+    /// [`Runtime::new`] with the quantized products forced onto the variant `kernel`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::new`], and when this CPU lacks `kernel` (naming what it has).
+    pub fn with_kernel(
+        backend: BackendKind,
+        threads: usize,
+        kernel: KernelTier,
+    ) -> Result<Self, KernelError> {
+        kernel.check_here().map_err(KernelError::Invalid)?;
         if threads == 0 {
             return Err(KernelError::Invalid("threads must be at least 1".into()));
         }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("socbench-worker-{i}"))
+            .start_handler(move |_| crate::qmatmul::set_thread_tier(kernel))
             .build()
             .map_err(|e| KernelError::Backend {
                 backend,
@@ -179,6 +197,7 @@ impl Runtime {
             backend,
             device,
             threads,
+            kernel,
             pool,
         };
         rt.check()?;

@@ -394,8 +394,17 @@ pub fn packed_format(level: QuantLevel, backend: BackendKind) -> Option<BlockFor
 /// kernel variant this CPU selected ([`crate::qmatmul::kernel_name`]) where [`packed_format`]
 /// applies, `burn-<backend>` (Burn's own kernels) otherwise.
 pub fn kernel_label(level: QuantLevel, backend: BackendKind) -> String {
+    kernel_label_for(level, backend, crate::qmatmul::KernelTier::Auto)
+}
+
+/// [`kernel_label`] with the packed-kernel variant `tier` forced.
+pub fn kernel_label_for(
+    level: QuantLevel,
+    backend: BackendKind,
+    tier: crate::qmatmul::KernelTier,
+) -> String {
     match packed_format(level, backend) {
-        Some(_) => crate::qmatmul::kernel_name().to_owned(),
+        Some(_) => crate::qmatmul::kernel_name_for(tier).to_owned(),
         None => format!("burn-{backend}"),
     }
 }

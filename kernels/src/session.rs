@@ -5,6 +5,7 @@ use crate::KernelError;
 use crate::backend::{BackendKind, Runtime, set_matmul_threads};
 use crate::load::{LoadedModel, ModelSpec};
 use crate::lora::LoraSpec;
+use crate::qmatmul::KernelTier;
 use crate::quant::QuantLevel;
 
 /// A model loaded and quantized on its runtime.
@@ -43,6 +44,21 @@ impl ModelSession {
         threads: usize,
         lora: Option<&LoraSpec>,
     ) -> Result<Self, KernelError> {
+        Self::open_with(spec, backend, quant, threads, lora, KernelTier::Auto)
+    }
+
+    /// [`ModelSession::open_with_lora`] with the quantized products on the packed-kernel
+    /// variant `kernel` ([`Runtime::with_kernel`]); a variant this CPU lacks is an error before
+    /// the file is read.
+    pub fn open_with(
+        spec: &ModelSpec,
+        backend: BackendKind,
+        quant: QuantLevel,
+        threads: usize,
+        lora: Option<&LoraSpec>,
+        kernel: KernelTier,
+    ) -> Result<Self, KernelError> {
+        kernel.check_here().map_err(KernelError::Invalid)?;
         if threads == 0 {
             return Err(KernelError::Invalid("threads must be at least 1".into()));
         }
@@ -72,7 +88,7 @@ impl ModelSession {
             None => None,
         };
         let opened_s = start.elapsed().as_secs_f64();
-        let rt = Runtime::new(backend, threads)?;
+        let rt = Runtime::with_kernel(backend, threads, kernel)?;
         let start = std::time::Instant::now();
         let unsupported = |reason| KernelError::Unsupported {
             backend,

@@ -66,6 +66,7 @@ fn key_fields(c: &CellSummary) -> [String; CELL_COLUMNS.len()] {
         k.lora.clone(),
         k.lora_rank.to_string(),
         k.lora_adapter.clone(),
+        k.kernel_tier.clone(),
     ]
 }
 

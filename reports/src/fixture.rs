@@ -111,6 +111,7 @@ impl Row {
             lora: "none".into(),
             lora_rank: 0,
             lora_adapter: String::new(),
+            kernel_tier: "auto".into(),
             perf_mode: "default".into(),
         };
         let status = Status::ALL
@@ -501,6 +502,7 @@ pub fn cell_key(device: &str, model: &str, quant: &str) -> CellKey {
         lora: "none".into(),
         lora_rank: 0,
         lora_adapter: String::new(),
+        kernel_tier: "auto".into(),
         perf_mode: "default".into(),
     }
 }
@@ -536,6 +538,7 @@ pub fn write_runtime_pair(dir: &Path) -> std::io::Result<()> {
                 lora: "none".into(),
                 lora_rank: 0,
                 lora_adapter: String::new(),
+                kernel_tier: "auto".into(),
                 perf_mode: "default".into(),
             };
             let run_id = format!("{MODEL}@0|local|{engine}|q8|t1|b1|kvfull|p16|g{GEN}|aall#{rep}");

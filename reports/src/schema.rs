@@ -21,7 +21,7 @@ pub use crate::row::{RESULT_COLUMNS, ResultRow, SAMPLE_COLUMNS, SampleRow, Statu
 
 /// Columns that identify a cell, besides the model (required in a results file, with `run_id`,
 /// `repetition` and `status`; except those added later: `runtime`, `pacing_ms`, `perf_mode`).
-pub const CELL_COLUMNS: [&str; 17] = [
+pub const CELL_COLUMNS: [&str; 18] = [
     "device",
     "runtime",
     "backend",
@@ -39,6 +39,20 @@ pub const CELL_COLUMNS: [&str; 17] = [
     "lora",
     "lora_rank",
     "lora_adapter",
+    "kernel_tier",
+];
+
+/// The `kernel_tier` values in the order reports put them: `auto`, then each
+/// variant from the slowest (the names of `socbench_kernels::qmatmul::KernelTier`, held to
+/// them by a harness test).
+pub const KERNEL_TIERS: [&str; 7] = [
+    "auto",
+    "portable",
+    "x86-avx2",
+    "x86-avx512vnni",
+    "arm-neon",
+    "arm-dotprod",
+    "arm-i8mm",
 ];
 
 /// Quotes a CSV field when needed (RFC 4180).
@@ -484,6 +498,8 @@ pub struct CellKey {
     /// Where the adapters came from: `synthetic`, or the adapter file's name (empty without
     /// adapters; schema 3.4).
     pub lora_adapter: String,
+    /// `auto`, or the packed-kernel variant the cell forced (schema 3.5).
+    pub kernel_tier: String,
 }
 
 impl CellKey {
@@ -531,6 +547,9 @@ impl CellKey {
         if !self.adaptive.is_empty() && self.adaptive != "off" {
             s.push_str(&format!(" adaptive={}", self.adaptive));
         }
+        if self.forced_kernel() {
+            s.push_str(&format!(" kernel={}", self.kernel_tier));
+        }
         if !self.lora.is_empty() && self.lora != "none" {
             s.push_str(&format!(" lora={}/r{}", self.lora, self.lora_rank));
             // A file's adapters are named; synthetic ones are the default.
@@ -539,6 +558,11 @@ impl CellKey {
             }
         }
         s
+    }
+
+    /// Whether the cell forced a packed-kernel variant (not `auto`).
+    pub fn forced_kernel(&self) -> bool {
+        !self.kernel_tier.is_empty() && self.kernel_tier != "auto"
     }
 
     /// The key without the device, for matching cells across devices.

@@ -14,6 +14,7 @@ mod devices_adb;
 mod errors;
 mod faults;
 mod footprint;
+mod kernels;
 mod lora;
 mod other_models;
 mod probe;

@@ -49,12 +49,13 @@ impl Engine {
     /// Loads the plan's model on the plan's runtime.
     pub fn open(plan: &Plan) -> Result<Self, String> {
         match plan.runtime {
-            RuntimeKind::Burn => ModelSession::open_with_lora(
+            RuntimeKind::Burn => ModelSession::open_with(
                 &plan.model_spec(),
                 plan.backend,
                 plan.quant,
                 plan.threads,
                 plan.lora.as_ref(),
+                plan.kernel,
             )
             .map(|s| Self::Burn(Box::new(s)))
             .map_err(|e| e.to_string()),
@@ -104,7 +105,11 @@ impl Engine {
                         plan.quant,
                         plan.backend,
                     ),
-                    kernel: socbench_kernels::quant::kernel_label(plan.quant, plan.backend),
+                    kernel: socbench_kernels::quant::kernel_label_for(
+                        plan.quant,
+                        plan.backend,
+                        plan.kernel,
+                    ),
                 }
             }
             #[cfg(feature = "llama-cpp")]

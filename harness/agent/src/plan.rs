@@ -72,6 +72,10 @@ pub struct Plan {
     pub lora: Option<LoraSpec>,
     /// Worker threads.
     pub threads: usize,
+    /// The packed-kernel variant of the quantized products (absent in plans from before the
+    /// kernel axis: `auto`, this CPU's best).
+    #[serde(default)]
+    pub kernel: socbench_kernels::qmatmul::KernelTier,
     /// CPUs to pin to (`None`: no pinning).
     pub affinity: Option<Vec<u32>>,
     /// Sensor sampling rate (Hz).

@@ -30,6 +30,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
                  --temperature and --stop-at-eos"
             );
         }
+        if args.model.kernel != socbench_kernels::qmatmul::KernelTier::Auto {
+            anyhow::bail!(
+                "--kernel chooses the Burn runtime's packed kernels; llama.cpp picks its own \
+                 (drop --kernel, or use --runtime burn)"
+            );
+        }
         return super::generate_llama::run(args);
     }
     let session = Session::open(&args.model)?;

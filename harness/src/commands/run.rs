@@ -159,6 +159,10 @@ fn apply_flags(sweep: &mut Sweep, a: &RunArgs) -> Result<()> {
         sweep.lora_rank_given = true;
         grid_flags = true;
     }
+    if let Some(v) = list("kernel", &a.kernel, axis::kernel)? {
+        sweep.kernel = v;
+        grid_flags = true;
+    }
     if grid_flags {
         sweep.also.clear();
     }
@@ -320,6 +324,7 @@ fn setting_flags(a: &RunArgs) -> Vec<&'static str> {
         (a.kv_window.is_some(), "--kv-window"),
         (a.pacing_ms.is_some(), "--pacing-ms"),
         (a.perf_mode.is_some(), "--perf-mode"),
+        (a.kernel.is_some(), "--kernel"),
         (a.duration_s.is_some(), "--duration-s"),
         (a.adaptive.is_some(), "--adaptive"),
         (a.lora_mode.is_some(), "--lora-mode"),
@@ -572,6 +577,17 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
             .info()
             .with_context(|| format!("device {}", t.serial()))?;
         let cells = sweep::plan_device(&sweep, &info)?;
+        // This host runs its own agent: a kernel variant its CPU lacks is refused here, before
+        // anything runs (a phone's cells of one are skipped with the reason).
+        if matches!(t, Target::Local)
+            && let Some(Err(e)) = cells
+                .iter()
+                .map(|c| c.kernel)
+                .find(|k| k.check_here().is_err())
+                .map(|k| k.check_here())
+        {
+            bail!("--device local: {e}");
+        }
         planned.push((t.clone(), info, cells));
     }
     let planned_ids: HashSet<String> = planned

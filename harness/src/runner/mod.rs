@@ -133,8 +133,8 @@ pub fn run_id(model_id: &str, cell: &PlannedCell, rep: usize) -> String {
 }
 
 /// `flex f32 t2 b1 kv=full p32 g16 a=all` (` pace=50ms`, ` perf=fixed`, ` session=60s`,
-/// ` adaptive=q8>q4@45`, ` lora=unmerged/r8` at the end of a paced, fixed-performance,
-/// sustained-session, adaptive or LoRA cell).
+/// ` adaptive=q8>q4@45`, ` kernel=x86-avx2`, ` lora=unmerged/r8` at the end of a paced,
+/// fixed-performance, sustained-session, adaptive, kernel-forcing or LoRA cell).
 pub fn describe(c: &PlannedCell) -> String {
     let runtime = match c.runtime {
         RuntimeKind::Burn => String::new(),
@@ -165,6 +165,11 @@ pub fn describe(c: &PlannedCell) -> String {
     } + &c
         .adaptive
         .map_or(String::new(), |a| format!(" adaptive={a}"))
+        + &if c.kernel == socbench_kernels::qmatmul::KernelTier::Auto {
+            String::new()
+        } else {
+            format!(" kernel={}", c.kernel)
+        }
         + &c.lora
             .map_or(String::new(), |l| format!(" lora={}/r{}", l.mode, l.rank))
 }
@@ -326,7 +331,7 @@ pub fn run_device(
     for c in &pending_cells {
         // An adaptive cell's agent holds its second level too: it runs apart from the plain
         // cells of its first level (their memory is theirs alone).
-        let key = format!(
+        let mut key = format!(
             "{}|{}|{}|{}|{:?}|{:?}|{:?}",
             c.runtime.name(),
             c.backend.name(),
@@ -336,6 +341,10 @@ pub fn run_device(
             c.adaptive.map(|a| a.to),
             c.lora
         );
+        // A forced kernel variant is an agent of its own (its runtime's workers carry it).
+        if c.kernel != socbench_kernels::qmatmul::KernelTier::Auto {
+            key.push_str(&format!("|{}", c.kernel));
+        }
         match variants.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(c),
             None => variants.push((key, vec![c])),
@@ -393,6 +402,7 @@ pub fn run_device(
                 runtime: first.runtime,
                 backend: first.backend,
                 quant: first.quant,
+                kernel: first.kernel,
                 lora: first.lora.map(|l| socbench_kernels::lora::LoraSpec {
                     mode: l.mode,
                     rank: l.rank,

@@ -276,6 +276,29 @@ pub(super) fn prepare<'c>(
                 ));
                 run.mark(&these, Status::Skipped, &reason);
             }
+            // A forced kernel variant this device's CPU lacks (`kernels` of its `info`).
+            let kernels: Vec<String> = b["kernels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            let (run_now, lacking): (Vec<&PlannedCell>, Vec<&PlannedCell>) = run_now
+                .into_iter()
+                .partition(|c| c.kernel.check_on(&info.serial, &kernels).is_ok());
+            for tier in lacking.iter().map(|c| c.kernel).collect::<BTreeSet<_>>() {
+                let these: Vec<&PlannedCell> = lacking
+                    .iter()
+                    .copied()
+                    .filter(|c| c.kernel == tier)
+                    .collect();
+                let reason = tier
+                    .check_on(&info.serial, &kernels)
+                    .err()
+                    .unwrap_or_default();
+                log(&format!("skipping {} cells: {reason}", these.len()));
+                run.mark(&these, Status::Skipped, &reason);
+            }
             if run_now.is_empty() {
                 return Err(None);
             }

@@ -197,6 +197,7 @@ impl<'a> AgentRun<'a> {
             } else {
                 String::new()
             },
+            kernel_tier: cell.kernel.name().into(),
         };
         let mut row = ResultRow::new(run_id(&self.model_id, cell, rep), &key, rep as u32, status);
         row.session = self.store.session().to_owned();

@@ -11,11 +11,16 @@
 //! bytes and an `f32` scale, `w = d q`) or [`BlockFormat::Q4_1`] (four-bit values, an `f32`
 //! scale and an `f32` minimum, `w = m + d q`) — grouped by outputs so that a decode step streams
 //! each weight once, front to back. The grouping ([`Layout`]) follows the kernel:
-//! - [`Layout::Panels`] (AVX-512 VNNI): 16 outputs per panel, each block storing 4 consecutive
-//!   inputs of all 16 outputs side by side, so one 64-byte load is the unsigned operand of one
-//!   `vpdpbusd` against 4 broadcast activations. Tiles of up to 6 rows × 2 panels reuse each
-//!   load 6 times in prefill.
-//! - [`Layout::Lanes`] (AVX2, portable): the blocks of [`LANES`] outputs one after the other.
+//! - [`Layout::Panels`] (x86 AVX2 and AVX-512 VNNI, arm64): 16 outputs per panel, each block
+//!   storing 4 consecutive inputs of all 16 outputs side by side, so one 64-byte load is the
+//!   unsigned operand of one `vpdpbusd` against 4 broadcast activations (two `vpmaddubsw` halves
+//!   on AVX2). Tiles of up to 6 rows × 2 panels (VNNI) or 4 rows × 1 panel (AVX2) reuse each
+//!   load in prefill.
+//! - [`Layout::Lanes`] (portable, on CPUs without SIMD kernels): the blocks of [`LANES`]
+//!   outputs one after the other.
+//!
+//! Every x86 and arm64 variant runs the same panels, so a forced variant ([`KernelTier`])
+//! runs the weights as they were packed.
 //!
 //! # Arithmetic
 //!
@@ -45,10 +50,13 @@ mod arena;
 mod arm;
 mod extension;
 mod pack;
+mod tier;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use extension::{PackedMatmulOps, packed_matmul, packed_matmul_concat, packed_swiglu};
+pub use tier::KernelTier;
+pub(crate) use tier::set_thread_tier;
 
 /// Inputs per quantization block.
 pub const BLOCK: usize = 32;
@@ -97,11 +105,12 @@ type Group<T> = [T; LANES];
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Layout {
     /// Blocks of [`LANES`] outputs one after the other (block `b` of output `4g`, of `4g + 1`,
-    /// …): the AVX2 and portable kernels, one 32-byte dot product per output and block.
+    /// …): the portable kernel's, where no SIMD kernel runs.
     Lanes,
     /// Panels of [`PANEL`] outputs: each block of a panel stores four consecutive inputs of
     /// every output next to each other, so one 64-byte register holds 4 inputs × 16 outputs
-    /// and one AVX-512 VNNI `vpdpbusd` adds all 64 products into the 16 outputs' sums.
+    /// and one AVX-512 VNNI `vpdpbusd` adds all 64 products into the 16 outputs' sums (AVX2
+    /// and NEON read it as halves and quarters).
     Panels,
 }
 
@@ -117,7 +126,7 @@ impl Layout {
     /// The layout of the fastest kernel on this CPU.
     pub fn best() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if x86::vnni_available() {
+        if x86::available() {
             return Self::Panels;
         }
         // The NEON kernel (every arm64 CPU).
@@ -344,9 +353,10 @@ impl PackedWeight {
         matmul_with(&[self], x, rows, Some(Kernel::Portable))
     }
 
-    /// The kernel [`PackedWeight::matmul`] runs for this weight on this CPU.
+    /// The kernel [`PackedWeight::matmul`] runs for this weight on this CPU (on this thread:
+    /// a runtime's forced [`KernelTier`] counts).
     pub fn kernel_name(&self) -> &'static str {
-        Kernel::best(self.layout).name()
+        Kernel::chosen(self.layout, tier::thread_tier()).name()
     }
 
     /// Copies this weight's outputs, as [`Kernel::run`] left them in `yt` (chunks of
@@ -431,7 +441,9 @@ fn matmul_with(
         "weights of different d_in"
     );
     assert_eq!(x.len(), rows * d_in, "x is not [rows, d_in]");
-    let kernel = |w: &PackedWeight| kernel.unwrap_or_else(|| Kernel::best(w.layout));
+    // Chosen on the calling thread (a runtime's worker, which carries the runtime's tier).
+    let tier = tier::thread_tier();
+    let kernel = |w: &PackedWeight| kernel.unwrap_or_else(|| Kernel::chosen(w.layout, tier));
     let qx = QuantizedRows::new(x, rows, d_in);
     // Each task owns a run of one weight's units and writes their outputs for every row into
     // its chunk of that weight's `yt`, in the kernel's `Order`.
@@ -712,6 +724,20 @@ enum Kernel {
 }
 
 impl Kernel {
+    /// `tier` where this CPU has it for `layout`, else the fastest one (a forced tier was
+    /// checked before any weight was packed; a weight in another layout, which only tests
+    /// make, runs on what reads it).
+    fn chosen(layout: Layout, tier: KernelTier) -> Self {
+        if tier != KernelTier::Auto
+            && let Some(k) = Self::available(layout)
+                .into_iter()
+                .find(|k| k.name() == tier.name())
+        {
+            return k;
+        }
+        Self::best(layout)
+    }
+
     /// The fastest kernel this CPU has for `layout`.
     fn best(layout: Layout) -> Self {
         Self::available(layout)
@@ -724,10 +750,13 @@ impl Kernel {
     fn available(layout: Layout) -> Vec<Self> {
         let mut kernels = vec![Self::Portable];
         #[cfg(target_arch = "x86_64")]
-        match layout {
-            Layout::Lanes if x86::available() => kernels.push(Self::Avx2),
-            Layout::Panels if x86::vnni_available() => kernels.push(Self::Vnni),
-            _ => {}
+        if layout == Layout::Panels {
+            if x86::available() {
+                kernels.push(Self::Avx2);
+            }
+            if x86::vnni_available() {
+                kernels.push(Self::Vnni);
+            }
         }
         #[cfg(target_arch = "aarch64")]
         if layout == Layout::Panels {
@@ -747,7 +776,7 @@ impl Kernel {
     fn order(self) -> Order {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Vnni => Order::RowMajor,
+            Self::Avx2 | Self::Vnni => Order::RowMajor,
             #[cfg(target_arch = "aarch64")]
             Self::Neon | Self::Dotprod | Self::I8mm => Order::RowMajor,
             _ => Order::OutputMajor,
@@ -776,7 +805,7 @@ impl Kernel {
         match self {
             Self::Portable => portable(w, x, units, out),
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => x86::run(w, x, units, out),
+            Self::Avx2 => x86::run_panels_avx2(w, x, units, out),
             #[cfg(target_arch = "x86_64")]
             Self::Vnni => x86::run_vnni(w, x, units, out),
             #[cfg(target_arch = "aarch64")]
@@ -793,7 +822,13 @@ impl Kernel {
 /// `arm-i8mm`, `arm-dotprod`, `arm-neon` or `portable`): what the `kernel` column, the
 /// manifest and `socbench-agent info` report.
 pub fn kernel_name() -> &'static str {
-    Kernel::best(Layout::best()).name()
+    kernel_name_for(KernelTier::Auto)
+}
+
+/// The kernel variant the quantized products run with `tier` forced on this CPU (`auto`: as
+/// [`kernel_name`]; a tier this CPU lacks: the best, as the products would).
+pub fn kernel_name_for(tier: KernelTier) -> &'static str {
+    Kernel::chosen(Layout::best(), tier).name()
 }
 
 /// Every kernel variant this CPU can run, the portable one first.
@@ -809,8 +844,16 @@ pub fn kernel_names() -> Vec<&'static str> {
 }
 
 /// Any layout, scalar arithmetic: `Σ_b d_b s_b Σ q·qx + m_b Σ x_b` per row and output.
+///
+/// The float steps are the SIMD kernels', in their order: per block, `y + dot · (d s)` fused,
+/// then (Q4_1) `y + m Σx` fused. Every variant then gives the same outputs bit for bit, which
+/// matters beyond rounding: the next product quantizes these outputs to 8 bits again, and a
+/// last-bit difference that moves one activation across a rounding boundary grows layer by
+/// layer (measured: perplexity of a short text 10 % apart on SmolLM2 at q8 when only the
+/// fusing differed).
 fn portable(w: &PackedWeight, x: &QuantizedRows, units: Range<usize>, out: &mut [f32]) {
     let (nb, rows, width) = (x.blocks, x.rows, w.layout.width());
+    let minimums = w.format == BlockFormat::Q4_1;
     for (i, u) in units.enumerate() {
         for j in 0..width {
             let col = &mut out[(i * width + j) * rows..][..rows];
@@ -823,7 +866,10 @@ fn portable(w: &PackedWeight, x: &QuantizedRows, units: Range<usize>, out: &mut 
                         .zip(&x.values[k])
                         .map(|(&q, &v)| q * i32::from(v))
                         .sum();
-                    *y += d * x.scales[k] * dot as f32 + m * x.sums[k];
+                    *y = (dot as f32).mul_add(d * x.scales[k], *y);
+                    if minimums {
+                        *y = m.mul_add(x.sums[k], *y);
+                    }
                 }
             }
         }

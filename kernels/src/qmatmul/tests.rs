@@ -306,11 +306,8 @@ fn simd_activation_quantizer_matches_the_portable_one() {
         assert_eq!(got.values[k], want.q, "block {k}");
         assert_eq!(got.scales[k], want.d, "block {k}");
         assert_eq!(got.qsums[k], want.qsum, "block {k}");
-        let magnitude: f32 = block.iter().map(|v| v.abs()).sum();
-        assert!(
-            (got.sums[k] - want.sum).abs() <= 1e-6 * magnitude,
-            "block {k}"
-        );
+        // Bit for bit: the sums feed Q4_1's `m Σx` (see `portable`).
+        assert_eq!(got.sums[k].to_bits(), want.sum.to_bits(), "block {k}");
     }
 }
 
@@ -470,6 +467,98 @@ fn every_kernel_variant_this_cpu_has_agrees_with_the_portable_one() {
                 rows.contains(&1) && rows.contains(&8),
                 "{kernel} {format}: {rows:?}"
             );
+        }
+    }
+}
+
+#[test]
+fn a_runtime_runs_its_products_on_the_variant_it_was_given() {
+    let w = PackedWeight::quantize(BlockFormat::Q8_0, &random(64 * 32, 3), 64, 32).expect("packs");
+    for name in kernel_names() {
+        let tier = KernelTier::parse(name).expect("a kernel name");
+        let rt = crate::backend::Runtime::with_kernel(BackendKind::Flex, 2, tier).expect("opens");
+        assert_eq!(rt.run(|_| w.kernel_name()), name);
+        assert_eq!(kernel_name_for(tier), name);
+    }
+    // The caller's thread is not a runtime's: the best variant.
+    assert_eq!(w.kernel_name(), kernel_name());
+    assert_eq!(kernel_name_for(KernelTier::Auto), kernel_name());
+    // A variant of another architecture is refused when the runtime opens.
+    let foreign = if cfg!(target_arch = "x86_64") {
+        KernelTier::ArmNeon
+    } else {
+        KernelTier::X86Avx2
+    };
+    let err = crate::backend::Runtime::with_kernel(BackendKind::Flex, 1, foreign).unwrap_err();
+    assert!(err.to_string().contains(foreign.name()), "{err}");
+}
+
+/// The rule for the quality column: whichever variant runs a level, the perplexity of
+/// the quality text is the same within 0.1 % (here the seeded tiny model on every variant this
+/// CPU has; `tests/quality.rs` holds SmolLM2 to it).
+#[test]
+fn every_kernel_variant_gives_the_same_perplexity_on_the_quality_text() {
+    use crate::generate::{QUALITY_CHUNK, QUALITY_TEXT, perplexity};
+    use crate::load::ModelSpec;
+    use crate::quant::QuantLevel;
+    use crate::session::ModelSession;
+    for quant in [QuantLevel::Q8, QuantLevel::Q4, QuantLevel::Q4_0] {
+        let mut seen: Vec<(&str, f64)> = Vec::new();
+        for name in kernel_names() {
+            let tier = KernelTier::parse(name).expect("a kernel name");
+            let s = ModelSession::open_with(
+                &ModelSpec::SyntheticTiny,
+                BackendKind::Flex,
+                quant,
+                1,
+                None,
+                tier,
+            )
+            .expect("opens");
+            let ids = s.loaded.tokenizer.encode(QUALITY_TEXT).expect("encodes");
+            let p = perplexity(&s.rt, &s.loaded.model, &ids, QUALITY_CHUNK).expect("scores");
+            seen.push((name, p.perplexity));
+        }
+        eprintln!("{quant}: {seen:?}");
+        let reference = seen
+            .iter()
+            .find(|(n, _)| *n == "portable")
+            .expect("the portable variant runs everywhere")
+            .1;
+        for (name, p) in &seen {
+            assert!(
+                (p / reference - 1.0).abs() <= 1e-3,
+                "{quant} on {name}: {p} against portable's {reference}"
+            );
+        }
+    }
+}
+
+/// Every variant's outputs equal the portable kernel's bit for bit (the same integer sums and
+/// the same fused float steps in the same order): the quantized model then scores the same
+/// whichever variant runs it, since the next product's 8-bit rounding would amplify even a
+/// last-bit difference (`portable`'s note).
+#[test]
+fn every_kernel_variant_equals_the_portable_one_bit_for_bit() {
+    // 53 outputs: a partial last panel; 96 inputs: three blocks; rows for every tile height.
+    let (d_in, d_out) = (96, 53);
+    for format in [BlockFormat::Q8_0, BlockFormat::Q4_1, BlockFormat::Q4_0] {
+        for layout in LAYOUTS {
+            let w =
+                PackedWeight::quantize_in(format, layout, &random(d_in * d_out, 31), d_in, d_out)
+                    .expect("packs");
+            for rows in [1, 2, 3, 4, 5, 6, 7, 13] {
+                let x = random(rows * d_in, 32 + rows as u64);
+                let reference = matmul_with(&[&w], &x, rows, Some(Kernel::Portable));
+                for kernel in Kernel::available(layout) {
+                    let got = matmul_with(&[&w], &x, rows, Some(kernel));
+                    let same = got
+                        .iter()
+                        .zip(&reference)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{format} {layout:?} {} at {rows} rows", kernel.name());
+                }
+            }
         }
     }
 }

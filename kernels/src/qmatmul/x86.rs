@@ -1,4 +1,4 @@
-//! AVX2 and AVX-512 VNNI inner loops for [`super::PackedWeight::matmul`], and the AVX-512
+//! AVX2 and AVX-512 VNNI inner loops (both over [`super::Layout::Panels`] weights) for [`super::PackedWeight::matmul`], and the AVX-512
 //! activation quantizer.
 //!
 //! The workspace denies `unsafe`; this module is the one exception, for two reasons only:
@@ -9,10 +9,7 @@
 //! the matching target features).
 #![allow(unsafe_code)]
 
-use super::{
-    ActBlock, BLOCK, BlockFormat, Group, LANES, PANEL, PackedWeight, PanelBlock, QuantizedRows,
-    Values,
-};
+use super::{ActBlock, BLOCK, BlockFormat, PANEL, PackedWeight, PanelBlock, QuantizedRows, Values};
 use half::f16;
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -24,201 +21,218 @@ pub(super) fn available() -> bool {
         && std::is_x86_feature_detected!("f16c")
 }
 
-/// Computes the outputs of `groups` for every row of `x` into `out` (`[groups * LANES, rows]`).
-///
-/// (No closures below: a closure does not inherit its function's target features, so the
-/// intrinsics it calls would not be inlined.)
-pub(super) fn run(w: &PackedWeight, x: &QuantizedRows, groups: Range<usize>, out: &mut [f32]) {
+/// [`super::Layout::Panels`] weights with AVX2: the same panels as the VNNI kernel, each
+/// 64-byte chunk read as two halves of 8 outputs (`vpmaddubsw` and `vpmaddwd` in place of one
+/// `vpdpbusd`), in tiles of up to 4 rows × 1 panel so that each load and unpacking of weights
+/// serves 4 rows in prefill. The integer sums are the VNNI kernel's, and the float steps the
+/// same in the same order, so both give the same outputs bit for bit.
+pub(super) fn run_panels_avx2(
+    w: &PackedWeight,
+    x: &QuantizedRows,
+    units: Range<usize>,
+    out: &mut [f32],
+) {
     assert!(
         available(),
         "the AVX2 kernel was chosen on a CPU without AVX2/FMA/F16C"
     );
-    // SAFETY: the assertion above found AVX2, FMA and F16C on this CPU, all `run_avx2`
+    // SAFETY: the assertion above found AVX2, FMA and F16C on this CPU, all `panels_avx2`
     // requires.
-    unsafe { run_avx2(w, x, groups, out) }
+    unsafe { panels_avx2(w, x, units, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn run_avx2(w: &PackedWeight, x: &QuantizedRows, groups: Range<usize>, out: &mut [f32]) {
-    let (nb, rows) = (x.blocks, x.rows);
-    for (i, g) in groups.enumerate() {
-        let blocks = g * nb..(g + 1) * nb;
-        let (ws, _) = w.scales[blocks.start * LANES..blocks.end * LANES].as_chunks::<LANES>();
-        // Rows innermost: the group's weights stay in L1 while every row reads them.
-        for r in 0..rows {
-            let row = r * nb..(r + 1) * nb;
-            let (xq, xs) = (&x.values[row.clone()], &x.scales[row.clone()]);
-            let y = match &w.values {
-                Values::Q8(q) => q8_group(&q[blocks.clone()], ws, xq, xs),
-                Values::Q4(q) if w.format == BlockFormat::Q4_0 => {
-                    q4_0_group(&q[blocks.clone()], ws, xq, xs, &x.qsums[row])
-                }
-                Values::Q4(q) => {
-                    let (mins, _) =
-                        w.mins[blocks.start * LANES..blocks.end * LANES].as_chunks::<LANES>();
-                    q4_group(&q[blocks.clone()], ws, mins, xq, xs, &x.sums[row])
-                }
-                Values::Q8Panel(_) | Values::Q4Panel(_) => {
-                    unreachable!("the AVX2 kernel runs only `Layout::Lanes` weights")
-                }
+fn panels_avx2(w: &PackedWeight, x: &QuantizedRows, units: Range<usize>, out: &mut [f32]) {
+    let rows = x.rows;
+    for p in units.clone() {
+        let mut r = 0;
+        while r < rows {
+            let tile = Tile {
+                panel: p,
+                row: r,
+                first: units.start,
             };
-            for (lane, v) in y.into_iter().enumerate() {
-                out[(i * LANES + lane) * rows + r] = v;
+            match rows - r {
+                6.. => avx2_tile::<6>(w, x, tile, out),
+                5 => avx2_tile::<5>(w, x, tile, out),
+                4 => avx2_tile::<4>(w, x, tile, out),
+                3 => avx2_tile::<3>(w, x, tile, out),
+                2 => avx2_tile::<2>(w, x, tile, out),
+                _ => avx2_tile::<1>(w, x, tile, out),
             }
+            r += (rows - r).min(6);
         }
     }
 }
 
+/// `R` rows × one panel (two halves of 8 outputs) into `out` (`[rows, panels * PANEL]`).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn avx2_tile<const R: usize>(w: &PackedWeight, x: &QuantizedRows, tile: Tile, out: &mut [f32]) {
+    let (scales, _) = w.scales.as_chunks::<PANEL>();
+    let acc = match &w.values {
+        Values::Q8Panel(q) => q8_tile_avx2::<R>(q, scales, x, tile),
+        Values::Q4Panel(q) if w.format == BlockFormat::Q4_0 => {
+            q4_tile_avx2::<R, true>(q, scales, &[], x, tile)
+        }
+        Values::Q4Panel(q) => {
+            let (mins, _) = w.mins.as_chunks::<PANEL>();
+            q4_tile_avx2::<R, false>(q, scales, mins, x, tile)
+        }
+        Values::Q8(_) | Values::Q4(_) => {
+            unreachable!("the AVX2 kernel runs only `Layout::Panels` weights")
+        }
+    };
+    let n = out.len() / x.rows;
+    for (r, acc) in acc.iter().enumerate() {
+        let row = &mut out[(tile.row + r) * n..][..n];
+        let (panels, _) = row.as_chunks_mut::<PANEL>();
+        let (halves, _) = panels[tile.panel - tile.first].as_chunks_mut::<8>();
+        store8(&mut halves[0], acc[0]);
+        store8(&mut halves[1], acc[1]);
+    }
+}
+
+/// The float step of a block, as the VNNI kernel takes it: `acc + dot · (d · s)`.
+#[target_feature(enable = "avx2,fma")]
+fn scale_into(acc: __m256, dot: __m256i, d: __m256, s: f32) -> __m256 {
+    _mm256_fmadd_ps(
+        _mm256_cvtepi32_ps(dot),
+        _mm256_mul_ps(d, _mm256_set1_ps(s)),
+        acc,
+    )
+}
+
+/// Q8_0 panels: the stored `q + 128` back to `q` (`xor 0x80`), then `Σ q·qx` as
+/// `vpmaddubsw(|q|, sign(qx, q))` (an unsigned operand is needed; `|q| ≤ 128` and
+/// `|qx| ≤ 127` keep each pair of products below `i16`'s limit), four products per output
+/// and `i32` lane through `vpmaddwd`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_tile_avx2<const R: usize>(
+    q: &[PanelBlock<{ PANEL * BLOCK }>],
+    scales: &[[f16; PANEL]],
+    x: &QuantizedRows,
+    tile: Tile,
+) -> [[__m256; 2]; R] {
+    let nb = x.blocks;
+    let (flip, ones) = (_mm256_set1_epi8(-128), _mm256_set1_epi16(1));
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for b in 0..nb {
+        let (chunks, _) = q[tile.panel * nb + b].as_chunks::<64>();
+        let mut dot = [[_mm256_setzero_si256(); 2]; R];
+        for (k, chunk) in chunks.iter().enumerate() {
+            let (halves, _) = chunk.as_chunks::<32>();
+            let signed = [
+                _mm256_xor_si256(load32u(&halves[0]), flip),
+                _mm256_xor_si256(load32u(&halves[1]), flip),
+            ];
+            let magnitude = [
+                _mm256_sign_epi8(signed[0], signed[0]),
+                _mm256_sign_epi8(signed[1], signed[1]),
+            ];
+            for (r, dot) in dot.iter_mut().enumerate() {
+                let xv = _mm256_set1_epi32(dword(&x.values[(tile.row + r) * nb + b], k));
+                for h in 0..2 {
+                    let pairs = _mm256_maddubs_epi16(magnitude[h], _mm256_sign_epi8(xv, signed[h]));
+                    dot[h] = _mm256_add_epi32(dot[h], _mm256_madd_epi16(pairs, ones));
+                }
+            }
+        }
+        let d = load8h_pair(&scales[tile.panel * nb + b]);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let s = x.scales[(tile.row + r) * nb + b];
+            for h in 0..2 {
+                acc[h] = scale_into(acc[h], dot[r][h], d[h], s);
+            }
+        }
+    }
+    acc
+}
+
+/// Q4_1 panels (`SYMMETRIC`: Q4_0): the nibbles are `vpmaddubsw`'s unsigned operand as they
+/// are; a block's eight products per pair of inputs stay within `i16` (`8 · 2 · 15 · 127 =
+/// 30480`), so they are added as `i16` and widened once per block.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_tile_avx2<const R: usize, const SYMMETRIC: bool>(
+    q: &[PanelBlock<{ PANEL * BLOCK / 2 }>],
+    scales: &[[f16; PANEL]],
+    mins: &[[f16; PANEL]],
+    x: &QuantizedRows,
+    tile: Tile,
+) -> [[__m256; 2]; R] {
+    let nb = x.blocks;
+    let (nibble, ones) = (_mm256_set1_epi8(15), _mm256_set1_epi16(1));
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for b in 0..nb {
+        let (chunks, _) = q[tile.panel * nb + b].as_chunks::<64>();
+        let mut sum16 = [[_mm256_setzero_si256(); 2]; R];
+        for (k, chunk) in chunks.iter().enumerate() {
+            let (halves, _) = chunk.as_chunks::<32>();
+            let v = [load32u(&halves[0]), load32u(&halves[1])];
+            let lo = [
+                _mm256_and_si256(v[0], nibble),
+                _mm256_and_si256(v[1], nibble),
+            ];
+            let hi = [
+                _mm256_and_si256(_mm256_srli_epi16::<4>(v[0]), nibble),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(v[1]), nibble),
+            ];
+            for (r, sum16) in sum16.iter_mut().enumerate() {
+                let xb = &x.values[(tile.row + r) * nb + b];
+                let xlo = _mm256_set1_epi32(dword(xb, 2 * k));
+                let xhi = _mm256_set1_epi32(dword(xb, 2 * k + 1));
+                for h in 0..2 {
+                    let both = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo[h], xlo),
+                        _mm256_maddubs_epi16(hi[h], xhi),
+                    );
+                    sum16[h] = _mm256_add_epi16(sum16[h], both);
+                }
+            }
+        }
+        let k = tile.panel * nb + b;
+        let d = load8h_pair(&scales[k]);
+        let m = if SYMMETRIC { d } else { load8h_pair(&mins[k]) };
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let i = (tile.row + r) * nb + b;
+            // The nibbles are stored `+ 8` (Q4_0): `-8 Σ qx` takes that back.
+            let start = _mm256_set1_epi32(if SYMMETRIC { -8 * x.qsums[i] } else { 0 });
+            for h in 0..2 {
+                let dot = _mm256_add_epi32(start, _mm256_madd_epi16(sum16[r][h], ones));
+                acc[h] = scale_into(acc[h], dot, d[h], x.scales[i]);
+                if !SYMMETRIC {
+                    acc[h] = _mm256_fmadd_ps(m[h], _mm256_set1_ps(x.sums[i]), acc[h]);
+                }
+            }
+        }
+    }
+    acc
+}
+
 #[target_feature(enable = "avx2")]
-fn load32(v: &[i8; BLOCK]) -> __m256i {
+fn load32u(v: &[u8; 32]) -> __m256i {
     // SAFETY: `v` is 32 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
 }
 
-#[target_feature(enable = "avx2")]
-fn load16(v: &[u8; BLOCK / 2]) -> __m128i {
-    // SAFETY: `v` is 16 readable bytes; `loadu` has no alignment requirement.
-    unsafe { _mm_loadu_si128(v.as_ptr().cast()) }
-}
-
-/// Four `f16` scales as `f32`.
+/// Sixteen `f16` scales as two halves of eight `f32`.
 #[target_feature(enable = "avx2,f16c")]
-fn load4h(v: &Group<f16>) -> __m128 {
-    // SAFETY: `v` is four readable `f16` (8 bytes, `f16` is a transparent `u16`); `loadl` reads
-    // exactly 8 bytes and has no alignment requirement.
-    _mm_cvtph_ps(unsafe { _mm_loadl_epi64(v.as_ptr().cast()) })
+fn load8h_pair(v: &[f16; PANEL]) -> [__m256; 2] {
+    let (halves, _) = v.as_chunks::<8>();
+    [load8h(&halves[0]), load8h(&halves[1])]
 }
 
-/// Four `f16` scales as an array of `f32`.
+/// Eight `f16` as `f32`.
 #[target_feature(enable = "avx2,f16c")]
-fn scales4(v: &Group<f16>) -> Group<f32> {
-    let mut out = [0f32; LANES];
-    store4(&mut out, load4h(v));
-    out
-}
-
-/// Sum of the eight lanes.
-#[target_feature(enable = "avx2")]
-fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
-}
-
-/// `Σ u·s` of 32 unsigned × signed bytes, as eight `f32` partial sums (each of four products).
-///
-/// `maddubs` adds adjacent products into `i16` with saturation; neither caller can reach it:
-/// Q8_0 gives `2 · 127 · 127 = 32258`, Q4_1 `2 · 15 · 127 = 3810`.
-#[target_feature(enable = "avx2")]
-fn dot_u8i8(u: __m256i, s: __m256i) -> __m256 {
-    let pairs = _mm256_maddubs_epi16(u, s);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-}
-
-/// The four outputs of a Q8_0 group for one row: `Σ_b d_b s_b Σ q·qx`. `maddubs` wants one
-/// unsigned operand, so the activations' signs move onto the weights (`|qx| · sign(qx) q`),
-/// and `|qx|` is shared by the four outputs.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q8_group(
-    wq: &[Group<[i8; BLOCK]>],
-    ws: &[Group<f16>],
-    xq: &[[i8; BLOCK]],
-    xs: &[f32],
-) -> Group<f32> {
-    let mut acc = [_mm256_setzero_ps(); LANES];
-    for (((w4, d4), xb), &s) in wq.iter().zip(ws).zip(xq).zip(xs) {
-        let d4 = scales4(d4);
-        let xv = load32(xb);
-        let magnitude = _mm256_sign_epi8(xv, xv);
-        for lane in 0..LANES {
-            let signed = _mm256_sign_epi8(load32(&w4[lane]), xv);
-            let scale = _mm256_set1_ps(d4[lane] * s);
-            acc[lane] = _mm256_fmadd_ps(scale, dot_u8i8(magnitude, signed), acc[lane]);
-        }
-    }
-    [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
-}
-
-/// The 32 four-bit values of a Q4_1 block as bytes, inputs `0..16` then `16..32`.
-#[target_feature(enable = "avx2")]
-fn unpack_q4(block: &[u8; BLOCK / 2]) -> __m256i {
-    let raw = load16(block);
-    let mask = _mm_set1_epi8(15);
-    let low = _mm_and_si128(raw, mask);
-    let high = _mm_and_si128(_mm_srli_epi16::<4>(raw), mask);
-    _mm256_set_m128i(high, low)
-}
-
-/// The four outputs of a Q4_1 group for one row: `Σ_b (d_b s_b Σ q·qx + m_b Σ x_b)`.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q4_group(
-    wq: &[Group<[u8; BLOCK / 2]>],
-    ws: &[Group<f16>],
-    mins: &[Group<f16>],
-    xq: &[[i8; BLOCK]],
-    xs: &[f32],
-    sums: &[f32],
-) -> Group<f32> {
-    let mut acc = [_mm256_setzero_ps(); LANES];
-    let mut shift = _mm_setzero_ps();
-    for ((((w4, d4), m4), xb), (&s, &sum)) in
-        wq.iter().zip(ws).zip(mins).zip(xq).zip(xs.iter().zip(sums))
-    {
-        let d4 = scales4(d4);
-        let xv = load32(xb);
-        for lane in 0..LANES {
-            let scale = _mm256_set1_ps(d4[lane] * s);
-            acc[lane] = _mm256_fmadd_ps(scale, dot_u8i8(unpack_q4(&w4[lane]), xv), acc[lane]);
-        }
-        shift = _mm_fmadd_ps(load4h(m4), _mm_set1_ps(sum), shift);
-    }
-    let mut y = [0f32; LANES];
-    store4(&mut y, shift);
-    [
-        hsum(acc[0]) + y[0],
-        hsum(acc[1]) + y[1],
-        hsum(acc[2]) + y[2],
-        hsum(acc[3]) + y[3],
-    ]
-}
-
-/// The four outputs of a Q4_0 group for one row: `Σ_b d_b s_b (Σ q·qx - 8 Σ qx)` (the
-/// nibbles `q` are stored `+ 8`).
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q4_0_group(
-    wq: &[Group<[u8; BLOCK / 2]>],
-    ws: &[Group<f16>],
-    xq: &[[i8; BLOCK]],
-    xs: &[f32],
-    qsums: &[i32],
-) -> Group<f32> {
-    let mut acc = [_mm256_setzero_ps(); LANES];
-    let mut shift = _mm_setzero_ps();
-    for (((w4, d4), xb), (&s, &qsum)) in wq.iter().zip(ws).zip(xq).zip(xs.iter().zip(qsums)) {
-        let d = load4h(d4);
-        let d4 = scales4(d4);
-        let xv = load32(xb);
-        for lane in 0..LANES {
-            let scale = _mm256_set1_ps(d4[lane] * s);
-            acc[lane] = _mm256_fmadd_ps(scale, dot_u8i8(unpack_q4(&w4[lane]), xv), acc[lane]);
-        }
-        shift = _mm_fmadd_ps(d, _mm_set1_ps(s * (-8 * qsum) as f32), shift);
-    }
-    let mut y = [0f32; LANES];
-    store4(&mut y, shift);
-    [
-        hsum(acc[0]) + y[0],
-        hsum(acc[1]) + y[1],
-        hsum(acc[2]) + y[2],
-        hsum(acc[3]) + y[3],
-    ]
+fn load8h(v: &[f16; 8]) -> __m256 {
+    // SAFETY: `v` is eight readable `f16` (16 bytes, `f16` is a transparent `u16`); `loadu`
+    // has no alignment requirement.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(v.as_ptr().cast()) })
 }
 
 #[target_feature(enable = "avx2")]
-fn store4(dst: &mut Group<f32>, v: __m128) {
-    // SAFETY: `dst` is four writable `f32`; `storeu` has no alignment requirement.
-    unsafe { _mm_storeu_ps(dst.as_mut_ptr(), v) }
+fn store8(dst: &mut [f32; 8], v: __m256) {
+    // SAFETY: `dst` is eight writable `f32`; `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) }
 }
 
 /// Whether this CPU runs the AVX-512 VNNI kernels.
@@ -450,8 +464,8 @@ pub(super) fn avx512_available() -> bool {
     std::is_x86_feature_detected!("avx512f")
 }
 
-/// [`ActBlock::new`] for every block, with AVX-512: the same values and scales (the rounding
-/// is the same round-to-nearest-even), the float sums in another order.
+/// [`ActBlock::new`] for every block, with AVX-512: the same values, scales and sums, bit for
+/// bit (the rounding is the same round-to-nearest-even, the sum the same sequential one).
 pub(super) fn quantize_blocks(blocks: &[[f32; BLOCK]]) -> Vec<ActBlock> {
     assert!(
         avx512_available(),
@@ -486,7 +500,9 @@ fn quantize_avx512(blocks: &[[f32; BLOCK]]) -> Vec<ActBlock> {
         out.push(ActBlock {
             q,
             d,
-            sum: _mm512_reduce_add_ps(_mm512_add_ps(a, b)),
+            // In the portable quantizer's order: a Q4_1 product adds `m Σx`, and a last-bit
+            // difference there would reach the next layer's 8-bit rounding.
+            sum: x.iter().sum(),
             qsum: _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb)),
         });
     }

@@ -6,7 +6,7 @@ use super::Page;
 use crate::analysis::{Analysis, CellSummary};
 use crate::charts::{self, Point, Series, XyChart};
 use crate::escape::xml;
-use crate::schema::{CellKey, Metric};
+use crate::schema::{CellKey, KERNEL_TIERS, Metric};
 use std::collections::BTreeMap;
 
 /// An axis a chart can sweep along.
@@ -21,6 +21,7 @@ pub(super) enum Axis {
     Duration,
     Adaptive,
     Lora,
+    Kernel,
 }
 
 /// The levels an adaptive mode can switch to (`FROM>TO@°C`), in the order its chart puts them.
@@ -37,6 +38,12 @@ impl Axis {
             Axis::Pacing => k.pacing_ms,
             Axis::PerfMode => u32::from(k.perf_mode == "fixed"),
             Axis::Duration => k.duration_s,
+            Axis::Kernel => {
+                return KERNEL_TIERS
+                    .iter()
+                    .position(|t| *t == k.kernel_tier || (k.kernel_tier.is_empty() && *t == "auto"))
+                    .unwrap_or(KERNEL_TIERS.len()) as f64;
+            }
             // none 0; unmerged 1000 + rank; merged 2000 + rank.
             Axis::Lora => {
                 let mode = match k.lora.as_str() {
@@ -84,6 +91,9 @@ impl Axis {
             Axis::PerfMode => "fixed".into(),
             Axis::Adaptive if x == 0.0 => "off".into(),
             Axis::Lora if x == 0.0 => "none".into(),
+            Axis::Kernel => KERNEL_TIERS
+                .get(x as usize)
+                .map_or("other".into(), |t| (*t).to_owned()),
             Axis::Lora => {
                 let mode = if x >= 2000.0 { "merged" } else { "unmerged" };
                 format!("{mode} r{}", x % 1000.0)
@@ -110,6 +120,7 @@ impl Axis {
                 s.lora_rank = 0;
                 s.lora_adapter = String::new();
             }
+            Axis::Kernel => s.kernel_tier = "auto".into(),
         }
         s
     }
@@ -118,7 +129,7 @@ impl Axis {
 /// Legend text: the device and whatever else varies between the series.
 fn legends(keys: &[CellKey]) -> Vec<String> {
     type Field = (&'static str, fn(&CellKey) -> String);
-    let fields: [Field; 16] = [
+    let fields: [Field; 17] = [
         ("", |k| k.device.clone()),
         ("", |k| k.model.clone()),
         ("", |k| k.runtime.clone()),
@@ -137,6 +148,7 @@ fn legends(keys: &[CellKey]) -> Vec<String> {
         ("lora=", |k| {
             format!("{}/r{}/{}", k.lora, k.lora_rank, k.lora_adapter)
         }),
+        ("kernel=", |k| k.kernel_tier.clone()),
     ];
     let varying: Vec<usize> = (0..fields.len())
         .filter(|&i| {
@@ -320,7 +332,7 @@ pub(super) fn render(page: &mut Page, a: &Analysis) {
     // The tuning levers: each drawn only when a sweep ran two or more of its values (most do
     // not).
     type Spec = (&'static str, &'static str, Metric, f64, &'static str);
-    let levers: [(Axis, &str, &str, &[Spec]); 5] = [
+    let levers: [(Axis, &str, &str, &[Spec]); 6] = [
         (
             Axis::Pacing,
             "pacing (idle ms after every token)",
@@ -436,6 +448,29 @@ pub(super) fn render(page: &mut Page, a: &Analysis) {
                     Metric::PeakRssBytes,
                     1.0 / (1024.0 * 1024.0),
                     "MiB",
+                ),
+            ],
+        ),
+        (
+            Axis::Kernel,
+            "packed-kernel variant (auto: the device's best)",
+            "The same q8/q4/q4_0 blocks on each SIMD tier the device has: what AVX-512 VNNI \
+             gives over AVX2 on a host, what i8mm buys over dotprod on a phone. The rows' \
+             kernel column names the variant an auto cell ran.",
+            &[
+                (
+                    "kernel-vs-decode",
+                    "Kernel variant vs decode throughput",
+                    Metric::DecodeTokPerS,
+                    1.0,
+                    "tok/s",
+                ),
+                (
+                    "kernel-vs-prefill",
+                    "Kernel variant vs prefill throughput",
+                    Metric::PrefillTokPerS,
+                    1.0,
+                    "tok/s",
                 ),
             ],
         ),

@@ -18,7 +18,7 @@ pub use read::{ResultsFile, SamplesFile, TornRow, parse_results, parse_samples};
 /// The version this build writes into every row: `major.minor`. A reader refuses rows of a
 /// newer major version (their columns may mean something else); minor versions only add
 /// columns, which older readers ignore.
-pub const SCHEMA_VERSION: &str = "3.4";
+pub const SCHEMA_VERSION: &str = "3.5";
 /// The newest major version this build reads.
 pub const SCHEMA_MAJOR: u32 = 3;
 
@@ -28,6 +28,10 @@ fn default_adaptive() -> String {
 
 fn default_lora() -> String {
     "none".into()
+}
+
+fn default_kernel_tier() -> String {
+    "auto".into()
 }
 
 fn default_perf_mode() -> String {
@@ -76,7 +80,7 @@ impl fmt::Display for Status {
 
 /// Columns of `results.csv`, in the order [`ResultRow`] writes them (a unit test holds the two
 /// together).
-pub const RESULT_COLUMNS: [&str; 75] = [
+pub const RESULT_COLUMNS: [&str; 76] = [
     "run_id",
     "session",
     "model",
@@ -98,6 +102,7 @@ pub const RESULT_COLUMNS: [&str; 75] = [
     "lora",
     "lora_rank",
     "lora_adapter",
+    "kernel_tier",
     "repetition",
     "status",
     "ttft_s",
@@ -217,6 +222,10 @@ pub struct ResultRow {
     /// empty without adapters (schema 3.4).
     #[serde(default)]
     pub lora_adapter: String,
+    /// The packed-kernel variant the cell forced (`auto`: the device's best; the `kernel`
+    /// column says which ran). Schema 3.5, `auto` in older files.
+    #[serde(default = "default_kernel_tier")]
+    pub kernel_tier: String,
     /// Repetition index within the cell.
     pub repetition: u32,
     /// Outcome.
@@ -425,6 +434,7 @@ impl ResultRow {
             lora: key.lora.clone(),
             lora_rank: key.lora_rank,
             lora_adapter: key.lora_adapter.clone(),
+            kernel_tier: key.kernel_tier.clone(),
             repetition,
             status,
             ttft_s: None,
@@ -503,6 +513,7 @@ impl ResultRow {
             lora: self.lora.clone(),
             lora_rank: self.lora_rank,
             lora_adapter: self.lora_adapter.clone(),
+            kernel_tier: self.kernel_tier.clone(),
         }
     }
 

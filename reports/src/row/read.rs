@@ -55,6 +55,7 @@ pub fn parse_results(path: &Path, bytes: &[u8]) -> Result<ResultsFile, SchemaErr
                     | "lora"
                     | "lora_rank"
                     | "lora_adapter"
+                    | "kernel_tier"
             )
         })
         .filter(|c| !header.iter().any(|h| h == c))

@@ -23,6 +23,7 @@ fn key() -> CellKey {
         lora: "none".into(),
         lora_rank: 0,
         lora_adapter: String::new(),
+        kernel_tier: "auto".into(),
         perf_mode: "default".into(),
     }
 }
