@@ -57,6 +57,21 @@ impl Session {
                 reason,
             }
         })?;
+        // Refused before anything is fetched or loaded, as the level is.
+        args.kernel
+            .check_here()
+            .map_err(|e| anyhow::anyhow!("--kernel: {e}"))?;
+        if args.kernel != socbench_kernels::qmatmul::KernelTier::Auto
+            && socbench_kernels::quant::packed_format(args.quant, args.backend).is_none()
+        {
+            anyhow::bail!(
+                "--kernel {} chooses the packed kernels of q8, q4 and q4_0 on the CPU backends; \
+                 --quant {} on --backend {} runs none (drop --kernel)",
+                args.kernel,
+                args.quant.name(),
+                args.backend.name()
+            );
+        }
         let spec = match &args.model {
             Some(spec) => spec.clone(),
             // The default model is fetched on first use, so that a newcomer's first command
@@ -67,10 +82,6 @@ impl Session {
             }
             None => ModelSpec::File(model_cache::default_model_path()),
         };
-        // Refused before anything is fetched or loaded, as the level is.
-        args.kernel
-            .check_here()
-            .map_err(|e| anyhow::anyhow!("--kernel: {e}"))?;
         let ModelSession { rt, loaded, load_s } =
             ModelSession::open_with(&spec, args.backend, args.quant, threads, None, args.kernel)
                 .with_context(|| format!("loading {spec}"))?;

@@ -713,15 +713,35 @@ impl Sweep {
 
     fn grid_cells(&self) -> usize {
         // Off: every quant level; an adaptive mode: its own two levels, one cell.
-        let levels = self
+        let levels: Vec<(QuantLevel, Option<QuantLevel>)> = self
             .adaptive
             .iter()
-            .map(|a| if a.is_some() { 1 } else { self.quant.len() })
-            .sum::<usize>();
+            .flat_map(|a| match a {
+                Some(spec) => vec![(spec.from, Some(spec.to))],
+                None => self.quant.iter().map(|&q| (q, None)).collect(),
+            })
+            .collect();
+        // Each runtime, backend and level: every kernel variant where the packed kernels run
+        // it, once elsewhere.
+        let variants: usize = self
+            .runtime
+            .iter()
+            .flat_map(|&r| self.backend.iter().map(move |&b| (r, b)))
+            .map(|(r, b)| {
+                levels
+                    .iter()
+                    .map(|&(q, to)| {
+                        let packed = r == RuntimeKind::Burn
+                            && std::iter::once(q)
+                                .chain(to)
+                                .any(|q| socbench_kernels::quant::packed_format(q, b).is_some());
+                        if packed { self.kernel.len() } else { 1 }
+                    })
+                    .sum::<usize>()
+            })
+            .sum();
         self.lora_choices().len()
-            * self.runtime.len()
-            * self.backend.len()
-            * levels
+            * variants
             * self.threads.len()
             * self.batch.len()
             * self.kv_window.len()
@@ -731,7 +751,6 @@ impl Sweep {
             * self.pacing_ms.len()
             * self.perf_mode.len()
             * self.duration_s.len()
-            * self.kernel.len()
     }
 }
 
@@ -955,7 +974,9 @@ fn plan_grid(sweep: &Sweep, info: &DeviceInfo) -> Result<Vec<PlannedCell>> {
                 // Only Burn's packed products have variants: other cells run once, as `auto`
                 // (their key is the one without the axis, so the copies are dropped).
                 let packed = runtime == RuntimeKind::Burn
-                    && socbench_kernels::quant::packed_format(quant, backend).is_some();
+                    && std::iter::once(quant)
+                        .chain(adaptive.map(|a| a.to))
+                        .any(|q| socbench_kernels::quant::packed_format(q, backend).is_some());
                 let kernel = if packed { kernel } else { KernelTier::Auto };
                 for &threads in &thread_values {
                     for &batch in &sweep.batch {
@@ -1188,6 +1209,7 @@ mod tests {
         )
         .unwrap();
         let cells = plan_device(&s, &info).unwrap();
+        assert_eq!(cells.len(), s.cells_per_device());
         let keys: Vec<(&str, KernelTier)> =
             cells.iter().map(|c| (c.key.as_str(), c.kernel)).collect();
         assert_eq!(

@@ -83,6 +83,15 @@ fn a_kernel_sweep_on_this_host_runs_each_tier_it_has_and_charts_them() {
         "{err}"
     );
     assert!(!lacking.join("results.csv").exists());
+    // A level the packed kernels do not run: `--kernel` would change nothing.
+    let o = socbench()
+        .args(["generate", "--model", "synthetic:tiny", "--quant", "f32"])
+        .args(["--kernel", "portable", "--prompt", "hi", "-n", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("runs none"), "{err}");
     // A name that is no kernel at all.
     let o = socbench().args(args("avx3")).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);

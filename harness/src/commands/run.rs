@@ -590,6 +590,24 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
         }
         planned.push((t.clone(), info, cells));
     }
+    let forced: Vec<String> = sweep
+        .kernel
+        .iter()
+        .filter(|k| **k != socbench_kernels::qmatmul::KernelTier::Auto)
+        .map(|k| k.to_string())
+        .collect();
+    if !forced.is_empty()
+        && planned
+            .iter()
+            .flat_map(|(_, _, cells)| cells.iter())
+            .all(|c| c.kernel == socbench_kernels::qmatmul::KernelTier::Auto)
+    {
+        eprintln!(
+            "warning: kernel {} runs in no cell: only Burn's q8, q4 and q4_0 cells on the CPU \
+             backends run the packed kernels",
+            forced.join(", ")
+        );
+    }
     let planned_ids: HashSet<String> = planned
         .iter()
         .flat_map(|(_, _, cells)| cells.iter())

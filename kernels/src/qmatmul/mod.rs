@@ -14,7 +14,7 @@
 //! - [`Layout::Panels`] (x86 AVX2 and AVX-512 VNNI, arm64): 16 outputs per panel, each block
 //!   storing 4 consecutive inputs of all 16 outputs side by side, so one 64-byte load is the
 //!   unsigned operand of one `vpdpbusd` against 4 broadcast activations (two `vpmaddubsw` halves
-//!   on AVX2). Tiles of up to 6 rows × 2 panels (VNNI) or 4 rows × 1 panel (AVX2) reuse each
+//!   on AVX2). Tiles of up to 6 rows × 2 panels (VNNI) or 6 rows × 1 panel (AVX2) reuse each
 //!   load in prefill.
 //! - [`Layout::Lanes`] (portable, on CPUs without SIMD kernels): the blocks of [`LANES`]
 //!   outputs one after the other.
@@ -444,7 +444,9 @@ fn matmul_with(
     // Chosen on the calling thread (a runtime's worker, which carries the runtime's tier).
     let tier = tier::thread_tier();
     let kernel = |w: &PackedWeight| kernel.unwrap_or_else(|| Kernel::chosen(w.layout, tier));
-    let qx = QuantizedRows::new(x, rows, d_in);
+    let avx512 = matches!(tier, KernelTier::Auto | KernelTier::X86Avx512Vnni);
+    let qx = QuantizedRows::new(x, rows, d_in, avx512);
+    LAST_KERNEL.with(|k| k.set(Some(kernel(weights[0]).name())));
     // Each task owns a run of one weight's units and writes their outputs for every row into
     // its chunk of that weight's `yt`, in the kernel's `Order`.
     let units = |w: &PackedWeight| w.d_out.div_ceil(w.layout.width());
@@ -481,6 +483,17 @@ fn matmul_with(
         col0 += w.d_out;
     }
     y
+}
+
+thread_local! {
+    /// The variant the calling thread's last product dispatched to.
+    static LAST_KERNEL: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// The kernel variant the calling thread's last quantized product ran (`None` before any):
+/// what a runtime's products really dispatched to, observed, not derived from the asked tier.
+pub fn last_kernel() -> Option<&'static str> {
+    LAST_KERNEL.with(std::cell::Cell::get)
 }
 
 /// How a kernel lays out a task's chunk of outputs.
@@ -589,12 +602,15 @@ impl ActBlock {
 const PARALLEL_ROWS: usize = 16;
 
 impl QuantizedRows {
-    fn new(x: &[f32], rows: usize, d_in: usize) -> Self {
+    /// `avx512`: whether the AVX-512 quantizer may run (not for a forced tier below it: an
+    /// `x86-avx2` cell measures what an AVX2-only CPU runs; the values are the same).
+    fn new(x: &[f32], rows: usize, d_in: usize, avx512: bool) -> Self {
         let blocks = d_in / BLOCK;
+        let _ = avx512;
         let quantize_row = |row: &[f32]| -> Vec<ActBlock> {
             let (chunks, _) = row.as_chunks::<BLOCK>();
             #[cfg(target_arch = "x86_64")]
-            if x86::avx512_available() {
+            if avx512 && x86::avx512_available() {
                 return x86::quantize_blocks(chunks);
             }
             chunks.iter().map(ActBlock::new).collect()

@@ -300,7 +300,7 @@ fn simd_activation_quantizer_matches_the_portable_one() {
     let x = random(64 * BLOCK, 90);
     blocks.extend(x.as_chunks::<BLOCK>().0.iter().copied());
     let flat: Vec<f32> = blocks.iter().flatten().copied().collect();
-    let got = QuantizedRows::new(&flat, blocks.len(), BLOCK);
+    let got = QuantizedRows::new(&flat, blocks.len(), BLOCK, true);
     for (k, block) in blocks.iter().enumerate() {
         let want = ActBlock::new(block);
         assert_eq!(got.values[k], want.q, "block {k}");
@@ -478,6 +478,12 @@ fn a_runtime_runs_its_products_on_the_variant_it_was_given() {
         let tier = KernelTier::parse(name).expect("a kernel name");
         let rt = crate::backend::Runtime::with_kernel(BackendKind::Flex, 2, tier).expect("opens");
         assert_eq!(rt.run(|_| w.kernel_name()), name);
+        // Observed: what the product really dispatched to.
+        let ran = rt.run(|_| {
+            let _ = w.matmul(&random(3 * 64, 4), 3);
+            last_kernel()
+        });
+        assert_eq!(ran, Some(name));
         assert_eq!(kernel_name_for(tier), name);
     }
     // The caller's thread is not a runtime's: the best variant.
@@ -557,6 +563,52 @@ fn every_kernel_variant_equals_the_portable_one_bit_for_bit() {
                         .zip(&reference)
                         .all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same, "{format} {layout:?} {} at {rows} rows", kernel.name());
+                }
+            }
+        }
+    }
+}
+
+/// The extremes a file can hold: Q8_0 values of -128 (the quantizer never writes them, a GGUF
+/// file may), nibbles of 15 against activations of ±127 (the largest 16-bit partial sums of
+/// the AVX2 kernel). Every variant still equals the portable one bit for bit.
+#[test]
+fn extreme_stored_values_run_alike_on_every_variant() {
+    let (d_in, d_out) = (64, 37);
+    let d = half::f16::from_f32(0.01).to_bits().to_le_bytes();
+    let m = half::f16::from_f32(-0.05).to_bits().to_le_bytes();
+    for (ty, format) in [
+        (GgmlType::Q8_0, BlockFormat::Q8_0),
+        (GgmlType::Q4_1, BlockFormat::Q4_1),
+        (GgmlType::Q4_0, BlockFormat::Q4_0),
+    ] {
+        let block: Vec<u8> = match ty {
+            GgmlType::Q8_0 => d.iter().copied().chain([0x80; BLOCK]).collect(),
+            GgmlType::Q4_1 => d
+                .iter()
+                .chain(&m)
+                .copied()
+                .chain([0xFF; BLOCK / 2])
+                .collect(),
+            _ => d.iter().copied().chain([0xFF; BLOCK / 2]).collect(),
+        };
+        let bytes = block.repeat(d_out * d_in / BLOCK);
+        for layout in LAYOUTS {
+            let w = PackedWeight::from_ggml_rows_in(format, layout, ty, &bytes, d_in, d_out)
+                .expect("packs");
+            for rows in [1, 2, 5, 6, 7, 13] {
+                // ±1 per block half: every activation quantizes to ±127.
+                let x: Vec<f32> = (0..rows * d_in)
+                    .map(|i| if (i / 16) % 3 == 0 { -1.0 } else { 1.0 })
+                    .collect();
+                let reference = matmul_with(&[&w], &x, rows, Some(Kernel::Portable));
+                for kernel in Kernel::available(layout) {
+                    let got = matmul_with(&[&w], &x, rows, Some(kernel));
+                    let same = got
+                        .iter()
+                        .zip(&reference)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{ty} {layout:?} {} at {rows} rows", kernel.name());
                 }
             }
         }

@@ -34,7 +34,6 @@ fn base_of<'a>(a: &'a Analysis, k: &CellKey) -> Option<&'a CellSummary> {
         lora: "none".into(),
         lora_rank: 0,
         lora_adapter: String::new(),
-        kernel_tier: "auto".into(),
         ..k.clone()
     };
     a.cells.iter().find(|c| c.key == base)
