@@ -613,6 +613,10 @@ impl QuantizedRows {
             if avx512 && x86::avx512_available() {
                 return x86::quantize_blocks(chunks);
             }
+            #[cfg(target_arch = "x86_64")]
+            if x86::available() {
+                return x86::quantize_blocks_avx2(chunks);
+            }
             chunks.iter().map(ActBlock::new).collect()
         };
         // Few rows (decode): the rows are contiguous, so quantize them as one run of blocks.

@@ -300,14 +300,17 @@ fn simd_activation_quantizer_matches_the_portable_one() {
     let x = random(64 * BLOCK, 90);
     blocks.extend(x.as_chunks::<BLOCK>().0.iter().copied());
     let flat: Vec<f32> = blocks.iter().flatten().copied().collect();
-    let got = QuantizedRows::new(&flat, blocks.len(), BLOCK, true);
-    for (k, block) in blocks.iter().enumerate() {
-        let want = ActBlock::new(block);
-        assert_eq!(got.values[k], want.q, "block {k}");
-        assert_eq!(got.scales[k], want.d, "block {k}");
-        assert_eq!(got.qsums[k], want.qsum, "block {k}");
-        // Bit for bit: the sums feed Q4_1's `m Σx` (see `portable`).
-        assert_eq!(got.sums[k].to_bits(), want.sum.to_bits(), "block {k}");
+    // With AVX-512 where the CPU has it, and without (AVX2 where it has that).
+    for avx512 in [true, false] {
+        let got = QuantizedRows::new(&flat, blocks.len(), BLOCK, avx512);
+        for (k, block) in blocks.iter().enumerate() {
+            let want = ActBlock::new(block);
+            assert_eq!(got.values[k], want.q, "block {k}");
+            assert_eq!(got.scales[k], want.d, "block {k}");
+            assert_eq!(got.qsums[k], want.qsum, "block {k}");
+            // Bit for bit: the sums feed Q4_1's `m Σx` (see `portable`).
+            assert_eq!(got.sums[k].to_bits(), want.sum.to_bits(), "block {k}");
+        }
     }
 }
 
