@@ -28,7 +28,7 @@ pub(in crate::qmatmul) fn i8mm_available() -> bool {
     dotprod_available() && std::arch::is_aarch64_feature_detected!("i8mm")
 }
 
-/// The `sdot` kernel: tiles of up to 2 rows × one panel.
+/// The `sdot` kernel: tiles of up to 4 rows × one panel.
 pub(in crate::qmatmul) fn run_dotprod(
     w: &PackedWeight,
     x: &QuantizedRows,
@@ -44,7 +44,7 @@ pub(in crate::qmatmul) fn run_dotprod(
     unsafe { run_dot(w, x, units, out) }
 }
 
-/// The `smmla` kernel: pairs of rows × one panel, an odd last row with `sdot`.
+/// The `smmla` kernel: tiles of up to two pairs of rows × one panel, an odd last row with `sdot`.
 pub(in crate::qmatmul) fn run_i8mm(
     w: &PackedWeight,
     x: &QuantizedRows,
@@ -67,7 +67,9 @@ fn run_dot(w: &PackedWeight, x: &QuantizedRows, units: Range<usize>, out: &mut [
         let mut r = 0;
         while r < x.rows {
             let tile = Tile { panel: p, row: r };
-            r += if x.rows - r >= 2 {
+            r += if x.rows - r >= 4 {
+                write_rows(out, n, r, col, &dot_tile::<4>(w, x, tile))
+            } else if x.rows - r >= 2 {
                 write_rows(out, n, r, col, &dot_tile::<2>(w, x, tile))
             } else {
                 write_rows(out, n, r, col, &dot_tile::<1>(w, x, tile))
@@ -84,8 +86,10 @@ fn run_mmla(w: &PackedWeight, x: &QuantizedRows, units: Range<usize>, out: &mut 
         let mut r = 0;
         while r < x.rows {
             let tile = Tile { panel: p, row: r };
-            r += if x.rows - r >= 2 {
-                write_rows(out, n, r, col, &mmla_tile(w, x, tile))
+            r += if x.rows - r >= 4 {
+                write_rows(out, n, r, col, mmla_tile::<2>(w, x, tile).as_flattened())
+            } else if x.rows - r >= 2 {
+                write_rows(out, n, r, col, mmla_tile::<1>(w, x, tile).as_flattened())
             } else {
                 write_rows(out, n, r, col, &dot_tile::<1>(w, x, tile))
             };
@@ -180,33 +184,47 @@ fn dot_tile<const R: usize>(w: &PackedWeight, x: &QuantizedRows, tile: Tile) -> 
     out
 }
 
-/// 2 rows × one panel with `smmla`. Accumulator `p` holds outputs `2p` and `2p + 1` of both
-/// rows: `[r0·o2p, r0·o2p+1, r1·o2p, r1·o2p+1]` (the 2×2 product, row-major).
+/// `P` pairs of rows × one panel with `smmla`, each load and zip of weights serving every
+/// pair. Accumulator `q` of a pair holds outputs `2q` and `2q + 1` of both its rows:
+/// `[r0·o2q, r0·o2q+1, r1·o2q, r1·o2q+1]` (the 2×2 product, row-major).
 #[target_feature(enable = "neon,dotprod,i8mm")]
-fn mmla_tile(w: &PackedWeight, x: &QuantizedRows, tile: Tile) -> [[f32; PANEL]; 2] {
+fn mmla_tile<const P: usize>(
+    w: &PackedWeight,
+    x: &QuantizedRows,
+    tile: Tile,
+) -> [[[f32; PANEL]; 2]; P] {
     let (scales, _) = w.scales.as_chunks::<PANEL>();
     let nb = x.blocks;
-    let mut acc = [vdupq_n_f32(0.0); PANEL / 2];
+    let mut acc = [[vdupq_n_f32(0.0); PANEL / 2]; P];
     for b in 0..nb {
         let k = tile.panel * nb + b;
-        let (i0, i1) = (tile.row * nb + b, (tile.row + 1) * nb + b);
-        let (s0, s1) = (start(w, x, i0), start(w, x, i1));
-        let mut dots = [vcombine_s32(vdup_n_s32(s0), vdup_n_s32(s1)); PANEL / 2];
-        let (x0, _) = x.values[i0].as_chunks::<8>();
-        let (x1, _) = x.values[i1].as_chunks::<8>();
+        // The block's index in each row of each pair.
+        let mut at = [(0, 0); P];
+        let mut dots = [[vdupq_n_s32(0); PANEL / 2]; P];
+        for p in 0..P {
+            let row = tile.row + 2 * p;
+            at[p] = (row * nb + b, (row + 1) * nb + b);
+            let (s0, s1) = (start(w, x, at[p].0), start(w, x, at[p].1));
+            dots[p] = [vcombine_s32(vdup_n_s32(s0), vdup_n_s32(s1)); PANEL / 2];
+        }
         match &w.values {
             Values::Q8Panel(q) => {
                 let flip = vdupq_n_u8(0x80);
                 let (chunks, _) = q[k].as_chunks::<16>();
                 for c in 0..BLOCK / 8 {
-                    // Inputs `8c..8c+8` of both rows.
-                    let xv = vcombine_s8(load8(&x0[c]), load8(&x1[c]));
+                    // Inputs `8c..8c+8` of both rows of each pair.
+                    let mut xv = [vdupq_n_s8(0); P];
+                    for p in 0..P {
+                        xv[p] = pair_inputs(x, at[p], c);
+                    }
                     for g in 0..4 {
                         let a = veorq_u8(load16(&chunks[4 * (2 * c) + g]), flip);
                         let z = veorq_u8(load16(&chunks[4 * (2 * c + 1) + g]), flip);
                         let (lo, hi) = zip_outputs(a, z);
-                        dots[2 * g] = smmla(dots[2 * g], xv, lo);
-                        dots[2 * g + 1] = smmla(dots[2 * g + 1], xv, hi);
+                        for p in 0..P {
+                            dots[p][2 * g] = smmla(dots[p][2 * g], xv[p], lo);
+                            dots[p][2 * g + 1] = smmla(dots[p][2 * g + 1], xv[p], hi);
+                        }
                     }
                 }
             }
@@ -214,13 +232,18 @@ fn mmla_tile(w: &PackedWeight, x: &QuantizedRows, tile: Tile) -> [[f32; PANEL]; 
                 let nibble = vdupq_n_u8(15);
                 let (chunks, _) = q[k].as_chunks::<16>();
                 for c in 0..BLOCK / 8 {
-                    let xv = vcombine_s8(load8(&x0[c]), load8(&x1[c]));
+                    let mut xv = [vdupq_n_s8(0); P];
+                    for p in 0..P {
+                        xv[p] = pair_inputs(x, at[p], c);
+                    }
                     for g in 0..4 {
                         // Low nibbles: inputs `8c..8c+4`; high: `8c+4..8c+8`.
                         let v = load16(&chunks[4 * c + g]);
                         let (lo, hi) = zip_outputs(vandq_u8(v, nibble), vshrq_n_u8::<4>(v));
-                        dots[2 * g] = smmla(dots[2 * g], xv, lo);
-                        dots[2 * g + 1] = smmla(dots[2 * g + 1], xv, hi);
+                        for p in 0..P {
+                            dots[p][2 * g] = smmla(dots[p][2 * g], xv[p], lo);
+                            dots[p][2 * g + 1] = smmla(dots[p][2 * g + 1], xv[p], hi);
+                        }
                     }
                 }
             }
@@ -229,25 +252,40 @@ fn mmla_tile(w: &PackedWeight, x: &QuantizedRows, tile: Tile) -> [[f32; PANEL]; 
             }
         }
         let (d, _) = scales[k].as_chunks::<4>();
-        let s = vcombine_f32(vdup_n_f32(x.scales[i0]), vdup_n_f32(x.scales[i1]));
-        let sums = vcombine_f32(vdup_n_f32(x.sums[i0]), vdup_n_f32(x.sums[i1]));
-        for (p, (acc, dots)) in acc.iter_mut().zip(&dots).enumerate() {
-            let dv = pair_of(load4h(&d[p / 2]), p % 2);
-            *acc = vfmaq_f32(*acc, vcvtq_f32_s32(*dots), vmulq_f32(dv, s));
-            if w.format == BlockFormat::Q4_1 {
-                let (m, _) = w.mins[k * PANEL..(k + 1) * PANEL].as_chunks::<4>();
-                *acc = vfmaq_f32(*acc, pair_of(load4h(&m[p / 2]), p % 2), sums);
+        for p in 0..P {
+            let (i0, i1) = at[p];
+            let s = vcombine_f32(vdup_n_f32(x.scales[i0]), vdup_n_f32(x.scales[i1]));
+            let sums = vcombine_f32(vdup_n_f32(x.sums[i0]), vdup_n_f32(x.sums[i1]));
+            for (q, (acc, dots)) in acc[p].iter_mut().zip(&dots[p]).enumerate() {
+                let dv = pair_of(load4h(&d[q / 2]), q % 2);
+                *acc = vfmaq_f32(*acc, vcvtq_f32_s32(*dots), vmulq_f32(dv, s));
+                if w.format == BlockFormat::Q4_1 {
+                    let (m, _) = w.mins[k * PANEL..(k + 1) * PANEL].as_chunks::<4>();
+                    *acc = vfmaq_f32(*acc, pair_of(load4h(&m[q / 2]), q % 2), sums);
+                }
             }
         }
     }
-    let mut out = [[0f32; PANEL]; 2];
-    for (p, v) in acc.iter().enumerate() {
-        let mut four = [0f32; 4];
-        store4f(&mut four, *v);
-        out[0][2 * p..2 * p + 2].copy_from_slice(&four[..2]);
-        out[1][2 * p..2 * p + 2].copy_from_slice(&four[2..]);
+    let mut out = [[[0f32; PANEL]; 2]; P];
+    for (out, acc) in out.iter_mut().zip(&acc) {
+        for (q, v) in acc.iter().enumerate() {
+            let mut four = [0f32; 4];
+            store4f(&mut four, *v);
+            out[0][2 * q..2 * q + 2].copy_from_slice(&four[..2]);
+            out[1][2 * q..2 * q + 2].copy_from_slice(&four[2..]);
+        }
     }
     out
+}
+
+/// Inputs `8c..8c+8` of the blocks at `(i0, i1)` (two rows), side by side: `smmla`'s operand
+/// of 2 rows × 8 activations.
+#[inline]
+#[target_feature(enable = "neon")]
+fn pair_inputs(x: &QuantizedRows, (i0, i1): (usize, usize), c: usize) -> int8x16_t {
+    let (x0, _) = x.values[i0].as_chunks::<8>();
+    let (x1, _) = x.values[i1].as_chunks::<8>();
+    vcombine_s8(load8(&x0[c]), load8(&x1[c]))
 }
 
 /// Two chunks of the same 4 outputs (`a`: 4 inputs of each, `b`: the next 4) as two `smmla`
