@@ -241,9 +241,13 @@ impl GgmlType {
         }
     }
 
-    /// Whether socbench can decode this type (F32, F16, Q4_0, Q4_1, Q8_0).
+    /// Whether socbench can decode this type (F32, F16, Q4_0, Q4_1, Q8_0, and Q5_0, Q5_1,
+    /// Q2_K to Q6_K and BF16).
     pub fn decodable(self) -> bool {
-        !matches!(self, Self::Other(_))
+        match self {
+            Self::Other(code) => crate::dequant::DECODED_OTHER_CODES.contains(&code),
+            _ => true,
+        }
     }
 }
 
@@ -875,9 +879,9 @@ mod tests {
         ));
     }
 
-    /// A tensor of a type socbench does not decode (Q6_K here) is sized, checked and handed
-    /// out as bytes; a truncated one is an error naming it; a code ggml does not define is
-    /// an error naming the tensor when the file is opened.
+    /// A tensor of any type ggml defines (Q6_K here) is sized, checked and handed out as
+    /// bytes, decoded or not (IQ2_XXS is not); a truncated one is an error naming it; a code
+    /// ggml does not define is an error naming the tensor when the file is opened.
     #[test]
     fn every_ggml_type_is_sized_and_checked() {
         let q6_k = GgmlType::from_code(14);
@@ -885,7 +889,9 @@ mod tests {
             (q6_k.to_string(), q6_k.block_layout()),
             ("Q6_K".into(), Some((256, 210)))
         );
-        assert!(!q6_k.decodable() && GgmlType::Q4_1.decodable());
+        let iq2_xxs = GgmlType::from_code(16);
+        assert_eq!(iq2_xxs.to_string(), "IQ2_XXS");
+        assert!(q6_k.decodable() && GgmlType::Q4_1.decodable() && !iq2_xxs.decodable());
         let file = |code: u32, len: usize| {
             let mut w = GgufWriter::default();
             w.string("general.architecture", "qwen3").tensor_raw(

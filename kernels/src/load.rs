@@ -221,8 +221,8 @@ fn undecodable(info: &TensorInfo, bytes: usize) -> KernelError {
         format!("{} data of {bytes} bytes does not decode", info.ty)
     } else {
         format!(
-            "{} data cannot be decoded by socbench's Burn runtime (F32, F16, Q4_0, Q4_1 and \
-             Q8_0 can; llama.cpp cells run the file as it is)",
+            "{} data cannot be decoded by socbench's Burn runtime (F32, F16, BF16, Q4_0, Q4_1, \
+             Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K can; llama.cpp cells run the file as it is)",
             info.ty
         )
     };
@@ -489,7 +489,8 @@ pub fn burn_support(file: &GgufFile) -> Result<Result<(), String>, KernelError> 
         types.dedup();
         return Ok(Err(format!(
             "{} of its tensors are in {} (the first: {}), which socbench's Burn runtime does \
-             not decode (it decodes F32, F16, Q4_0, Q4_1 and Q8_0)",
+             not decode (it decodes F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to \
+             Q6_K)",
             undecodable.len(),
             types.join(", "),
             first.name

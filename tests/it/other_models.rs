@@ -205,3 +205,52 @@ fn llama_cpp_cells_run_k_quant_files_of_another_architecture_as_stored() {
     );
     assert!(rows(&out_dir).is_empty());
 }
+
+/// Issue #37: a LLaMA-family file in K-quants (SmolLM2 written as Q4_K_M by llama.cpp's
+/// quantizer: Q4_K and Q6_K tensors, and other types where a row is not whole blocks of 256)
+/// runs on socbench's Burn runtime: decoded to f32 it greedily generates what llama.cpp
+/// generates from the same file as stored, and its q8 cell (re-quantized from the decoded
+/// values) generates too.
+#[test]
+fn burn_runs_a_llama_file_in_k_quants_as_llama_cpp_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let q4_k_m = dir.path().join("smollm2.Q4_K_M.gguf");
+    quantize_ftype(&common::real_model(), &q4_k_m, 15, "Q4_K_M", 2).unwrap();
+    let types = tensor_types(&q4_k_m);
+    assert!(types.contains(&"Q4_K".to_owned()), "{types:?}");
+    let generate = |args: &[&str]| -> Vec<u64> {
+        let out = socbench()
+            .args(["generate", "--model"])
+            .arg(&q4_k_m)
+            .args(args)
+            .args([
+                "--threads",
+                "1",
+                "--prompt",
+                "Once upon a time",
+                "-n",
+                "8",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert_success(&out);
+        let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        g["gen_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect()
+    };
+    let llama = generate(&["--runtime", "llama.cpp", "--quant", "file"]);
+    let burn = generate(&["--backend", "flex", "--quant", "f32"]);
+    assert_eq!(
+        burn, llama,
+        "Burn at f32 against llama.cpp on the Q4_K_M file"
+    );
+    assert_eq!(
+        generate(&["--backend", "ndarray", "--quant", "q8"]).len(),
+        8
+    );
+}

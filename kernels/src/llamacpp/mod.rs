@@ -524,4 +524,65 @@ mod type_table {
         }
         assert!(defined >= 30, "{defined} types");
     }
+
+    /// Every type socbench decodes beyond F32, F16 and its three block formats (Q5_0, Q5_1,
+    /// Q2_K to Q6_K, BF16) decodes random blocks as the linked ggml's own `to_float` does.
+    /// The blocks are random bytes but for their f16 scales (finite, random sign, up to 2), so
+    /// every packing of scales, high bits and signs is exercised. ggml's C may fuse a multiply
+    /// and an add into one rounding where socbench rounds twice: the values must agree within
+    /// 4 units of the last place of the block's largest magnitude (or bit for bit).
+    #[test]
+    fn decoding_agrees_with_ggml_on_random_blocks() {
+        let mut rng = crate::load::SplitMix64(0x5eed);
+        for code in crate::dequant::DECODED_OTHER_CODES {
+            let ty = GgmlType::from_code(code);
+            let (elems, size) = ty.block_layout().expect("sized");
+            let blocks = 64;
+            let mut bytes: Vec<u8> = (0..blocks * size)
+                .map(|_| rng.next_u64().to_le_bytes()[0])
+                .collect();
+            // The f16 fields: where ggml's block structs put them.
+            let halves: &[usize] = match code {
+                6 => &[0],
+                7 => &[0, 2],
+                10 => &[80, 82],
+                11 => &[108],
+                12 | 13 => &[0, 2],
+                14 => &[208],
+                _ => &[],
+            };
+            for block in bytes.chunks_exact_mut(size as usize) {
+                for &at in halves {
+                    let v = (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0;
+                    block[at..at + 2].copy_from_slice(&half::f16::from_f32(2.0 * v).to_le_bytes());
+                }
+            }
+            let n = (blocks * elems) as usize;
+            let mut ours = vec![0f32; n];
+            crate::dequant::dequantize(ty, &bytes, &mut ours).expect("decodes");
+            let mut theirs = vec![0f32; n];
+            // SAFETY: ggml's static traits for a type it defines; `to_float` reads `n` values'
+            // worth of blocks from `bytes` (that many were made) and writes `n` floats.
+            unsafe {
+                let traits = llama_cpp_sys_2::ggml_get_type_traits(code as _);
+                let to_float = (*traits).to_float.expect("ggml decodes it");
+                to_float(bytes.as_ptr().cast(), theirs.as_mut_ptr(), n as i64);
+            }
+            for (b, (o, t)) in ours
+                .chunks(elems as usize)
+                .zip(theirs.chunks(elems as usize))
+                .enumerate()
+            {
+                let big = t.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let tol = 4.0 * f32::EPSILON * big.max(f32::MIN_POSITIVE);
+                for (i, (o, t)) in o.iter().zip(t).enumerate() {
+                    // BF16's random bits include infinities and NaNs: equal bits then.
+                    assert!(
+                        o.to_bits() == t.to_bits() || (o - t).abs() <= tol,
+                        "{ty} block {b} value {i}: socbench {o}, ggml {t}"
+                    );
+                }
+            }
+        }
+    }
 }

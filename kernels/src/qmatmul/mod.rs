@@ -223,7 +223,9 @@ pub enum PackError {
         d_out: usize,
     },
     /// Stored data of a type that cannot be decoded.
-    #[error("{ty} data cannot be packed (F32, F16, Q4_0, Q4_1 and Q8_0 can)")]
+    #[error(
+        "{ty} data cannot be packed (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K can)"
+    )]
     Type {
         /// The stored type.
         ty: GgmlType,

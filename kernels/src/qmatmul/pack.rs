@@ -78,6 +78,18 @@ impl PackedWeight {
         };
         let (elems, block_bytes) = (elems as usize, block_bytes as usize);
         let expected = (d_in * d_out).div_ceil(elems) * block_bytes;
+        if elems > BLOCK && bytes.len() == expected && d_in.is_multiple_of(elems) {
+            // Blocks of 256 (the K-quants): each output's row decoded whole, then its blocks
+            // of 32 quantized to `format` as any other decoded data is.
+            let mut rows = vec![0f32; d_in * d_out];
+            crate::dequant::dequantize(ty, bytes, &mut rows).ok_or(PackError::Type { ty })?;
+            let blocks = d_in / BLOCK;
+            return Self::build(format, layout, d_in, d_out, |o, b| {
+                let at = (o * blocks + b) * BLOCK;
+                let x: &[f32; BLOCK] = rows[at..at + BLOCK].try_into().expect("one block");
+                quantize_block(format, x)
+            });
+        }
         if bytes.len() != expected || !BLOCK.is_multiple_of(elems) {
             return Err(PackError::Bytes {
                 ty,

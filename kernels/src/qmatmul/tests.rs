@@ -436,7 +436,7 @@ fn stored_data_of_the_wrong_size_or_type_is_an_error() {
         Err(PackError::Bytes { .. })
     ));
     assert!(matches!(
-        pack(GgmlType::Other(12), &bytes),
+        pack(GgmlType::Other(16), &bytes),
         Err(PackError::Type { .. })
     ));
     assert!(pack(GgmlType::Q8_0, &bytes).is_ok());
@@ -615,5 +615,49 @@ fn extreme_stored_values_run_alike_on_every_variant() {
                 }
             }
         }
+    }
+}
+
+/// Rows of 256-value blocks (the K-quants: Q4_K and Q6_K here, random blocks) are decoded
+/// whole and re-quantized: the same packed weight as quantizing their decoded values.
+#[test]
+fn k_quant_rows_pack_as_their_decoded_values() {
+    let (d_in, d_out) = (512, 5);
+    let mut rng = crate::load::SplitMix64(9);
+    // Code, block bytes, where the f16 scales sit.
+    for (code, size, halves) in [(12u32, 144usize, &[0usize, 2][..]), (14, 210, &[208][..])] {
+        let ty = GgmlType::Other(code);
+        let mut bytes: Vec<u8> = (0..d_in * d_out / 256 * size)
+            .map(|_| rng.next_u64().to_le_bytes()[0])
+            .collect();
+        for block in bytes.chunks_exact_mut(size) {
+            for &at in halves {
+                let v = (rng.next_u64() % 1000) as f32 / 1000.0;
+                block[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+        }
+        let mut rows = vec![0f32; d_in * d_out];
+        dequantize(ty, &bytes, &mut rows).expect("decodes");
+        let mut w = vec![0f32; d_in * d_out];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                w[i * d_out + o] = rows[o * d_in + i];
+            }
+        }
+        for format in [BlockFormat::Q8_0, BlockFormat::Q4_1, BlockFormat::Q4_0] {
+            for layout in LAYOUTS {
+                let case = format!("{ty} into {format} {layout:?}");
+                let stored =
+                    PackedWeight::from_ggml_rows_in(format, layout, ty, &bytes, d_in, d_out)
+                        .expect(&case);
+                let via_floats =
+                    PackedWeight::quantize_in(format, layout, &w, d_in, d_out).expect(&case);
+                assert_eq!(stored.dequantize(), via_floats.dequantize(), "{case}");
+            }
+        }
+        // A row that is not a whole number of 256-value blocks is refused, not misread.
+        let err =
+            PackedWeight::from_ggml_rows(BlockFormat::Q8_0, ty, &bytes[..2 * size], 256 + 32, 1);
+        assert!(matches!(err, Err(PackError::Bytes { .. })), "{err:?}");
     }
 }
