@@ -75,19 +75,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Option<()> {
             }
         }
         GgmlType::Other(code) => {
-            let decode: fn(&[u8], &mut [f32]) = match code {
-                6 => q5_0,
-                7 => q5_1,
-                10 => q2_k,
-                11 => q3_k,
-                12 => q4_k,
-                13 => q5_k,
-                14 => q6_k,
-                30 => {
-                    |b, o| o[0] = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)
-                }
-                _ => return None,
-            };
+            let decode = decoder(code)?;
             for (b, o) in blocks {
                 decode(b, o);
             }
@@ -96,9 +84,25 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Option<()> {
     Some(())
 }
 
-/// The codes of the types beyond F32, F16, Q4_0, Q4_1 and Q8_0 that [`dequantize`] decodes:
-/// Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and BF16.
-pub(crate) const DECODED_OTHER_CODES: [u32; 8] = [6, 7, 10, 11, 12, 13, 14, 30];
+/// Decodes one block (its bytes) into its values.
+pub(crate) type BlockDecoder = fn(&[u8], &mut [f32]);
+
+/// The decoder of one block of a type beyond F32, F16, Q4_0, Q4_1 and Q8_0, by ggml code:
+/// Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and BF16 (what [`GgmlType::decodable`] asks).
+pub(crate) fn decoder(code: u32) -> Option<BlockDecoder> {
+    let decode: BlockDecoder = match code {
+        6 => q5_0,
+        7 => q5_1,
+        10 => q2_k,
+        11 => q3_k,
+        12 => q4_k,
+        13 => q5_k,
+        14 => q6_k,
+        30 => |b, o| o[0] = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16),
+        _ => return None,
+    };
+    Some(decode)
+}
 
 /// The fifth bits of a Q5 block's 32 values, `qh`, as the bit for value `j` (`0..32`).
 fn fifth_bit(qh: u32, j: usize) -> u8 {

@@ -142,10 +142,10 @@ impl Value {
     }
 }
 
-/// GGML tensor element types: the five socbench decodes by name, every other code as
-/// [`GgmlType::Other`]. Every type ggml defines is sized ([`GgmlType::block_layout`]) and
-/// named, so that a file of any type can be read, checked and identified; only the five
-/// named ones can be decoded ([`GgmlType::decodable`]).
+/// GGML tensor element types: the five socbench packs from or reads most by name, every other
+/// code as [`GgmlType::Other`]. Every type ggml defines is sized ([`GgmlType::block_layout`])
+/// and named, so that a file of any type can be read, checked and identified; the named five
+/// and some others (Q5_0, Q5_1, Q2_K to Q6_K, BF16) can be decoded ([`GgmlType::decodable`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgmlType {
     /// 32-bit float.
@@ -158,12 +158,12 @@ pub enum GgmlType {
     Q4_1,
     /// 8-bit, blocks of 32 with an f16 scale.
     Q8_0,
-    /// Any other code: sized and named when ggml defines it (K-quants, I-quants, BF16 …),
-    /// never decoded here.
+    /// Any other code: sized and named when ggml defines it (K-quants, I-quants, BF16 …);
+    /// [`crate::dequant`] decodes some of them.
     Other(u32),
 }
 
-/// The types ggml defines beyond the five socbench decodes: code, name (as llama.cpp's tools
+/// The types ggml defines beyond the five named ones: code, name (as llama.cpp's tools
 /// print it), elements per block, bytes per block. From ggml's `ggml_type` and its block
 /// structs; `llama_cpp_agrees_on_every_ggml_type` checks it against the linked ggml.
 const OTHER_TYPES: &[(u32, &str, u64, u64)] = &[
@@ -245,7 +245,7 @@ impl GgmlType {
     /// Q2_K to Q6_K and BF16).
     pub fn decodable(self) -> bool {
         match self {
-            Self::Other(code) => crate::dequant::DECODED_OTHER_CODES.contains(&code),
+            Self::Other(code) => crate::dequant::decoder(code).is_some(),
             _ => true,
         }
     }
@@ -512,9 +512,13 @@ impl GgufFile {
             .iter()
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| bad(format!("dimensions {:?} overflow", info.dims)))?;
-        if elements % block_elems != 0 {
+        // Blocks run along a row (the first dimension), never across rows: ggml refuses a
+        // row that is not whole blocks, and so does this reader (a decoder would otherwise read
+        // blocks spanning two rows).
+        let row = info.dims.first().copied().unwrap_or(1);
+        if elements % block_elems != 0 || row % block_elems != 0 {
             return Err(bad(format!(
-                "{elements} elements is not a whole number of {} blocks of {block_elems}",
+                "rows of {row} elements are not whole {} blocks of {block_elems}",
                 info.ty
             )));
         }
@@ -909,6 +913,16 @@ mod tests {
         let err = file(14, 419).unwrap_err();
         assert!(matches!(err, GgufError::Truncated { .. }), "{err}");
         assert!(err.to_string().contains("\"w\" (Q6_K)"), "{err}");
+        // 512 elements are two Q6_K blocks, but rows of 128 are not whole blocks.
+        let mut w = GgufWriter::default();
+        w.string("general.architecture", "qwen3")
+            .tensor_raw("w", &[128, 4], 14, vec![7; 420]);
+        let err = GgufFile::parse(w.to_bytes()).unwrap_err().to_string();
+        assert!(
+            err.contains("\"w\"")
+                && err.contains("rows of 128 elements are not whole Q6_K blocks of 256"),
+            "{err}"
+        );
         let err = file(4, 420).unwrap_err().to_string();
         assert!(
             err.contains("\"w\"") && err.contains("ggml type 4"),

@@ -1,6 +1,7 @@
 //! socbench's model: a LLaMA-family decoder written with Burn, loaded from GGUF.
 //!
-//! - [`gguf`] reads the container, [`dequant`] decodes its F32/F16/Q4_0/Q4_1/Q8_0 data;
+//! - [`gguf`] reads the container, [`dequant`] decodes its data (F32, F16, BF16, Q4_0, Q4_1,
+//!   Q5_0, Q5_1, Q8_0, Q2_K to Q6_K);
 //! - [`tokenizer`] builds the byte-level BPE tokenizer stored in the file's metadata;
 //! - [`model`] is the network (embedding, RMSNorm, RoPE, grouped-query attention with a
 //!   KV cache and optional sliding window, SwiGLU MLP, tied output projection);

@@ -93,8 +93,8 @@ fn tensor_types(path: &Path) -> Vec<String> {
 }
 
 /// The acceptance: `--runtime llama.cpp --quant file` measures a Q4_K_M and a Q6_K
-/// file of another architecture; socbench's Burn runtime, which runs neither the architecture
-/// nor the K-quants, has its cells skipped with the reason; a truncated file is one error
+/// file of another architecture; socbench's Burn runtime, which does not run the architecture,
+/// has its cells skipped with the reason; a truncated file is one error
 /// before any device.
 #[test]
 fn llama_cpp_cells_run_k_quant_files_of_another_architecture_as_stored() {

@@ -79,15 +79,22 @@ impl PackedWeight {
         let (elems, block_bytes) = (elems as usize, block_bytes as usize);
         let expected = (d_in * d_out).div_ceil(elems) * block_bytes;
         if elems > BLOCK && bytes.len() == expected && d_in.is_multiple_of(elems) {
-            // Blocks of 256 (the K-quants): each output's row decoded whole, then its blocks
-            // of 32 quantized to `format` as any other decoded data is.
-            let mut rows = vec![0f32; d_in * d_out];
-            crate::dequant::dequantize(ty, bytes, &mut rows).ok_or(PackError::Type { ty })?;
-            let blocks = d_in / BLOCK;
+            // Blocks of 256 (the K-quants): an output's row is decoded when `build` (which goes
+            // output by output) asks for its first block, then its blocks of 32 quantized to
+            // `format` as any other decoded data is: one row of floats at a time.
+            let row_bytes = d_in / elems * block_bytes;
+            let mut row = vec![0f32; d_in];
+            let mut decoded = None;
             return Self::build(format, layout, d_in, d_out, |o, b| {
-                let at = (o * blocks + b) * BLOCK;
-                let x: &[f32; BLOCK] = rows[at..at + BLOCK].try_into().expect("one block");
-                quantize_block(format, x)
+                if decoded != Some(o) {
+                    // The sizes were checked above and the type decodes: cannot fail (zeros if
+                    // it did).
+                    let at = o * row_bytes;
+                    let _ = crate::dequant::dequantize(ty, &bytes[at..at + row_bytes], &mut row);
+                    decoded = Some(o);
+                }
+                let (blocks, _) = row.as_chunks::<BLOCK>();
+                quantize_block(format, &blocks[b])
             });
         }
         if bytes.len() != expected || !BLOCK.is_multiple_of(elems) {
