@@ -285,6 +285,36 @@ pub fn quantize_q4_1(values: &[f32]) -> Vec<u8> {
     out
 }
 
+/// `blocks` random blocks of `ty` (one of [`decoder`]'s types) for tests: random bytes but
+/// for the f16 fields (where ggml's block structs put them), which hold finite values in
+/// `[-2, 2]`, so that every packing of scales, high bits and signs is exercised.
+#[cfg(test)]
+pub(crate) fn random_blocks(
+    ty: GgmlType,
+    blocks: usize,
+    rng: &mut crate::load::SplitMix64,
+) -> Vec<u8> {
+    let size = ty.block_layout().expect("sized").1 as usize;
+    let halves: &[usize] = match ty.code() {
+        6 => &[0],
+        7 | 12 | 13 => &[0, 2],
+        10 => &[80, 82],
+        11 => &[108],
+        14 => &[208],
+        _ => &[],
+    };
+    let mut bytes: Vec<u8> = (0..blocks * size)
+        .map(|_| rng.next_u64().to_le_bytes()[0])
+        .collect();
+    for block in bytes.chunks_exact_mut(size) {
+        for &at in halves {
+            let v = (rng.next_u64() % 2001) as f32 / 500.0 - 2.0;
+            block[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+        }
+    }
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -541,27 +541,9 @@ mod type_table {
         assert_eq!(decoded, [6, 7, 10, 11, 12, 13, 14, 30], "the decoded types");
         for code in decoded {
             let ty = GgmlType::from_code(code);
-            let (elems, size) = ty.block_layout().expect("sized");
+            let (elems, _) = ty.block_layout().expect("sized");
             let blocks = 64;
-            let mut bytes: Vec<u8> = (0..blocks * size)
-                .map(|_| rng.next_u64().to_le_bytes()[0])
-                .collect();
-            // The f16 fields: where ggml's block structs put them.
-            let halves: &[usize] = match code {
-                6 => &[0],
-                7 => &[0, 2],
-                10 => &[80, 82],
-                11 => &[108],
-                12 | 13 => &[0, 2],
-                14 => &[208],
-                _ => &[],
-            };
-            for block in bytes.chunks_exact_mut(size as usize) {
-                for &at in halves {
-                    let v = (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0;
-                    block[at..at + 2].copy_from_slice(&half::f16::from_f32(2.0 * v).to_le_bytes());
-                }
-            }
+            let bytes = crate::dequant::random_blocks(ty, blocks as usize, &mut rng);
             let n = (blocks * elems) as usize;
             let mut ours = vec![0f32; n];
             crate::dequant::dequantize(ty, &bytes, &mut ours).expect("decodes");

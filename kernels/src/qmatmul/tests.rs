@@ -547,6 +547,20 @@ fn every_kernel_variant_gives_the_same_perplexity_on_the_quality_text() {
 /// the same fused float steps in the same order): the quantized model then scores the same
 /// whichever variant runs it, since the next product's 8-bit rounding would amplify even a
 /// last-bit difference (`portable`'s note).
+/// Every kernel variant this CPU has for `w`'s layout gives the portable kernel's outputs, bit
+/// for bit.
+fn assert_every_variant_equals_portable(w: &PackedWeight, x: &[f32], rows: usize, case: &str) {
+    let reference = matmul_with(&[w], x, rows, Some(Kernel::Portable));
+    for kernel in Kernel::available(w.layout()) {
+        let got = matmul_with(&[w], x, rows, Some(kernel));
+        let same = got
+            .iter()
+            .zip(&reference)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{case}: {} at {rows} rows", kernel.name());
+    }
+}
+
 #[test]
 fn every_kernel_variant_equals_the_portable_one_bit_for_bit() {
     // 53 outputs: a partial last panel; 96 inputs: three blocks; rows for every tile height.
@@ -558,15 +572,7 @@ fn every_kernel_variant_equals_the_portable_one_bit_for_bit() {
                     .expect("packs");
             for rows in [1, 2, 3, 4, 5, 6, 7, 13] {
                 let x = random(rows * d_in, 32 + rows as u64);
-                let reference = matmul_with(&[&w], &x, rows, Some(Kernel::Portable));
-                for kernel in Kernel::available(layout) {
-                    let got = matmul_with(&[&w], &x, rows, Some(kernel));
-                    let same = got
-                        .iter()
-                        .zip(&reference)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{format} {layout:?} {} at {rows} rows", kernel.name());
-                }
+                assert_every_variant_equals_portable(&w, &x, rows, &format!("{format} {layout:?}"));
             }
         }
     }
@@ -604,15 +610,7 @@ fn extreme_stored_values_run_alike_on_every_variant() {
                 let x: Vec<f32> = (0..rows * d_in)
                     .map(|i| if (i / 16) % 3 == 0 { -1.0 } else { 1.0 })
                     .collect();
-                let reference = matmul_with(&[&w], &x, rows, Some(Kernel::Portable));
-                for kernel in Kernel::available(layout) {
-                    let got = matmul_with(&[&w], &x, rows, Some(kernel));
-                    let same = got
-                        .iter()
-                        .zip(&reference)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{ty} {layout:?} {} at {rows} rows", kernel.name());
-                }
+                assert_every_variant_equals_portable(&w, &x, rows, &format!("{ty} {layout:?}"));
             }
         }
     }
@@ -624,18 +622,9 @@ fn extreme_stored_values_run_alike_on_every_variant() {
 fn k_quant_rows_pack_as_their_decoded_values() {
     let (d_in, d_out) = (512, 5);
     let mut rng = crate::load::SplitMix64(9);
-    // Code, block bytes, where the f16 scales sit.
-    for (code, size, halves) in [(12u32, 144usize, &[0usize, 2][..]), (14, 210, &[208][..])] {
+    for (code, size) in [(12u32, 144usize), (14, 210)] {
         let ty = GgmlType::Other(code);
-        let mut bytes: Vec<u8> = (0..d_in * d_out / 256 * size)
-            .map(|_| rng.next_u64().to_le_bytes()[0])
-            .collect();
-        for block in bytes.chunks_exact_mut(size) {
-            for &at in halves {
-                let v = (rng.next_u64() % 1000) as f32 / 1000.0;
-                block[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
-            }
-        }
+        let bytes = crate::dequant::random_blocks(ty, d_in * d_out / 256, &mut rng);
         let mut rows = vec![0f32; d_in * d_out];
         dequantize(ty, &bytes, &mut rows).expect("decodes");
         let mut w = vec![0f32; d_in * d_out];
